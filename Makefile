@@ -1,0 +1,22 @@
+# Quick start: `make demo` and `make test` on a fresh clone (needs only python3.11 and make).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+demo: install
+	$(BIN)/irevnet demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,37 @@
+"""``irevnet info PRESET|CHECKPOINT``: architecture summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import model_from_spec
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters, depth, per-stage shapes and Φ size of a preset or checkpoint")
+    p.add_argument("model", metavar="PRESET|CHECKPOINT")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def _shape(s) -> str:
+    return "x".join(map(str, s))
+
+
+def run(args: argparse.Namespace) -> int:
+    d = model_from_spec(args.model).describe()
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{d['name']}: i-RevNet, {d['kind']}, {d['blocks']} blocks ({d['layers']} layers), "
+          f"{d['parameters']:,} parameters, {d['num_classes']} classes")
+    print(f"  input           {_shape(d['input_shape'])}")
+    print(f"  after init ψ    {_shape(d['after_init_psi'])}")
+    for s in d["stages"]:
+        print(f"  stage {s['stage']}: {s['blocks']:3d} blocks, stride {s['stride']}, "
+              f"{s['channels_per_half']} ch/half -> {_shape(s['output_shape'])}")
+    ratio = d["phi_size"] / d["input_size"]
+    print(f"  Φ               {_shape(d['phi_shape'])} = {d['phi_size']:,} values "
+          f"({ratio:g}x the input's {d['input_size']:,})")
+    return 0

@@ -1,0 +1,50 @@
+"""``irevnet`` / ``python -m irevnet``: the command-line entry point.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds
+its parser and sets ``func`` (called with the parsed namespace, returns an exit code).
+To add a command, write the module and list it in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+
+COMMANDS = ["info", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="irevnet", description="i-RevNet: deep invertible networks (ICLR 2018)."
+    )
+    parser.add_argument("--version", action="version", version=f"irevnet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Expected user errors (bad preset, unreadable checkpoint, ...): one line, no traceback.
+        if args.verbose:
+            raise
+        print(f"irevnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

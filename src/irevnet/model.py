@@ -1,0 +1,258 @@
+"""The i-RevNet: an invertible feature map Φ followed by a (non-invertible) linear head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import IRevBlock
+from .config import IRevNetConfig
+from .layers import InvertibleDownsampling, Pair, merge, split
+
+__all__ = ["IRevNet", "ClassifierHead"]
+
+
+class ClassifierHead(nn.Module):
+    """Projection onto the classes: ``BN → ReLU → global average pool → linear``.
+
+    ``(N, C, H, W) -> (N, num_classes)``. The only part of the network that discards
+    information. (The reference code builds this BN with ``momentum=0.9``, a TensorFlow
+    habit; running statistics are a training detail and do not change the function of a
+    given checkpoint, so we keep PyTorch's default.)
+    """
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_features)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
+        x = F.relu(self.norm(phi)).mean(dim=(2, 3))
+        return x if pre_logits else self.fc(x)
+
+
+class IRevNet(nn.Module):
+    """i-RevNet (Jacobsen, Smeulders, Oyallon, ICLR 2018).
+
+    ``x (N, C, H, W) --ψ--> split --blocks--> merge = Φ(x) --head--> logits``.
+
+    Φ(x) has shape ``(N, 2*channels[-1], H/f, W/f)`` with ``f = downsampling``; it is a
+    one-to-one function of ``x`` and :meth:`inverse` rebuilds ``x`` from it. Bijective
+    configurations have ``Φ.numel() == x.numel()``; injective ones (zero padding) are
+    larger.
+
+    Use :func:`irevnet.create_model` to build a named preset. Keyword arguments are the
+    fields of :class:`~irevnet.config.IRevNetConfig`.
+    """
+
+    def __init__(
+        self,
+        *,
+        blocks: tuple[int, ...],
+        strides: tuple[int, ...],
+        channels: tuple[int, ...],
+        input_shape: tuple[int, int, int] = (3, 224, 224),
+        num_classes: int = 1000,
+        init_block_size: int = 2,
+        dropout: float = 0.0,
+        mult: int = 4,
+        name: str = "custom",
+        description: str = "",
+    ) -> None:
+        super().__init__()
+        cfg = IRevNetConfig(
+            blocks=blocks, strides=strides, channels=channels, input_shape=input_shape,
+            num_classes=num_classes, init_block_size=init_block_size, dropout=dropout,
+            mult=mult, name=name, description=description,
+        )
+        self.config = cfg
+        in_chans, height, width = cfg.input_shape
+        if height % cfg.downsampling or width % cfg.downsampling:
+            raise ValueError(
+                f"input_shape {cfg.input_shape} is not divisible by the network's total down-sampling "
+                f"{cfg.downsampling}"
+            )
+        self.init_psi = InvertibleDownsampling(cfg.init_block_size)
+        channels_in = in_chans * self.init_psi.factor**2
+        if channels_in < 2:
+            raise ValueError(
+                f"the initial representation has {channels_in} channel(s); at least 2 are needed to split "
+                "it into a pair (use init_block_size >= 2 for single-channel images)"
+            )
+        layers: list[IRevBlock] = []
+        self.stage_index: list[int] = []  # stage of each block
+        for stage, (depth, stride, ch) in enumerate(zip(cfg.blocks, cfg.strides, cfg.channels)):
+            for i in range(depth):
+                layers.append(IRevBlock(
+                    channels_in, ch, stride=stride if i == 0 else 1, first=not layers,
+                    dropout=cfg.dropout, mult=cfg.mult,
+                ))
+                self.stage_index.append(stage)
+                channels_in = 2 * ch
+        self.blocks = nn.ModuleList(layers)
+        self.num_features = channels_in
+        self.head = ClassifierHead(channels_in, cfg.num_classes)
+        self.memory_efficient = False
+
+    @classmethod
+    def from_config(cls, config: IRevNetConfig) -> "IRevNet":
+        return cls(**{k: getattr(config, k) for k in config.__dataclass_fields__})
+
+    # -- shapes ---------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The (C, H, W) input the configuration was designed for."""
+        return self.config.input_shape
+
+    @property
+    def downsampling(self) -> int:
+        return self.config.downsampling
+
+    @property
+    def depth(self) -> int:
+        """Number of invertible blocks."""
+        return len(self.blocks)
+
+    @property
+    def injective(self) -> bool:
+        """True when some block zero-pads (Φ is then larger than the input)."""
+        return any(b.injective for b in self.blocks)
+
+    def feature_shape(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int, int]:
+        """Shape (C, H, W) of Φ for an input of spatial size ``input_hw`` (default: input_shape)."""
+        h, w = input_hw or self.input_shape[1:]
+        f = self.downsampling
+        return self.num_features, h // f, w // f
+
+    def block_output_shapes(self, input_hw: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+        """(C, H, W) of the merged representation after each block."""
+        h, w = input_hw or self.input_shape[1:]
+        h, w = h // self.init_psi.factor, w // self.init_psi.factor
+        shapes = []
+        for block in self.blocks:
+            if block.stride == 2:
+                h, w = h // 2, w // 2
+            shapes.append((2 * block.out_channels, h, w))
+        return shapes
+
+    # -- validation -----------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        c = self.input_shape[0]
+        f = self.downsampling
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"expected a 4-D input (N, {c}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != c:
+            raise ValueError(
+                f"expected {c} input channel(s) (N, {c}, H, W), got {x.shape[1]} in shape {tuple(x.shape)}"
+            )
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"input height and width must be divisible by the network's total down-sampling {f}, "
+                f"got {x.shape[2]}x{x.shape[3]} (this configuration expects {self.input_shape[1]}x{self.input_shape[2]})"
+            )
+
+    def _check_representation(self, z: Tensor, depth: int) -> None:
+        expected_c = self.num_features if depth == self.depth else 2 * self.blocks[depth - 1].out_channels
+        if not isinstance(z, Tensor) or z.ndim != 4 or z.shape[1] != expected_c:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(
+                f"inverse expects a representation of shape (N, {expected_c}, H, W) after block {depth} "
+                f"(Φ of this model is (N, {', '.join(map(str, self.feature_shape()))}) for a "
+                f"{self.input_shape[1]}x{self.input_shape[2]} input), got {got}"
+            )
+
+    # -- forward --------------------------------------------------------------------
+    def _embed(self, x: Tensor) -> Pair:
+        self._check_input(x)
+        return split(self.init_psi(x))
+
+    def _run_blocks(self, pair: Pair) -> Pair:
+        for block in self.blocks:
+            pair = block(pair)
+        return pair
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Φ(x): ``(N, C, H, W) -> (N, num_features, H/f, W/f)``, the representation before the head."""
+        return merge(*self._run_blocks(self._embed(x)))
+
+    def forward_head(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Logits ``(N, num_classes)`` from Φ (or pooled features with ``pre_logits=True``)."""
+        return self.head(phi, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
+        """The merged representation after every block (``depth`` tensors).
+
+        Entry ``j-1`` is Φ_j(x), the output of block ``j``; ``inverse(z, depth=j)`` rebuilds
+        ``x`` from it, so each one carries all the information of the input.
+        """
+        pair = self._embed(x)
+        out = []
+        for block in self.blocks:
+            pair = block(pair)
+            out.append(merge(*pair))
+        return out
+
+    # -- inverse --------------------------------------------------------------------
+    def inverse(self, phi: Tensor, *, depth: int | None = None) -> Tensor:
+        """Rebuild the input from Φ (or from the representation after block ``depth``).
+
+        ``(N, num_features, H/f, W/f) -> (N, C, H, W)``. Never changes the model's state:
+        BatchNorm layers in train mode normalize with the batch statistics of the
+        reconstructed tensors (the same as the forward's) but update no buffers.
+        """
+        depth = self.depth if depth is None else depth
+        if not 0 <= depth <= self.depth:
+            raise ValueError(f"depth must be in [0, {self.depth}], got {depth}")
+        if self.training and self.config.dropout > 0:
+            raise RuntimeError(
+                "inverse() is undefined in train mode with dropout > 0: the forward drew a random mask that "
+                "the inverse cannot know. Call model.eval() first (memory-efficient training replays the "
+                "masks itself)."
+            )
+        if depth == 0:
+            z_c = self.input_shape[0] * self.init_psi.factor**2
+            if not isinstance(phi, Tensor) or phi.ndim != 4 or phi.shape[1] != z_c:
+                raise ValueError(f"inverse(depth=0) expects (N, {z_c}, H, W), got {getattr(phi, 'shape', phi)}")
+            return self.init_psi.inverse(phi)
+        self._check_representation(phi, depth)
+        pair = split(phi)
+        for block in reversed(self.blocks[:depth]):
+            pair = block.inverse(pair)
+        return self.init_psi.inverse(merge(*pair))
+
+    # -- introspection --------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        """Summary used by ``irevnet info``: parameters, depth, per-stage shapes, Φ size."""
+        shapes = self.block_output_shapes()
+        stages = []
+        for s, (n, stride, ch) in enumerate(zip(self.config.blocks, self.config.strides, self.config.channels)):
+            last = max(i for i, st in enumerate(self.stage_index) if st == s)
+            stages.append({"stage": s + 1, "blocks": n, "stride": stride, "channels_per_half": ch,
+                           "output_shape": list(shapes[last])})
+        c, h, w = self.input_shape
+        phi = self.feature_shape()
+        return {
+            "name": self.config.name,
+            "parameters": self.num_parameters(),
+            "blocks": self.depth,
+            "layers": 3 * self.depth + 1,
+            "input_shape": [c, h, w],
+            "after_init_psi": [c * self.init_psi.factor**2, h // self.init_psi.factor, w // self.init_psi.factor],
+            "stages": stages,
+            "phi_shape": list(phi),
+            "phi_size": phi[0] * phi[1] * phi[2],
+            "input_size": c * h * w,
+            "kind": "injective" if self.injective else "bijective",
+            "num_classes": self.config.num_classes,
+        }
