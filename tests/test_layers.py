@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from irevnet.blocks import IRevBlock
+from irevnet.layers import InjectivePad, InvertibleDownsampling, depth_to_space, merge, space_to_depth, split
+
+
+@pytest.mark.parametrize("block_size", [2, 3, 4])
+def test_psi_matches_reference_index_formula(block_size):
+    n, c, h, w, b = 2, 3, 4 * block_size, 2 * block_size, block_size
+    x = torch.randn(n, c, h, w)
+    y = space_to_depth(x, b)
+    assert y.shape == (n, b * b * c, h // b, w // b)
+    # Independent formula: output channel (i*b + j)*C + c holds x[c, b*r + i, b*s + j].
+    expected = torch.empty_like(y)
+    for i in range(b):
+        for j in range(b):
+            for ch in range(c):
+                expected[:, (i * b + j) * c + ch] = x[:, ch, i::b, j::b]
+    assert torch.equal(y, expected)
+
+
+def test_psi_order_differs_from_pixel_unshuffle():
+    x = torch.randn(1, 3, 4, 4)
+    assert not torch.equal(space_to_depth(x, 2), torch.nn.PixelUnshuffle(2)(x))
+    # ... but they hold the same values (both are permutations of the input).
+    assert torch.equal(space_to_depth(x, 2).flatten().sort().values, x.flatten().sort().values)
+
+
+@pytest.mark.parametrize("block_size", [0, 1, 2, 4])
+def test_psi_inverse_is_exact(block_size):
+    psi = InvertibleDownsampling(block_size)
+    x = torch.randn(2, 3, 16, 8)
+    assert torch.equal(psi.inverse(psi(x)), x)
+    assert torch.equal(depth_to_space(space_to_depth(x, max(block_size, 1)), max(block_size, 1)), x)
+
+
+def test_psi_rejects_indivisible_size():
+    with pytest.raises(ValueError, match="not divisible by block size 2"):
+        space_to_depth(torch.randn(1, 3, 5, 4), 2)
+
+
+def test_split_merge_reference_halves():
+    x = torch.randn(2, 5, 3, 3)
+    x1, x2 = split(x)
+    assert x1.shape[1] == 2 and x2.shape[1] == 3  # odd C: the extra channel goes to x2
+    assert torch.equal(merge(x1, x2), x)
+
+
+def test_injective_pad_appends_zeros_at_end():
+    pad = InjectivePad(5)
+    x = torch.randn(2, 3, 4, 4)
+    y = pad(x)
+    assert y.shape == (2, 8, 4, 4)
+    assert torch.equal(y[:, :3], x) and torch.count_nonzero(y[:, 3:]) == 0
+    assert torch.equal(pad.inverse(y), x)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 4, 1), (3, 16, 1), (8, 16, 2), (12, 16, 1)])
+def test_block_inverse_exact(in_ch, out_ch, stride):
+    block = IRevBlock(in_ch, out_ch, stride=stride).double()
+    x = torch.randn(4, in_ch, 8, 8, dtype=torch.float64)
+    pair = split(x)
+    for mode in (True, False):
+        block.train(mode)
+        with torch.no_grad():
+            y = block(pair)
+            assert y[0].shape == y[1].shape == (4, out_ch, 8 // stride, 8 // stride)
+            x_rec = merge(*block.inverse(y))
+        assert torch.allclose(x_rec, x, rtol=0, atol=1e-12)
+    assert block.injective == (stride == 1 and 2 * out_ch != in_ch)
+
+
+def test_block_constructor_errors():
+    with pytest.raises(ValueError, match="stride-2 block needs"):
+        IRevBlock(8, 8, stride=2)
+    with pytest.raises(ValueError, match="cannot reduce channels"):
+        IRevBlock(16, 4)
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        IRevBlock(8, 4, stride=3)

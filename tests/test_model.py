@@ -1,0 +1,159 @@
+import copy
+
+import pytest
+import torch
+
+import irevnet
+from irevnet import create_model, list_presets
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def small_shape(model):
+    """Inputs for the ImageNet presets at 64x64 (same weights, 12x fewer pixels)."""
+    c, h, w = model.input_shape
+    return (c, 64, 64) if h > 64 else (c, h, w)
+
+
+def test_list_presets():
+    assert set(list_presets()) >= {"digits", "cifar10", "cifar100", "imagenet-a", "imagenet-b"}
+
+
+@pytest.mark.parametrize("preset,params", [("imagenet-b", 125_120_356), ("cifar10", 6_274_826)])
+def test_parameter_counts_match_reference(preset, params):
+    assert create_model(preset).num_parameters() == params
+
+
+def test_imagenet_b_is_bijective_with_paper_shapes():
+    m = create_model("imagenet-b")
+    assert not m.injective
+    assert m.depth == 100 and 3 * m.depth + 1 == 301
+    assert m.feature_shape() == (3072, 7, 7)
+    assert 3072 * 7 * 7 == 3 * 224 * 224
+
+
+def test_imagenet_a_layout():
+    m = create_model("imagenet-a")
+    assert m.injective
+    d = m.describe()
+    assert d["after_init_psi"] == [48, 56, 56]
+    assert [2 * s["channels_per_half"] for s in d["stages"]] == [96, 384, 1536, 6144]
+    # down-sampling at blocks 5, 9 and 15 of 18
+    assert [i + 1 for i, b in enumerate(m.blocks) if b.stride == 2] == [5, 9, 15]
+    assert m.depth == 18
+
+
+def test_overrides():
+    m = create_model("cifar10", num_classes=7, blocks=(1, 2, 1), dropout=0.2)
+    assert m.depth == 4 and m.head.fc.out_features == 7
+    assert m.blocks[0].bottleneck.drop.p == 0.2
+    with pytest.raises(TypeError, match="unknown model option"):
+        create_model("cifar10", colour="blue")
+
+
+# float32 in train mode: BatchNorm with batch statistics makes the local inverse of a deep
+# network at initialization ill-conditioned. Even an exact float64 inverse of Φ rounded to
+# float32 is off by ~1e-5 on cifar10 (see test_train_mode_float32_is_at_conditioning_floor),
+# so no float32 algorithm can reach 1e-5 there; eval mode and float64 are far inside.
+@pytest.mark.parametrize("preset", ["digits", "cifar10", "cifar100", "imagenet-a", "imagenet-b"])
+def test_inverse_exact_at_init(preset):
+    model = create_model(preset)
+    x = torch.randn(4, *small_shape(model))
+    errors = {}
+    for dtype in (torch.float64, torch.float32):
+        model.to(dtype)
+        for train in (True, False):
+            model.train(train)
+            with torch.no_grad():
+                errors[dtype, train] = rel_err(model.inverse(model.forward_features(x.to(dtype))), x.to(dtype))
+    assert errors[torch.float64, True] <= 1e-10
+    assert errors[torch.float64, False] <= 1e-10
+    assert errors[torch.float32, False] <= 1e-5
+    assert errors[torch.float32, True] <= 1e-3
+
+
+def test_train_mode_float32_is_at_conditioning_floor():
+    """The float32 train-mode error is within a small factor of the floor set by rounding Φ."""
+    model = create_model("cifar10").double().train()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        phi = model.forward_features(x)
+        floor = rel_err(model.inverse(phi.float().double()), x)  # exact inverse of rounded Φ
+        model.float()
+        ours = rel_err(model.inverse(model.forward_features(x.float())), x.float())
+    assert floor > 1e-6  # the function itself amplifies float32 rounding
+    assert ours < 50 * floor
+
+
+def test_inverse_does_not_change_state_in_train_mode():
+    model = create_model("cifar10", blocks=(2, 2, 2)).train()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        phi = model.forward_features(x)
+    before = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        model.inverse(phi)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training
+
+
+def test_inverse_raises_in_train_mode_with_dropout():
+    model = create_model("digits", dropout=0.1).train()
+    phi = model.forward_features(torch.rand(2, 1, 8, 8))
+    with pytest.raises(RuntimeError, match="dropout"):
+        model.inverse(phi)
+    model.eval()
+    x = torch.rand(2, 1, 8, 8)
+    assert rel_err(model.inverse(model.forward_features(x)), x) < 1e-5
+
+
+def test_forward_head_and_intermediates():
+    model = create_model("cifar10", blocks=(2, 2, 2)).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    phi = model.forward_features(x)
+    assert phi.shape == (2, 512, 8, 8)
+    assert torch.equal(model(x), model.forward_head(phi))
+    assert model.forward_head(phi, pre_logits=True).shape == (2, 512)
+    inter = model.forward_intermediates(x)
+    assert len(inter) == model.depth
+    assert torch.equal(inter[-1], phi)
+    assert [tuple(t.shape[1:]) for t in inter] == model.block_output_shapes()
+    for depth, z in enumerate(inter, start=1):
+        assert rel_err(model.inverse(z, depth=depth), x) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "shape,match",
+    [((2, 1, 32, 32), "expected 3 input channel"),
+     ((2, 3, 30, 32), "divisible by the network's total down-sampling 4"),
+     ((3, 32, 32), "expected a 4-D input")],
+)
+def test_bad_input_errors(shape, match):
+    model = create_model("cifar10", blocks=(1, 1, 1))
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+
+
+def test_bad_representation_errors():
+    model = create_model("cifar10", blocks=(1, 1, 1))
+    with pytest.raises(ValueError, match=r"inverse expects a representation of shape \(N, 512, H, W\)"):
+        model.inverse(torch.randn(2, 256, 8, 8))
+    with pytest.raises(ValueError, match="inverse expects"):
+        model.inverse(torch.randn(512, 8, 8))
+    with pytest.raises(ValueError, match="depth must be in"):
+        model.inverse(torch.randn(2, 512, 8, 8), depth=9)
+
+
+def test_unknown_preset_error():
+    with pytest.raises(ValueError, match="unknown preset 'resnet50'; available presets: cifar10"):
+        create_model("resnet50")
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ValueError, match="equal length"):
+        irevnet.IRevNet(blocks=(1, 1), strides=(1,), channels=(4, 16))
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        create_model("digits", init_block_size=0)
