@@ -74,6 +74,28 @@ def test_inverse_exact_at_init(preset):
     assert errors[torch.float32, True] <= 1e-3
 
 
+def test_inverse_exact_after_training_steps():
+    """Trained weights and BatchNorm statistics (not just the init) keep the inverse exact."""
+    model = create_model("cifar10", blocks=(2, 2, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(30):
+        x = torch.rand(16, 3, 32, 32)
+        y = (x.mean(dim=(1, 2, 3)) * 20).long() % 10
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert int(model.blocks[1].bottleneck.bn0.num_batches_tracked) == 30
+    x = torch.rand(8, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert rel_err(model.inverse(model.forward_features(x)), x) <= 1e-5
+        model.double()
+        assert rel_err(model.inverse(model.forward_features(x.double())), x.double()) <= 1e-10
+        model.train()
+        assert rel_err(model.inverse(model.forward_features(x.double())), x.double()) <= 1e-10
+
+
 def test_train_mode_float32_is_at_conditioning_floor():
     """The float32 train-mode error is within a small factor of the floor set by rounding Φ."""
     model = create_model("cifar10").double().train()
