@@ -15,6 +15,8 @@ def create_model(preset: str, **overrides: Any) -> IRevNet:
 
     ``overrides`` replace configuration fields, e.g. ``num_classes=100``,
     ``blocks=(2, 2, 2)``, ``dropout=0.1``, ``input_shape=(3, 64, 64)``.
+    ``memory_efficient=True`` trains without stored activations
+    (:meth:`~irevnet.model.IRevNet.set_memory_efficient`, ``docs/memory.md``).
     """
     memory_efficient = overrides.pop("memory_efficient", False)
     config = get_preset(preset)

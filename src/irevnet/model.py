@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .config import IRevNetConfig
 from .layers import InvertibleDownsampling, Pair, merge, split
@@ -93,6 +94,8 @@ class IRevNet(nn.Module):
                 self.stage_index.append(stage)
                 channels_in = 2 * ch
         self.blocks = nn.ModuleList(layers)
+        # First block of each stage: memory-saving training keeps these blocks' inputs.
+        self._stage_starts = [j for j, s in enumerate(self.stage_index) if j == 0 or s != self.stage_index[j - 1]]
         self.num_features = channels_in
         self.head = ClassifierHead(channels_in, cfg.num_classes)
         self.memory_efficient = False
@@ -166,12 +169,30 @@ class IRevNet(nn.Module):
                 f"{self.input_shape[1]}x{self.input_shape[2]} input), got {got}"
             )
 
+    # -- memory-saving training -------------------------------------------------------
+    def set_memory_efficient(self, enabled: bool = True) -> "IRevNet":
+        """Train without storing the blocks' activations (returns ``self``).
+
+        When enabled, a forward that builds a graph keeps only the output of the last
+        block; the backward rebuilds each block's input with its inverse and recomputes
+        its bottleneck once (one extra forward per step), so activation memory no longer
+        grows with depth. Gradients, BatchNorm statistics and dropout masks equal plain
+        autograd's up to rounding (see ``docs/memory.md``). Forwards without grad,
+        :meth:`forward_intermediates` and :meth:`inverse` are unaffected.
+        """
+        self.memory_efficient = bool(enabled)
+        return self
+
     # -- forward --------------------------------------------------------------------
     def _embed(self, x: Tensor) -> Pair:
         self._check_input(x)
         return split(self.init_psi(x))
 
     def _run_blocks(self, pair: Pair) -> Pair:
+        if self.memory_efficient and grad_needed(self.blocks, pair):
+            return reversible_forward(self.blocks, pair, keep=self._stage_starts)
+        # Plain autograd; also memory-efficient mode when no graph is built (no_grad,
+        # inference_mode, nothing requires grad): then nothing is stored either way.
         for block in self.blocks:
             pair = block(pair)
         return pair
