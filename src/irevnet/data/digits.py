@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 __all__ = ["load_digits_split"]
@@ -16,6 +14,10 @@ def load_digits_split(*, test_size: float = 0.25, seed: int = 0) -> tuple[Tensor
     Returns two ``TensorDataset`` of ``(image, label)`` with images ``(1, 8, 8)`` float32 in
     [0, 1] (pixel values 0..16 divided by 16) and int64 labels 0..9.
     """
+    # Imported here: scikit-learn costs seconds at start-up, and most commands never need it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)

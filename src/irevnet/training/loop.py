@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -35,6 +36,11 @@ def topk_correct(logits: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5)) -
     return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
 
 
+def _prepare(x: Tensor, y: Tensor, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
 def train_epoch(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],
@@ -45,21 +51,48 @@ def train_epoch(
     progress: bool = True,
     desc: str = "train",
     on_step: Callable[[int], None] | None = None,
+    accum: int = 1,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
 ) -> EpochStats:
-    """Train ``model`` for one pass over ``loader``; the scheduler (if any) steps per batch."""
+    """Train ``model`` for one pass over ``loader``; the scheduler (if any) steps per optimizer step.
+
+    With ``accum = K`` the gradients of K consecutive batches are summed (each loss divided by
+    K) before one optimizer step; a trailing incomplete group still steps when ``len(loader)``
+    is known. A DDP-wrapped model all-reduces only on each group's last batch (``no_sync``).
+    ``amp_dtype`` enables autocast (bf16/fp16); ``scaler`` (a ``GradScaler``, for fp16) scales
+    the loss and skips steps with non-finite gradients. ``on_step`` gets the batch index.
+    """
+    if accum < 1:
+        raise ValueError(f"accum must be >= 1, got {accum}")
+    device = torch.device(device)
+    num_batches = len(loader) if hasattr(loader, "__len__") else None
     model.train()
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        x, y = _prepare(x, y, device, channels_last)
+        group_end = (step + 1) % accum == 0 or step + 1 == num_batches
+        # Skip DDP's gradient all-reduce on all but the last batch of an accumulation group.
+        sync = model.no_sync() if not group_end and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            scaled = loss / accum if accum > 1 else loss
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if group_end:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
         n = y.shape[0]
         c1, c5 = topk_correct(logits.detach(), y)
         total_loss += loss.item() * n
@@ -80,16 +113,20 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "eval",
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> EpochStats:
-    """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader``."""
+    """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``)."""
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        x, y = _prepare(x, y, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
         c1, c5 = topk_correct(logits, y)
         correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.shape[0]
     model.train(was_training)

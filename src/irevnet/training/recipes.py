@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Recipe", "get_recipe", "list_recipes", "build_optimizer"]
+__all__ = ["Recipe", "get_recipe", "list_recipes", "recipe_for_preset", "build_optimizer", "parse_overrides"]
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class Recipe:
     """Optimization hyper-parameters of a training run.
 
     ``schedule`` is ``"onecycle"`` (one-cycle cosine, stepped per batch) or ``"step"``
-    (multiply the lr by ``lr_gamma`` at each epoch in ``lr_milestones``).
+    (multiply the lr by ``lr_gamma`` at each epoch in ``lr_milestones``). ``batch_size`` is
+    the global batch of one optimizer step, over all processes and accumulation steps.
     """
 
     name: str
@@ -43,7 +44,18 @@ _RECIPES: dict[str, Recipe] = {
     # Bundled digits: reaches >= 0.96 test accuracy in well under a minute on 2 CPU cores.
     "digits": Recipe(name="digits", epochs=50, batch_size=64, lr=0.05, weight_decay=5e-4,
                      nesterov=True, schedule="onecycle"),
+    # The reference CIFAR code (PAPER.md): lr 0.1 x0.2 at epochs 60/120/160 of 200, dropout 0.1.
+    "cifar10": Recipe(name="cifar10", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
+                      schedule="step", lr_milestones=(60, 120, 160), lr_gamma=0.2, dropout=0.1),
+    # The paper's ImageNet recipe as the reference code runs it: 128 epochs, lr /10 every 32.
+    "imagenet": Recipe(name="imagenet", epochs=128, batch_size=256, lr=0.1, weight_decay=1e-4,
+                       schedule="step", lr_milestones=(32, 64, 96), lr_gamma=0.1),
 }
+_RECIPES["cifar100"] = _RECIPES["cifar10"].replace(name="cifar100")
+
+# The recipe a model preset trains with unless --recipe says otherwise.
+_PRESET_RECIPES = {"digits": "digits", "cifar10": "cifar10", "cifar100": "cifar100",
+                   "imagenet-a": "imagenet", "imagenet-b": "imagenet"}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -55,6 +67,46 @@ def get_recipe(name: str) -> Recipe:
 
 def list_recipes() -> list[str]:
     return sorted(_RECIPES)
+
+
+def recipe_for_preset(preset: str) -> Recipe:
+    """The paper's recipe for model preset ``preset`` (``imagenet-b`` -> ``imagenet``, ...)."""
+    if preset not in _PRESET_RECIPES:
+        raise ValueError(f"no default recipe for preset {preset!r}; choose one with --recipe ({', '.join(list_recipes())})")
+    return get_recipe(_PRESET_RECIPES[preset])
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    """Parse ``text`` to the type of ``current`` (tuples: comma-separated, e.g. ``60,120,160``)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected a boolean, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    if isinstance(current, tuple):
+        kind = type(current[0]) if current else int
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    return type(current)(text)
+
+
+def parse_overrides(defaults: Any, items: list[str]) -> dict[str, Any]:
+    """``["lr=0.2", "lr_milestones=30,60"]`` -> ``{"lr": 0.2, "lr_milestones": (30, 60)}``.
+
+    ``defaults`` is a dataclass instance (a :class:`Recipe` or a model config); each value is
+    parsed to the type of its current field, and unknown keys raise ``ValueError`` listing
+    the valid ones.
+    """
+    fields = {f.name for f in dataclasses.fields(defaults)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"bad override {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        try:
+            out[key] = _parse_value(text.strip(), getattr(defaults, key))
+        except ValueError as e:
+            raise ValueError(f"bad value in override {item!r}: {e}") from None
+    return out
 
 
 def build_optimizer(params, recipe: Recipe, steps_per_epoch: int):

@@ -1,0 +1,49 @@
+"""``irevnet eval CHECKPOINT --data D [--data-dir DIR]``: top-1 / top-5 of a checkpoint on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from torch.utils.data import DataLoader
+
+from ..checkpoint import load_model
+from ..data import build_eval_dataset
+from ..training import evaluate
+from ..training.trainer import AMP_DTYPES, resolve_device
+from .train import add_common_arguments
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="top-1 and top-5 accuracy of a checkpoint on a data set's evaluation split",
+        description="Evaluate a checkpoint (irevnet's own, a training run's last.pt/best.pt, or a converted one). "
+        "--data imagefolder takes a folder with val/ or a folder of class subfolders, and applies the "
+        "ImageNet protocol (resize 256, centre crop 224, ImageNet mean/std).")
+    p.add_argument("checkpoint")
+    add_common_arguments(p)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, map_location=device)
+    cfg = model.config
+    data = build_eval_dataset(args.data, args.data_dir, synthetic_shape=cfg.input_shape,
+                              synthetic_classes=cfg.num_classes, synthetic_size=args.synthetic_size)
+    if data.num_classes != cfg.num_classes:
+        raise ValueError(f"{args.checkpoint} predicts {cfg.num_classes} classes but {args.data} has "
+                         f"{data.num_classes}; class indices would not match")
+    loader = DataLoader(data.eval, batch_size=args.batch_size, num_workers=args.workers,
+                        pin_memory=device.type == "cuda")
+    stats = evaluate(model, loader, device=device, progress=not args.no_progress, amp_dtype=AMP_DTYPES[args.amp])
+    result = {"checkpoint": args.checkpoint, "data": args.data, "images": stats.samples,
+              "top1": stats.top1, "top5": stats.top5, "loss": stats.loss, "seconds": round(stats.seconds, 2)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"top-1 {100 * stats.top1:.3f}%  top-5 {100 * stats.top5:.3f}%  loss {stats.loss:.4f}  "
+              f"({stats.samples} images, {args.data})")
+    return 0

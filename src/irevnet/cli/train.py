@@ -1,0 +1,83 @@
+"""``irevnet train``: train a preset with a named recipe, resumable, on one process or under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..config import get_preset, list_presets
+from ..data import DATASETS
+from ..training import get_recipe, list_recipes, parse_overrides, recipe_for_preset
+from ..training.trainer import AMP_DTYPES, TrainConfig, train
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a preset with the paper's recipe (single process or torchrun/DDP), resumable",
+        description="Train a model preset. Under `torchrun --nproc-per-node N -m irevnet train ...` it runs "
+        "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt}.")
+    p.add_argument("--preset", required=True, choices=list_presets(), help="model preset")
+    add_common_arguments(p)
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, metrics, config)")
+    p.add_argument("--recipe", default=None, choices=list_recipes(),
+                   help="hyper-parameters (default: the preset's: digits, cifar10, cifar100 or imagenet)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's global batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    p.add_argument("--set", dest="recipe_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
+                   "(repeatable)")
+    p.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --model blocks=2,2 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
+                   help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
+                   "(use under torchrun --max-restarts)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--accum", type=int, default=1, metavar="K", help="gradient accumulation steps")
+    p.add_argument("--memory-efficient", action="store_true", help="recompute activations through the inverse")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA only)")
+    p.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
+    p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
+    p.set_defaults(func=run)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Data, device and loader options shared by ``irevnet train`` and ``irevnet eval``."""
+    p.add_argument("--data", required=True, choices=DATASETS, help="data set")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (cifar*, imagefolder)")
+    p.add_argument("--synthetic-size", type=int, default=2560,
+                   help="train items of --data synthetic (eval: a quarter of it)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", default=None, choices=[k for k in AMP_DTYPES if k],
+                   help="autocast dtype (training with fp16 adds a GradScaler)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes (per rank)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Resolve recipe and overrides: explicit flags beat ``--set``, which beats the named recipe."""
+    recipe = get_recipe(args.recipe) if args.recipe else recipe_for_preset(args.preset)
+    overrides = parse_overrides(recipe, args.recipe_overrides)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    return TrainConfig(
+        preset=args.preset, data=args.data, data_dir=args.data_dir, out=args.out, recipe=recipe.replace(**overrides),
+        model_overrides=parse_overrides(get_preset(args.preset), args.model_overrides), seed=args.seed,
+        resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
+        workers=args.workers, memory_efficient=args.memory_efficient, sync_bn=args.sync_bn,
+        eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args))
+    if result.history and int(os.environ.get("RANK", "0")) == 0:
+        last = result.history[-1]
+        top1 = f", eval top-1 {last['eval_top1']:.4f}" if "eval_top1" in last else ""
+        best = f"{result.best_top1:.4f}" if result.best_top1 >= 0 else "n/a"
+        print(f"epoch {last['epoch']}: train loss {last['loss']:.4f}{top1}; best eval top-1 {best}; "
+              f"run folder {args.out}")
+    return 0

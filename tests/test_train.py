@@ -1,0 +1,268 @@
+"""`irevnet train` / `irevnet eval`: files, resume after SIGKILL, torchrun/DDP, speed flags, reliability."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import irevnet.checkpoint as ckpt
+from irevnet import CheckpointError, create_model, load_model
+from irevnet.cli.main import main
+from irevnet.training import get_recipe, train_epoch
+from irevnet.training.trainer import TrainConfig, train
+
+# A tiny digits-shaped model on random tensors: ~1 s per run, no scikit-learn import.
+TINY = ["--preset", "digits", "--data", "synthetic", "--synthetic-size", "256", "--model", "blocks=1,1",
+        "--set", "dropout=0.1", "--no-progress", "--device", "cpu"]
+FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
+
+
+def _cfg(out: Path, **kw) -> TrainConfig:
+    recipe = get_recipe("digits").replace(epochs=kw.pop("epochs", 2), dropout=0.1)
+    return TrainConfig(preset="digits", data="synthetic", out=str(out), recipe=recipe, synthetic_size=256,
+                       model_overrides={"blocks": (1, 1)}, device="cpu", progress=False, **kw)
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def _env() -> dict[str, str]:
+    # TORCH_DISABLE_SHARE_RDZV_TCP_STORE: restarted workers otherwise may read the previous attempt's
+    # gloo addresses from torchrun's shared store (pytorch/pytorch#135712) and fail to connect.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def test_train_cli_writes_a_consistent_run_and_eval_reads_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run), "--epochs", "2", "--lr", "0.02", "--set", "weight_decay=1e-4"]) == 0
+    assert {p.name for p in run.iterdir()} == FILES  # no temp files left behind
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"loss", "top1", "top5", "lr", "img_per_s", "epoch_seconds", "eval_top1", "eval_top5"} <= rows[0].keys()
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["recipe"]["lr"] == 0.02 and config["train"]["recipe"]["weight_decay"] == 1e-4
+    assert config["model"]["blocks"] == [1, 1] and config["model"]["dropout"] == 0.1
+    # The trainer's files are ordinary checkpoints: load_model ignores the trainer state.
+    model = load_model(run / "last.pt")
+    assert model.config.blocks == (1, 1) and ckpt.read_checkpoint(run / "last.pt")["trainer"]["epoch"] == 2
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.pt"), "--data", "synthetic", "--synthetic-size", "256", "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 64 and 0 <= result["top1"] <= result["top5"] <= 1
+    best = max(r["eval_top1"] for r in rows)
+    assert result["top1"] == pytest.approx(best)
+
+
+def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):
+    from PIL import Image
+
+    for c, color in (("n01", (255, 0, 0)), ("n02", (0, 0, 255))):
+        for i in range(2):
+            (tmp_path / "val" / c).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (300, 260), color).save(tmp_path / "val" / c / f"{i}.JPEG")
+    model = create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224), num_classes=2)
+    ckpt.save_model(model, tmp_path / "m.pt")
+    assert main(["eval", str(tmp_path / "m.pt"), "--data", "imagefolder", "--data-dir", str(tmp_path / "val"),
+                 "--no-progress"]) == 0
+    assert re.fullmatch(r"top-1 \d+\.\d{3}%  top-5 100\.000%  loss \S+  \(4 images, imagefolder\)\n",
+                        capsys.readouterr().out)
+    ckpt.save_model(create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224)), tmp_path / "m10.pt")
+    with pytest.raises(ValueError, match="predicts 10 classes but imagefolder has 2"):
+        main(["-v", "eval", str(tmp_path / "m10.pt"), "--data", "imagefolder", "--data-dir", str(tmp_path)])
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    cfg = _cfg(tmp_path, epochs=2, resume="yes")
+    cfg.model_overrides = {"blocks": (2, 1)}
+    with pytest.raises(CheckpointError, match="was trained with model"):
+        train(cfg)
+
+
+def test_fresh_run_refuses_an_existing_run_and_resume_needs_one(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(_cfg(tmp_path, epochs=1))
+    with pytest.raises(FileNotFoundError, match="last.pt does not exist"):
+        train(_cfg(tmp_path / "empty", resume="yes"))
+    assert train(_cfg(tmp_path / "auto", resume="auto", epochs=1)).history[0]["epoch"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    args = [sys.executable, "-m", "irevnet", "train", *TINY, "--epochs", "5", "--seed", "3"]
+    reference = subprocess.Popen([*args, "--out", str(tmp_path / "ref")], env=_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = tmp_path / "run"
+    victim = subprocess.Popen([*args, "--out", str(run)], env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = ckpt.read_checkpoint(run / "last.pt")["trainer"]["epoch"]
+    assert 1 <= killed_at < 5
+    resumed = subprocess.run([*args, "--out", str(run), "--resume"], env=_env(), capture_output=True, text=True,
+                             timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    assert reference.wait(timeout=180) == 0, reference.stderr.read()
+    a, b = ckpt.read_checkpoint(tmp_path / "ref" / "last.pt"), ckpt.read_checkpoint(run / "last.pt")
+    _assert_same_weights(a["state_dict"], b["state_dict"])
+    momentum = lambda p: [s["momentum_buffer"] for s in p["trainer"]["optimizer"]["state"].values()]  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(momentum(a), momentum(b)))
+    rows_ref, rows = _metrics(tmp_path / "ref"), _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in rows_ref]
+
+
+_WORKER = """
+import logging, os, sys, torch
+from irevnet.training import get_recipe
+from irevnet.training.trainer import TrainConfig, train
+
+logging.basicConfig(level=logging.INFO)
+
+def crash(epoch, record):
+    if epoch == 0 and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "1":
+        sys.exit(3)  # a rank dies after the first checkpoint; torchrun restarts every rank
+
+out = sys.argv[1]
+cfg = TrainConfig(preset="digits", data="synthetic", out=out, synthetic_size=256, device="cpu", progress=False,
+                  recipe=get_recipe("digits").replace(epochs=3, dropout=0.1), model_overrides={"blocks": (1, 1)},
+                  memory_efficient=True, accum=2)
+result = train(cfg, on_epoch_end=crash)
+torch.save(result.model.state_dict(), f"{out}.rank{os.environ['RANK']}.pt")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_torchrun_two_processes_ddp_and_restart(tmp_path):
+    # One job at a time: two concurrent standalone rendezvous can race for the same port.
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    # DDP with memory-saving recompute and accumulation (no_sync), the combination peers get wrong.
+    plain = subprocess.run([*torchrun, "-m", "irevnet", "train", *TINY, "--epochs", "3", "--memory-efficient",
+                            "--accum", "2", "--out", str(tmp_path / "cli")],
+                           env=_env(), capture_output=True, text=True, timeout=180)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert plain.stdout.count("epoch 3: train loss") == 1  # rank 0 alone reports
+    (tmp_path / "worker.py").write_text(_WORKER)
+    restarted = subprocess.run([*torchrun, "--max-restarts", "1", str(tmp_path / "worker.py"),
+                                str(tmp_path / "elastic")], env=_env(), capture_output=True, text=True, timeout=180)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / f"elastic.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    _assert_same_weights(*ranks)
+    for run in (tmp_path / "cli", tmp_path / "elastic"):
+        assert {p.name for p in run.iterdir()} == FILES
+        assert [r["epoch"] for r in _metrics(run)] == [1, 2, 3]
+        state = ckpt.read_checkpoint(run / "last.pt")["trainer"]
+        assert state["world_size"] == 2 and len(state["rng"]) == 2
+        assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    # The restarted run resumed from last.pt and ended exactly where the uninterrupted one did.
+    assert "resuming" in restarted.stderr
+    _assert_same_weights(ckpt.read_checkpoint(tmp_path / "elastic" / "last.pt")["state_dict"], ranks[0])
+    _assert_same_weights(ckpt.read_checkpoint(tmp_path / "cli" / "last.pt")["state_dict"], ranks[0])
+
+
+def test_gradient_accumulation_matches_the_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 5, dtype=torch.float64), torch.randint(0, 3, (32,))
+    results = []
+    for batch, accum in ((16, 1), (8, 2)):
+        model = nn.Linear(5, 3).double()
+        nn.init.constant_(model.weight, 0.1), nn.init.zeros_(model.bias)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        loader = [(x[i:i + batch], y[i:i + batch]) for i in range(0, 32, batch)]
+        train_epoch(model, loader, opt, accum=accum, progress=False)
+        results.append(model.weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+    assert not torch.equal(results[0], torch.full_like(results[0], 0.1))
+
+
+@pytest.mark.parametrize("options", [
+    {"amp": "bf16"}, {"amp": "fp16"}, {"channels_last": True, "accum": 2}, {"memory_efficient": True},
+    {"workers": 2},
+])
+def test_speed_options_train(tmp_path, options):
+    result = train(_cfg(tmp_path, epochs=1, **options))
+    row = result.history[0]
+    assert torch.isfinite(torch.tensor(row["loss"])) and row["samples"] == 256
+    payload = ckpt.read_checkpoint(tmp_path / "last.pt")
+    assert (payload["trainer"]["scaler"] != {}) == (options.get("amp") == "fp16")
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'irevnet\[tensorboard\]'"):
+        train(_cfg(tmp_path, tensorboard=True))
+
+
+def test_sync_bn_needs_cuda_processes(tmp_path):
+    with pytest.raises(ValueError, match="sync-bn needs several processes"):
+        train(_cfg(tmp_path, sync_bn=True))
+    with pytest.raises(ValueError, match="cannot be combined with --memory-efficient"):
+        train(_cfg(tmp_path / "me", sync_bn=True, memory_efficient=True))
+
+
+# -- reliability --------------------------------------------------------------------
+def test_truncated_checkpoint_is_named_and_left_in_place(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    last = tmp_path / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    before = (last.read_bytes(), (tmp_path / "best.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"last\.pt.*corrupt or truncated"):
+        train(_cfg(tmp_path, epochs=2, resume="yes"))
+    assert (last.read_bytes(), (tmp_path / "best.pt").read_bytes()) == before
+    assert load_model(tmp_path / "best.pt").config.blocks == (1, 1)  # the previous good one still loads
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.makedirs, ("PWNED_BY_CHECKPOINT",))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": "irevnet", "version": 1, "trainer": _Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.pt"):
+        ckpt.read_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+@pytest.mark.parametrize("where", ["torch.save", "os.fsync"])
+def test_full_disk_never_destroys_the_last_good_checkpoint(tmp_path, monkeypatch, where):
+    model = nn.Linear(2, 2)
+    path = ckpt.atomic_save({"w": model.weight.detach()}, tmp_path / "last.pt")
+    good = path.read_bytes()
+
+    def no_space(*args, **kwargs):
+        if where == "torch.save":
+            args[1].write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch if where == "torch.save" else os, where.split(".")[1], no_space)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.atomic_save({"w": torch.zeros(1000)}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
