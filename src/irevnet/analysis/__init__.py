@@ -1,5 +1,42 @@
-"""The paper's analyses: reconstructions, interpolations (and more, see the submodules)."""
+"""The paper's analyses, one module each; every function returns plain data (or tensors).
 
-from .reconstruct import interpolate, reconstruct
+- :mod:`.inversion`: Φ⁻¹(Φ(x)) and interpolations in Φ and in pixel space (Figure 5).
+- :mod:`.spectrum`: singular values of ∂Φ/∂x on a pixel window (Figure 4).
+- :mod:`.features`: batched, spatially averaged block features Φ_j.
+- :mod:`.separability`: 1-NN / linear-SVM accuracy with depth (Figure 6).
+- :mod:`.pca`: accuracy on the top-d principal components of Φ (Figure 7).
+- :mod:`.plotting`: the figures; :mod:`.suite`: all of them as PNG + JSON files.
 
-__all__ = ["interpolate", "reconstruct"]
+Names are imported on first use (PEP 562): the classifier and eigensolver stacks
+(scikit-learn, SciPy) cost seconds at start-up, and a command that only reconstructs
+should not pay for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULE_OF = {
+    **dict.fromkeys(["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample",
+                     "untrained_like"], "features"),
+    **dict.fromkeys(["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"], "pca"),
+    **dict.fromkeys(["interpolate", "pairs_of_different_classes", "pixel_interpolate", "reconstruct"], "inversion"),
+    **dict.fromkeys(["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"],
+                    "separability"),
+    **dict.fromkeys(["default_window", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"],
+                    "spectrum"),
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..model import IRevNet
 
-__all__ = ["reconstruct", "interpolate"]
+__all__ = ["reconstruct", "interpolate", "pixel_interpolate", "pairs_of_different_classes"]
 
 
 @torch.no_grad()
@@ -46,3 +46,33 @@ def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9) -> Te
     finally:
         model.train(was_training)
     return torch.stack(cols, dim=1)
+
+
+def pixel_interpolate(x0: Tensor, x1: Tensor, *, steps: int = 9) -> Tensor:
+    """The pixel-space counterpart of :func:`interpolate`: ``t x0 + (1 - t) x1``, same layout.
+
+    ``x0, x1``: (N, C, H, W). Returns ``(N, steps, C, H, W)`` with ``t = 1 - k/(steps-1)`` in column ``k``.
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    ts = torch.linspace(1.0, 0.0, steps, dtype=x0.dtype, device=x0.device).view(1, steps, 1, 1, 1)
+    return ts * x0.unsqueeze(1) + (1 - ts) * x1.unsqueeze(1)
+
+
+def pairs_of_different_classes(y: Tensor, n: int) -> list[tuple[int, int]]:
+    """``n`` index pairs ``(i, j)`` into ``y`` (labels, shape (N,)) with ``y[i] != y[j]``.
+
+    Classes present in ``y`` are visited in turn, each paired with the class half-way
+    round (0->5, 1->6, ... for ten classes); successive rounds take the next image of each
+    class, wrapping around. Deterministic.
+    """
+    classes = torch.unique(y).tolist()
+    if len(classes) < 2:
+        raise ValueError("interpolation pairs need images of at least two classes")
+    members = {c: (y == c).nonzero().flatten().tolist() for c in classes}
+    pairs = []
+    for k in range(n):
+        a, b = classes[k % len(classes)], classes[(k + len(classes) // 2) % len(classes)]
+        r = k // len(classes)
+        pairs.append((members[a][r % len(members[a])], members[b][r % len(members[b])]))
+    return pairs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-__all__ = ["image_grid", "to_display"]
+__all__ = ["image_grid", "plot_pca", "plot_separability", "plot_spectrum", "to_display"]
 
 
 def to_display(x: Tensor) -> np.ndarray:
@@ -51,9 +51,78 @@ def image_grid(
                 ax.set_title(col_labels[j], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_spectrum(summary: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+    """Figure 4: normalized singular values (log scale) against their rank, one curve per image.
+
+    ``summary`` is the dict of :func:`irevnet.analysis.spectrum_summary`.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    conds = summary["condition_number"] or [None] * len(summary["normalized"])
+    for i, (values, cond) in enumerate(zip(summary["normalized"], conds)):
+        label = f"image {i}" + (f" (κ = {cond:.3g})" if cond is not None else "")
+        ax.semilogy(np.arange(1, len(values) + 1), values, lw=1.2, label=label)
+    top, left, h, w = summary["window"]
+    ax.set_xlabel(f"rank (of {summary['input_dims']} input dimensions)")
+    ax.set_ylabel("σ_i / σ_1")
+    ax.set_title(title or f"singular values of ∂Φ/∂x on the {h}x{w} window at ({top}, {left})", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_separability(result: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+    """Figure 6: test accuracy against depth for 1-NN and linear SVM, trained (solid) vs untrained (dashed).
+
+    ``result`` is the dict of :func:`irevnet.analysis.linear_separability`.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, style in (("trained", "-"), ("untrained", "--")):
+        curve = result.get(name)
+        if curve is None:
+            continue
+        for key, colour, label in (("nn", "C0", "1-NN"), ("svm", "C1", "linear SVM")):
+            ax.plot(curve["blocks"], curve[key], style, color=colour, marker="o", ms=3, label=f"{label}, {name}")
+    ax.set_xlabel("block j")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title or "linear separation with depth (averaged, standardized Φ_j)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_pca(result: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+    """Figure 7: 1-NN / SVM accuracy (left axis) and explained variance (right) against the number of components.
+
+    ``result`` is the dict of :func:`irevnet.analysis.pca_from_features`; dotted verticals
+    mark where each accuracy saturates.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for key, colour, label in (("nn", "C0", "1-NN"), ("svm", "C1", "linear SVM")):
+        ax.semilogx(result["dims"], result[key], color=colour, marker="o", ms=3, label=label)
+        ax.axvline(result["saturation"][key], color=colour, ls=":", lw=1)
+    ax.set_xlabel("number of principal components d")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    var = ax.twinx()
+    var.semilogx(result["dims"], result["explained_variance"], color="grey", ls="--", label="explained variance")
+    var.set_ylabel("cumulative explained variance", color="grey")
+    var.set_ylim(0, 1.02)
+    lines = ax.get_legend_handles_labels()
+    extra = var.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower right")
+    ax.set_title(title or "contraction: accuracy on the top-d principal components of Φ", fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,190 @@
+"""All of the paper's analyses of one model on one pair of splits, written as PNG + JSON files.
+
+Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` and ``OUT/NAME.json``:
+
+- ``reconstruct``: test images above Φ⁻¹(Φ(x)); per-image max abs and relative error.
+- ``interpolate``: Φ⁻¹(tΦ(x0) + (1-t)Φ(x1)) rows, each above the pixel-space line (Figure 5).
+- ``spectrum``: normalized singular values of ∂Φ/∂x on a pixel window (Figure 4).
+- ``separability``: 1-NN / linear-SVM accuracy at every depth, trained vs untrained (Figure 6).
+- ``pca``: accuracy on the top-d principal components of the final features (Figure 7).
+
+``irevnet analyze`` and ``irevnet demo`` call :func:`run_analyses`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..model import IRevNet
+from .features import FeatureSet, extract_splits, select_blocks, subsample
+from .pca import pca_from_features
+from .plotting import image_grid, plot_pca, plot_separability, plot_spectrum
+from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct
+from .separability import linear_separability
+from .spectrum import Window, default_window, spectrum_summary
+
+__all__ = ["ANALYSES", "AnalysisOptions", "check_analyses", "run_analyses"]
+
+log = logging.getLogger(__name__)
+
+ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
+
+#: Pool of leading test images that interpolation pairs are drawn from.
+_PAIR_POOL = 200
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Knobs of :func:`run_analyses` (the CLI flags of the same names).
+
+    ``window``: the spectrum's pixel box ``(top, left, height, width)``; None picks
+    :func:`~irevnet.analysis.default_window`. ``seed`` drives the subsampling, the SVM's
+    cross-validation folds and the untrained baseline's initialization.
+    """
+
+    num_images: int = 16
+    pairs: int = 6
+    steps: int = 9
+    window: Window | None = None
+    spectrum_images: int = 3
+    spectrum_method: str = "auto"
+    spectrum_k: int | None = None
+    every: int = 1
+    baseline: bool = True
+    max_train: int | None = None
+    max_test: int | None = None
+    batch_size: int = 256
+    workers: int = 0
+    seed: int = 0
+    progress: bool = True
+
+
+class _Run:
+    """One model, one pair of splits: runs analyses and caches what several of them share."""
+
+    def __init__(self, model: IRevNet, train_set: Dataset, test_set: Dataset, opts: AnalysisOptions) -> None:
+        self.model, self.opts = model, opts
+        self.train_set = subsample(train_set, opts.max_train, seed=opts.seed)
+        self.test_set = subsample(test_set, opts.max_test, seed=opts.seed)
+        self.device = next(model.parameters()).device
+
+    def _leading_test(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(iter(DataLoader(self.test_set, batch_size=min(n, len(self.test_set)))))  # type: ignore[arg-type]
+        return x.to(self.device), torch.as_tensor(y)
+
+    @cached_property
+    def trained_features(self) -> tuple[FeatureSet, FeatureSet]:
+        """Shared by separability and PCA: the separability blocks always include the last one."""
+        blocks = select_blocks(self.model.depth, self.opts.every)
+        return extract_splits(self.model, self.train_set, self.test_set, blocks, batch_size=self.opts.batch_size,
+                              num_workers=self.opts.workers, progress=self.opts.progress, name="trained")
+
+    def reconstruct(self, png: Path) -> dict[str, Any]:
+        max_err: list[float] = []
+        rel_err: list[float] = []
+        shown: list[tuple[torch.Tensor, torch.Tensor]] = []
+        loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
+        for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False):
+            x = x.to(self.device)
+            x_hat, m, r = reconstruct(self.model, x, batch_size=self.opts.batch_size)
+            max_err += m.tolist()
+            rel_err += r.tolist()
+            if len(shown) < self.opts.num_images:
+                shown += list(zip(x.cpu(), x_hat.cpu()))[: self.opts.num_images - len(shown)]
+        image_grid([[a for a, _ in shown], [b for _, b in shown]], png, row_labels=["x", "Φ⁻¹(Φ(x))"],
+                   title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
+        return {"images": len(max_err), "max_abs_error": max(max_err),
+                "mean_relative_error": sum(rel_err) / len(rel_err),
+                "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err}
+
+    def interpolate(self, png: Path) -> dict[str, Any]:
+        x, y = self._leading_test(_PAIR_POOL)
+        pairs = pairs_of_different_classes(y, self.opts.pairs)
+        i0, i1 = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        steps = self.opts.steps
+        in_phi = interpolate(self.model, x[i0], x[i1], steps=steps).cpu()
+        in_pixels = pixel_interpolate(x[i0], x[i1], steps=steps).cpu()
+        rows, labels = [], []
+        for k, (a, b) in enumerate(pairs):
+            rows += [list(in_phi[k]), list(in_pixels[k])]
+            labels += [f"Φ {int(y[a])}→{int(y[b])}", "pixels"]
+        ts = torch.linspace(1, 0, steps).tolist()
+        image_grid(rows, png, row_labels=labels, col_labels=[f"t={t:.2f}" for t in ts],
+                   title="x_t = Φ⁻¹(tΦ(x0) + (1-t)Φ(x1)), each above t·x0 + (1-t)·x1")
+        gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))  # (steps,): 0 at both ends
+        endpoints = torch.stack([in_phi[:, 0] - in_pixels[:, 0], in_phi[:, -1] - in_pixels[:, -1]]).abs().max()
+        return {"pairs": [list(p) for p in pairs], "labels": [[int(y[a]), int(y[b])] for a, b in pairs], "t": ts,
+                "mean_abs_difference_from_pixel_path": gap.tolist(), "endpoint_max_abs_error": float(endpoints)}
+
+    def spectrum(self, png: Path) -> dict[str, Any]:
+        x, _ = self._leading_test(self.opts.spectrum_images)
+        window = self.opts.window or default_window(tuple(x.shape[1:]))  # type: ignore[arg-type]
+        res = spectrum_summary(self.model, x, window, method=self.opts.spectrum_method, k=self.opts.spectrum_k,
+                               seed=self.opts.seed, progress=self.opts.progress)
+        plot_spectrum(res, png)
+        return res
+
+    def separability(self, png: Path) -> dict[str, Any]:
+        # The splits are already subsampled; the seed also fixes the CV folds and the baseline.
+        res = linear_separability(self.model, self.train_set, self.test_set, every=self.opts.every,
+                                  baseline_seed=self.opts.seed if self.opts.baseline else None, seed=self.opts.seed,
+                                  batch_size=self.opts.batch_size, num_workers=self.opts.workers,
+                                  progress=self.opts.progress, features=self.trained_features)
+        plot_separability(res, png)
+        return res
+
+    def pca(self, png: Path) -> dict[str, Any]:
+        train, test = self.trained_features
+        d = self.model.depth
+        res = pca_from_features(train.features[d], train.labels, test.features[d], test.labels,
+                                seed=self.opts.seed, progress=self.opts.progress)
+        plot_pca(res, png)
+        return res
+
+
+def check_analyses(names: Sequence[str]) -> list[str]:
+    """``names`` in the canonical order of :data:`ANALYSES` (PCA then reuses separability's
+    features); ValueError naming any unknown one."""
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise ValueError(f"unknown analysis {', '.join(map(repr, unknown))}; choose from {', '.join(ANALYSES)}")
+    return [n for n in ANALYSES if n in names]
+
+
+def run_analyses(
+    model: IRevNet,
+    train_set: Dataset,
+    test_set: Dataset,
+    out: str | Path,
+    names: Sequence[str] = ANALYSES,
+    options: AnalysisOptions = AnalysisOptions(),
+    stems: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run the analyses ``names`` (from :data:`ANALYSES`) and write ``out/NAME.png`` and ``out/NAME.json``.
+
+    ``train_set``/``test_set`` yield ``(image (C, H, W), label)``; the model runs on the
+    device of its parameters and is left in the mode it was in. ``stems`` renames the
+    files of some analyses (``{"reconstruct": "reconstructions"}`` writes
+    ``reconstructions.png``). Returns each analysis's JSON-ready dict by name.
+    """
+    names = check_analyses(names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(model, train_set, test_set, options)
+    results = {}
+    for name in names:
+        log.info("analysis %s ...", name)
+        analysis: Callable[[Path], dict[str, Any]] = getattr(run, name)
+        stem = (stems or {}).get(name, name)
+        results[name] = analysis(out / f"{stem}.png")
+        (out / f"{stem}.json").write_text(json.dumps(results[name], indent=1) + "\n")
+    return results

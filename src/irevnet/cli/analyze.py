@@ -1,0 +1,107 @@
+"""``irevnet analyze CHECKPOINT --data D --out OUT``: the paper's analyses as PNG + JSON files.
+
+The work is :func:`irevnet.analysis.suite.run_analyses`; this module parses flags and
+prints a one-line summary per analysis. It imports the analysis stack (scikit-learn,
+SciPy, matplotlib) only when the command runs, so other commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..checkpoint import load_model
+from ..data import DATASETS, build_datasets
+
+
+def _load_data(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
+    """``(train_set, test_set)`` of ``--data``, from the project's registry :func:`irevnet.data.build_datasets`."""
+    splits = build_datasets(name, data_dir)
+    train = splits.train
+    assert train is not None  # only eval_only=True leaves it out
+    if hasattr(train, "transform") and hasattr(splits.eval, "transform"):
+        # Features of the training split must not depend on random crops and flips.
+        train.transform = splits.eval.transform
+    return train, splits.eval
+
+
+def _window(text: str) -> tuple[int, int, int, int]:
+    try:
+        top, left, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOP,LEFT,HEIGHT,WIDTH (four integers), got {text!r}") from None
+    return top, left, h, w
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="the paper's analyses of a checkpoint: reconstructions, interpolations, "
+                       "Jacobian spectrum, separability and contraction with depth (PNG + JSON)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--data", required=True, choices=DATASETS, help="data set to analyse on")
+    p.add_argument("--data-dir", default=None, help="folder of the data set (not needed for digits)")
+    p.add_argument("--out", required=True, help="output folder for NAME.png / NAME.json")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these analyses, from reconstruct, "
+                   "interpolate, spectrum, separability, pca (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="subsampling, CV folds and the untrained baseline's "
+                   "initialization (the seed the model was trained with gives its initial network)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--max-train", type=int, default=None, help="subsample the training split to this many images")
+    p.add_argument("--max-test", type=int, default=None, help="subsample the test split to this many images")
+    p.add_argument("--num-images", type=int, default=16, help="reconstruct: images shown")
+    p.add_argument("--pairs", type=int, default=6, help="interpolate: number of pairs")
+    p.add_argument("--steps", type=int, default=9, help="interpolate: images per row")
+    p.add_argument("--window", type=_window, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
+                   help="spectrum: pixel window of the perturbation (default: whole image up to 100x100, "
+                   "else a centred 100x100 box)")
+    p.add_argument("--spectrum-images", type=int, default=3, help="spectrum: number of test images")
+    p.add_argument("--spectrum-method", choices=["auto", "exact", "lanczos"], default="auto",
+                   help="spectrum: exact SVD (auto up to 4096 window dimensions) or Lanczos top-k")
+    p.add_argument("--spectrum-k", type=int, default=None, help="spectrum: number of top singular values (Lanczos)")
+    p.add_argument("--every", type=int, default=1, help="separability: evaluate every k-th block (and the last)")
+    p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def _headline(name: str, r: dict[str, Any]) -> str:
+    if name == "reconstruct":
+        return f"max abs error {r['max_abs_error']:.2e}, mean relative error {r['mean_relative_error']:.2e}"
+    if name == "interpolate":
+        return f"{len(r['pairs'])} pairs, endpoint error {r['endpoint_max_abs_error']:.2e}"
+    if name == "spectrum":
+        kappa = r["condition_number"] or r["top_ratio"]
+        what = "condition number" if r["condition_number"] else "σ_1/σ_k (lower bound on the condition number)"
+        return f"{what} {', '.join(f'{c:.3g}' for c in kappa)}"
+    if name == "separability":
+        t = r["trained"]
+        return (f"last block 1-NN {t['nn'][-1]:.4f}, SVM {t['svm'][-1]:.4f} "
+                f"(first block {t['nn'][0]:.4f}, {t['svm'][0]:.4f})")
+    return f"accuracy saturates at d = {r['saturation']['nn']} (1-NN), {r['saturation']['svm']} (SVM)"
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: scikit-learn, SciPy and matplotlib cost seconds at start-up.
+    from ..analysis.suite import ANALYSES, AnalysisOptions, check_analyses, run_analyses
+
+    names = check_analyses(args.only or ANALYSES)  # before any slow loading
+    model = load_model(args.checkpoint).to(args.device)
+    train_set, test_set = _load_data(args.data, args.data_dir)
+    image_shape = tuple(test_set[0][0].shape)
+    if image_shape[0] != model.input_shape[0]:
+        raise ValueError(f"{args.data} images are {image_shape}, but the checkpoint expects {model.input_shape[0]} "
+                         f"channel(s) (input_shape {model.input_shape})")
+    opts = AnalysisOptions(
+        num_images=args.num_images, pairs=args.pairs, steps=args.steps, window=args.window,
+        spectrum_images=args.spectrum_images, spectrum_method=args.spectrum_method, spectrum_k=args.spectrum_k,
+        every=args.every, baseline=not args.no_baseline, max_train=args.max_train, max_test=args.max_test,
+        batch_size=args.batch_size, workers=args.workers, seed=args.seed, progress=not args.no_progress,
+    )
+    results = run_analyses(model, train_set, test_set, args.out, names, opts)
+    for name, r in results.items():
+        print(f"{name:12s} {_headline(name, r)}  -> {Path(args.out) / name}.png/.json")
+    return 0

@@ -1,0 +1,286 @@
+"""The paper's analyses (irevnet.analysis) and `irevnet analyze`: properties, reproducibility, plots, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import irevnet
+from irevnet.analysis import (
+    averaged_features,
+    classifier_accuracies,
+    default_window,
+    interpolate,
+    jacobian_spectrum,
+    linear_separability,
+    log_spaced_dims,
+    pairs_of_different_classes,
+    pca_contraction,
+    pixel_interpolate,
+    saturation_dim,
+    select_blocks,
+    spectrum_summary,
+    standardize,
+    subsample,
+    untrained_like,
+)
+from irevnet.analysis.plotting import plot_pca, plot_separability, plot_spectrum
+from irevnet.analysis.suite import ANALYSES, AnalysisOptions, run_analyses
+from irevnet.cli.main import main
+from irevnet.data import load_digits_split
+
+
+def _small_model(seed: int = 0, blocks: tuple[int, int] = (1, 1)) -> irevnet.IRevNet:
+    """A small digits network whose BatchNorms are randomized, so ∂Φ/∂x is far from an isometry."""
+    torch.manual_seed(seed)
+    model = irevnet.create_model("digits", blocks=blocks).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.3 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.05 + 2 * torch.rand(m.running_var.shape, generator=g))
+                m.weight.copy_(4 * torch.rand(m.weight.shape, generator=g))
+    return model
+
+
+def _reference_jacobian(model: irevnet.IRevNet, x: torch.Tensor) -> torch.Tensor:
+    """∂Φ/∂x as a (Φ.numel(), C, H, W) float64 tensor, by plain reverse-mode autograd."""
+    net = copy.deepcopy(model).double().eval()
+    jac = torch.autograd.functional.jacobian(lambda v: net.forward_features(v.unsqueeze(0)).flatten(), x.double())
+    return jac.detach()
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[TensorDataset, TensorDataset]:
+    return load_digits_split()
+
+
+@pytest.fixture(scope="module")
+def small_splits(digits) -> tuple[TensorDataset, TensorDataset]:
+    train, test = digits
+    return subsample(train, 300, seed=1), subsample(test, 120, seed=1)
+
+
+# -- spectrum -------------------------------------------------------------------------
+@pytest.mark.parametrize("window", [None, (2, 3, 4, 5)])
+def test_spectrum_matches_svd_of_the_full_jacobian(window):
+    model = _small_model()
+    x = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(3))
+    jac = _reference_jacobian(model, x)
+    if window is not None:
+        top, left, h, w = window
+        jac = jac[:, :, top:top + h, left:left + w]
+    expected = torch.linalg.svdvals(jac.flatten(1))
+    expected = expected / expected[0]
+    got = jacobian_spectrum(model, x, window)
+    assert got.shape == expected.shape == (jac[0].numel(),)
+    assert torch.all(got[:-1] >= got[1:]) and got[0] == 1
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-12)
+    assert 1 / got[-1] > 2, "the randomized BatchNorms should make the Jacobian ill-conditioned"
+
+
+def test_lanczos_matches_the_exact_top_values():
+    model = _small_model(seed=1)
+    x = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(4))
+    window = (1, 1, 6, 6)
+    exact = jacobian_spectrum(model, x, window, method="exact")
+    top = jacobian_spectrum(model, x, window, method="lanczos", k=6)
+    assert top.shape == (6,)
+    torch.testing.assert_close(top, exact[:6], rtol=1e-5, atol=0)
+    # The exact method dispatches by size: a budget below the window's 36 dims means Lanczos.
+    auto = jacobian_spectrum(model, x, window, k=6, exact_max_dims=10)
+    torch.testing.assert_close(auto, top, rtol=1e-5, atol=0)
+
+
+def test_spectrum_summary_and_bad_inputs():
+    model = _small_model()
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    res = spectrum_summary(model, images, progress=False)
+    assert res["complete"] and res["input_dims"] == 64 and res["window"] == [0, 0, 8, 8]
+    for values, kappa in zip(res["normalized"], res["condition_number"]):
+        assert kappa == pytest.approx(1 / values[-1])
+    assert default_window((1, 8, 8)) is None
+    assert default_window((3, 224, 224)) == (62, 62, 100, 100)
+    with pytest.raises(ValueError, match="does not fit"):
+        jacobian_spectrum(model, images[0], (4, 4, 8, 8))
+    with pytest.raises(ValueError, match="one input"):
+        jacobian_spectrum(model, images)
+
+
+# -- reconstruct / interpolate helpers --------------------------------------------------
+def test_pixel_interpolation_and_pairs(digits):
+    x, y = digits[1].tensors
+    pairs = pairs_of_different_classes(y[:100], 12)
+    assert len(pairs) == 12 and all(y[i] != y[j] for i, j in pairs)
+    i0, i1 = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    line = pixel_interpolate(x[i0], x[i1], steps=5)
+    assert line.shape == (12, 5, 1, 8, 8)
+    torch.testing.assert_close(line[:, 0], x[i0])
+    torch.testing.assert_close(line[:, -1], x[i1])
+    torch.testing.assert_close(line[:, 2], (x[i0] + x[i1]) / 2)
+    # Φ-space interpolation has the same end points (Φ⁻¹(Φ(x)) = x) but another path. (Not
+    # with blocks=(1, 1): its first block pads all the image into one half, and the path is
+    # then a straight line.)
+    strip = interpolate(_small_model(blocks=(2, 1)), x[i0], x[i1], steps=5)
+    torch.testing.assert_close(strip[:, 0], x[i0], atol=1e-5, rtol=0)
+    assert (strip[:, 2] - line[:, 2]).abs().max() > 1e-3
+
+
+# -- features ---------------------------------------------------------------------------
+def test_averaged_features_equal_forward_intermediates(small_splits):
+    model = _small_model()
+    ds = small_splits[1]
+    feats = averaged_features(model, ds, [1, 2], batch_size=50, progress=False)
+    x, y = ds[:]
+    with torch.no_grad():
+        inter = model.forward_intermediates(x)
+    for j in (1, 2):
+        np.testing.assert_allclose(feats.features[j], inter[j - 1].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(feats.labels, y.numpy())
+    assert select_blocks(8, 3) == [3, 6, 8] and select_blocks(8) == list(range(1, 9))
+
+
+def test_untrained_baseline_is_the_seeded_initialization():
+    torch.manual_seed(7)
+    model = irevnet.create_model("digits", blocks=(1, 1))
+    state = torch.get_rng_state()
+    baseline = untrained_like(model, seed=7)
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG must not move"
+    for (k, a), b in zip(model.state_dict().items(), baseline.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_standardize_uses_training_statistics_only():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(3, 2, size=(200, 4)), rng.normal(-5, 1, size=(50, 4))
+    s_train, s_test = standardize(train, test)
+    np.testing.assert_allclose(s_train.mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(s_train.std(0), 1)
+    np.testing.assert_allclose(s_test, (test - train.mean(0)) / train.std(0))
+
+
+# -- separability and PCA -----------------------------------------------------------------
+def test_separability_is_reproducible_and_sane(small_splits):
+    model = _small_model()
+    runs = [linear_separability(model, *small_splits, baseline_seed=0, max_train=200, seed=2, progress=False)
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    res = runs[0]
+    assert res["blocks"] == [1, 2] and res["train_images"] == 200 and res["test_images"] == 120
+    for curve in (res["trained"], res["untrained"]):
+        assert curve["blocks"] == [1, 2] and curve["dims"] == [64, 256]
+        assert all(0 <= a <= 1 for a in curve["nn"] + curve["svm"])
+    # Whole-image features of the last block separate digits far better than chance.
+    assert res["trained"]["svm"][-1] > 0.5
+    other_seed = linear_separability(model, *small_splits, baseline_seed=None, max_train=200, seed=3, progress=False)
+    assert other_seed["untrained"] is None and other_seed["trained"] != res["trained"]
+
+
+def test_classifier_accuracies_on_separable_data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(3, 5))
+    y = np.repeat(np.arange(3), 40)
+    x = centres[y] + rng.normal(0, 0.5, size=(120, 5))
+    acc = classifier_accuracies(x[::2], y[::2], x[1::2], y[1::2], seed=0)
+    assert acc["nn"] == 1.0 and acc["svm"] == 1.0
+    noise = classifier_accuracies(x[::2], rng.permutation(y[::2]), x[1::2], y[1::2], seed=0)
+    assert noise["nn"] < 0.8
+
+
+def test_pca_is_reproducible_and_rotation_invariant(small_splits):
+    model = _small_model()
+    runs = [pca_contraction(model, *small_splits, seed=0, progress=False) for _ in range(2)]
+    assert runs[0] == runs[1]
+    res = runs[0]
+    assert res["dims"] == log_spaced_dims(256) and res["dims"][-1] == 256
+    assert all(np.diff(res["explained_variance"]) >= 0) and res["explained_variance"][-1] == pytest.approx(1)
+    assert res["saturation"]["nn"] in res["dims"] and res["saturation"]["svm"] in res["dims"]
+    # All components: a rotation of the standardized features, so 1-NN (ℓ2) is unchanged.
+    train, test = averaged_features(model, small_splits[0], [2], progress=False), \
+        averaged_features(model, small_splits[1], [2], progress=False)
+    s_train, s_test = standardize(train.features[2], test.features[2])
+    full = classifier_accuracies(s_train, train.labels, s_test, test.labels)
+    assert res["nn"][-1] == pytest.approx(full["nn"], abs=1 / len(test))
+
+
+def test_saturation_and_dims():
+    assert saturation_dim([1, 2, 4, 8], [0.2, 0.5, 0.9, 0.9]) == 4
+    assert saturation_dim([1, 2, 4, 8], [0.2, 0.95, 0.5, 0.9], tolerance=0.1) == 8
+    assert saturation_dim([1, 2, 4, 8], [0.2, 0.5, 0.895, 0.9], tolerance=0.01) == 4
+    dims = log_spaced_dims(100, num=5)
+    assert dims == [1, 3, 10, 32, 100]
+
+
+# -- plots ------------------------------------------------------------------------------
+def _assert_png(path):
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    assert img.std() > 0, f"{path} is blank"
+
+
+def test_plots_render(tmp_path):
+    spectrum = {"window": [0, 0, 8, 8], "input_dims": 3, "complete": True, "normalized": [[1, 0.5, 0.01]],
+                "condition_number": [100.0]}
+    curve = {"blocks": [1, 2, 3], "nn": [0.2, 0.5, 0.9], "svm": [0.3, 0.6, 0.95]}
+    pca = {"dims": [1, 3, 10], "nn": [0.2, 0.8, 0.9], "svm": [0.3, 0.85, 0.95], "explained_variance": [0.3, 0.7, 1.0],
+           "saturation": {"nn": 10, "svm": 10}}
+    _assert_png(plot_spectrum(spectrum, tmp_path / "s.png"))
+    _assert_png(plot_separability({"trained": curve, "untrained": curve}, tmp_path / "sep.png"))
+    _assert_png(plot_pca(pca, tmp_path / "p.png"))
+
+
+# -- CLI --------------------------------------------------------------------------------
+def test_cli_end_to_end(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = irevnet.save_model(irevnet.create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    rc = main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--max-train", "200",
+               "--max-test", "80", "--spectrum-images", "2", "--pairs", "3", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for name in ANALYSES:
+        assert name in printed
+        _assert_png(out / f"{name}.png")
+        json.loads((out / f"{name}.json").read_text())
+    rec = json.loads((out / "reconstruct.json").read_text())
+    assert rec["images"] == 80 and rec["max_abs_error"] < 1e-4
+    inter = json.loads((out / "interpolate.json").read_text())
+    assert len(inter["pairs"]) == 3 and inter["mean_abs_difference_from_pixel_path"][0] < 1e-5
+    spec = json.loads((out / "spectrum.json").read_text())
+    assert len(spec["condition_number"]) == 2 and all(k >= 1 for k in spec["condition_number"])
+    sep = json.loads((out / "separability.json").read_text())
+    assert sep["train_images"] == 200 and sep["untrained"] is not None
+
+
+def test_cli_only_and_errors(tmp_path, capsys):
+    ckpt = irevnet.save_model(irevnet.create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "spectrum",
+                 "--window", "0,0,4,4", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["spectrum.json", "spectrum.png"]
+    assert json.loads((out / "spectrum.json").read_text())["input_dims"] == 16
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "pca", "spectra"]) == 2
+    assert "unknown analysis 'spectra'; choose from reconstruct, interpolate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--window", "1,2,3"])
+    assert "TOP,LEFT,HEIGHT,WIDTH" in capsys.readouterr().err
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "spectrum",
+                 "--window", "6,6,4,4"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert main(["analyze", str(ckpt), "--data", "synthetic", "--out", str(out)]) == 2
+    assert "expects 1 channel" in capsys.readouterr().err
+    model = irevnet.create_model("digits", blocks=(1, 1))
+    with pytest.raises(ValueError, match="unknown analysis 'spectra'"):
+        run_analyses(model, *load_digits_split(), out, ["spectra"], AnalysisOptions(progress=False))
+    renamed = run_analyses(model, *load_digits_split(), tmp_path / "renamed", ["spectrum"],
+                           AnalysisOptions(spectrum_images=1, progress=False), stems={"spectrum": "jacobian"})
+    assert sorted(p.name for p in (tmp_path / "renamed").iterdir()) == ["jacobian.json", "jacobian.png"]
+    assert json.loads((tmp_path / "renamed" / "jacobian.json").read_text()) == renamed["spectrum"]
