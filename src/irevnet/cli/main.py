@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["info", "demo"]
+COMMANDS = ["info", "demo", "convert", "invert", "export", "train", "eval", "analyze"]
 
 
 def build_parser() -> argparse.ArgumentParser:

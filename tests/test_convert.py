@@ -1,0 +1,179 @@
+"""Conversion of reference-format checkpoints (built here by tests/reference_impl.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+import reference_impl as ref_impl
+from irevnet import create_model, load_model, save_model
+from irevnet.cli.main import main
+from irevnet.convert import (
+    ConversionError,
+    convert_reference_state_dict,
+    load_reference_checkpoint,
+    read_reference_state_dict,
+    reference_key_map,
+)
+
+SMALL_B = dict(blocks=(1, 1, 2, 1), input_shape=(3, 64, 64), num_classes=10)
+SMALL_B_ARGS = ["--preset", "imagenet-b", "--blocks", "1,1,2,1", "--input-shape", "3,64,64", "--num-classes", "10"]
+
+
+def small_reference_b(seed: int = 0) -> ref_impl.RefIRevNet:
+    torch.manual_seed(seed)
+    return ref_impl.randomize(ref_impl.imagenet_b(blocks=(1, 1, 2, 1), in_shape=(3, 64, 64), num_classes=10),
+                              seed).eval()
+
+
+@pytest.fixture
+def ref_b(tmp_path):
+    """A random small imagenet-b-layout reference model and its checkpoint, in the authors' format."""
+    model = small_reference_b()
+    return model, ref_impl.save_reference_checkpoint(model, tmp_path / "ref.pth.tar")
+
+
+def test_full_imagenet_b_maps_every_key_and_shape():
+    # Meta tensors: the 125M-parameter layouts are built without memory or time.
+    with torch.device("meta"):
+        ref, ours = ref_impl.imagenet_b(), create_model("imagenet-b")
+    assert sum(p.numel() for p in ref.parameters()) == 125_120_356  # the reference impl is the paper's model
+    sd = {"module." + k: v for k, v in ref.state_dict().items()}
+    mapped, report = convert_reference_state_dict(sd, ours)
+    assert report.ok and not report.defaulted, report.format()
+    assert set(mapped) == set(ours.state_dict()) and report.converted == len(sd) == 1802
+    key_map = reference_key_map(ours)
+    assert key_map["stack.0.bottleneck_block.0.weight"] == "blocks.0.bottleneck.conv1.weight"
+    assert key_map["stack.0.bottleneck_block.7.weight"] == "blocks.0.bottleneck.conv3.weight"
+    assert key_map["stack.1.bottleneck_block.0.running_var"] == "blocks.1.bottleneck.bn0.running_var"
+    assert key_map["stack.99.bottleneck_block.9.weight"] == "blocks.99.bottleneck.conv3.weight"
+    assert key_map["bn1.running_mean"] == "head.norm.running_mean" and key_map["linear.bias"] == "head.fc.bias"
+
+
+def test_imagenet_b_outputs_equal_reference(ref_b):
+    ref, path = ref_b
+    ours = load_reference_checkpoint(path, "imagenet-b", **SMALL_B)
+    assert not ours.training
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        logits_ref, phi_ref = ref(x)
+        phi = ours.forward_features(x)
+        logits = ours.forward_head(phi)
+    assert phi.shape == (3, 3072, 2, 2)  # bijective: Φ has as many values as x
+    torch.testing.assert_close(phi, phi_ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits, logits_ref, rtol=1e-6, atol=1e-6)
+    assert logits.abs().max() > 0.1  # not a trivially zero comparison
+    with torch.no_grad():
+        torch.testing.assert_close(ours.inverse(phi), x, rtol=0, atol=1e-5)
+
+
+def test_cifar10_layout_bare_state_dict_without_counters(tmp_path):
+    # An old-style checkpoint: non-zip format, no wrapper dict, no `module.` prefix, no num_batches_tracked.
+    torch.manual_seed(1)
+    ref = ref_impl.randomize(ref_impl.cifar10(blocks=(2, 2, 2)), seed=1).eval()
+    path = ref_impl.save_reference_checkpoint(ref, tmp_path / "cifar.pth", data_parallel=False,
+                                              wrapped=False, with_counters=False, legacy=True)
+    state_dict, metadata = read_reference_state_dict(path)
+    assert metadata == {} and not any(k.startswith("module.") for k in state_dict)
+    ours = load_reference_checkpoint(path, "cifar10", blocks=(2, 2, 2))
+    assert ours.injective
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits_ref, phi_ref = ref(x)
+        phi = ours.forward_features(x)
+        torch.testing.assert_close(phi, phi_ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.forward_head(phi), logits_ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ours.inverse(phi), ref.inverse(phi_ref), rtol=0, atol=1e-5)
+
+
+def test_missing_counters_are_reported_as_defaulted():
+    ours = create_model("imagenet-b", **SMALL_B)
+    sd = {k: v for k, v in small_reference_b().state_dict().items() if not k.endswith("num_batches_tracked")}
+    _, report = convert_reference_state_dict(sd, ours)
+    assert report.ok and len(report.defaulted) == sum(k.endswith("num_batches_tracked") for k in ours.state_dict())
+    assert "num_batches_tracked" in report.format()
+
+
+def test_round_trip_through_our_keys():
+    ours = create_model("imagenet-b", **SMALL_B)
+    ref_impl.randomize(ours, seed=3)
+    ours_sd = ours.state_dict()
+    as_reference = {ref_key: ours_sd[k] for ref_key, k in reference_key_map(ours).items()}
+    assert set(as_reference) == set(small_reference_b().state_dict())  # our export is reference-shaped
+    back, report = convert_reference_state_dict(as_reference, create_model("imagenet-b", **SMALL_B))
+    assert report.ok and back.keys() == ours_sd.keys()
+    assert all(torch.equal(back[k], ours_sd[k]) for k in ours_sd)
+
+
+def test_cli_convert_writes_a_loadable_checkpoint(ref_b, tmp_path, capsys):
+    ref, path = ref_b
+    dst = tmp_path / "converted.pt"
+    assert main(["convert", str(path), str(dst), *SMALL_B_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "tensors converted" in out and "best_prec1=74.018" in out
+    model = load_model(dst).eval()
+    assert model.config.name == "imagenet-b" and model.config.blocks == (1, 1, 2, 1)
+    payload = torch.load(dst, weights_only=True)
+    assert payload["reference_metadata"]["epoch"] == 128 and payload["converted_from"] == str(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x)[0], rtol=1e-6, atol=1e-6)
+    # Saving the loaded model again reproduces the same weights (checkpoint round trip).
+    save_model(model, tmp_path / "again.pt")
+    again = load_model(tmp_path / "again.pt").state_dict()
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+
+
+def _corrupt(path, tmp_path, edit):
+    payload = torch.load(path, weights_only=True)
+    edit(payload["state_dict"])
+    bad = tmp_path / "bad.pth"
+    torch.save(payload, bad)
+    return bad
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda sd: sd.__setitem__("module.stack.0.bottleneck_block.99.weight", sd.pop("module.stack.0.bottleneck_block.7.weight")),
+     ["1 missing", "stack.0.bottleneck_block.7.weight", "1 unexpected", "stack.0.bottleneck_block.99.weight"]),
+    (lambda sd: sd.pop("module.linear.bias"), ["1 missing", "linear.bias"]),
+    (lambda sd: sd.__setitem__("module.stack.1.bottleneck_block.2.weight", torch.zeros(6, 24, 3, 3)),
+     ["1 with a wrong shape", "stack.1.bottleneck_block.2.weight: [6, 24, 3, 3] vs [24, 24, 3, 3]"]),
+], ids=["renamed", "missing", "misshaped"])
+def test_cli_reports_bad_keys_and_exits_nonzero(ref_b, tmp_path, capsys, edit, expected):
+    bad = _corrupt(ref_b[1], tmp_path, edit)
+    dst = tmp_path / "out.pt"
+    assert main(["convert", str(bad), str(dst), *SMALL_B_ARGS]) != 0
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    for text in expected:
+        assert text in err
+    assert not dst.exists()
+
+
+def test_wrong_configuration_lists_shape_mismatches(ref_b):
+    with pytest.raises(ConversionError, match=r"linear.weight: \[10, 3072\] vs \[1000, 3072\]"):
+        load_reference_checkpoint(ref_b[1], "imagenet-b", blocks=(1, 1, 2, 1), input_shape=(3, 64, 64))
+
+
+def test_refuses_pickled_code(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, path)  # needs code to unpickle
+    assert main(["convert", str(path), str(tmp_path / "out.pt")]) != 0
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and str(path) in err
+
+
+@pytest.mark.parametrize("payload, match", [
+    ({"format": "irevnet", "state_dict": {}}, "already an irevnet checkpoint"),
+    ({"state_dict": []}, "not a non-empty dict"),
+    ([torch.zeros(1)], "expected a dict"),
+])
+def test_unusable_files_are_named_in_errors(tmp_path, payload, match):
+    path = tmp_path / "x.pth"
+    torch.save(payload, path)
+    with pytest.raises(ConversionError, match=match):
+        read_reference_state_dict(path)
+    with pytest.raises(ConversionError, match="does not exist"):
+        read_reference_state_dict(tmp_path / "nope.pth")

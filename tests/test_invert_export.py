@@ -1,0 +1,122 @@
+"""`irevnet invert` on image files, evaluation preprocessing, and torch.export of Φ and Φ⁻¹."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import reference_impl as ref_impl
+from irevnet import create_model, load_model, save_model
+from irevnet.cli.main import main
+from irevnet.config import get_preset
+from irevnet.data.preprocess import eval_preprocessing
+from irevnet.export import load_exported
+
+
+def synthetic_images(folder, sizes=((96, 128), (120, 90), (64, 64))) -> list[str]:
+    """Smooth test pictures of various sizes and aspect ratios: gradients, a disc, a sinusoid."""
+    paths = []
+    for k, (h, w) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w]).reshape(2, 1, 1)
+        disc = ((yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.08).astype(float)
+        channels = [xx, yy, disc] if k % 2 == 0 else [0.5 + 0.5 * np.sin(8 * xx + 3 * k), disc, 1 - yy]
+        rgb = (np.stack(channels, axis=-1) * 255).round().astype(np.uint8)
+        path = folder / f"synthetic{k}.png"
+        Image.fromarray(rgb).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def small_b_checkpoint(tmp_path):
+    """A random imagenet-b-layout model at 64x64 with non-trivial BN statistics, saved as irevnet."""
+    model = ref_impl.randomize(create_model("imagenet-b", blocks=(1, 1, 2, 1), input_shape=(3, 64, 64)))
+    return save_model(model, tmp_path / "small-b.pt")
+
+
+def test_imagenet_preprocessing_is_the_reference_protocol():
+    prep = eval_preprocessing(get_preset("imagenet-b"))
+    assert prep.resize == 256 and prep.mean == (0.485, 0.456, 0.406) and prep.std == (0.229, 0.224, 0.225)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    x = prep.transform(img)
+    assert x.shape == (3, 224, 224)
+    # Undoing the normalization gives back the resized, centre-cropped pixels in [0, 1].
+    resized = np.asarray(img.resize((341, 256), Image.BILINEAR), dtype=np.float32) / 255  # short side 256
+    top, left = (256 - 224) // 2, (341 - 224) // 2
+    crop = torch.from_numpy(resized[top:top + 224, left:left + 224]).permute(2, 0, 1)
+    torch.testing.assert_close(prep.denormalize(x), crop, atol=2 / 255, rtol=0)
+
+
+@pytest.mark.parametrize("preset, shape, mean", [
+    ("cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465)),
+    ("cifar100", (3, 32, 32), (0.5071, 0.4865, 0.4409)),
+    ("digits", (1, 8, 8), (0.0,)),
+])
+def test_other_presets_resize_to_their_input(tmp_path, preset, shape, mean):
+    prep = eval_preprocessing(get_preset(preset))
+    assert prep.mean == mean
+    x = prep.transform(Image.open(synthetic_images(tmp_path)[0]))
+    assert x.shape == shape
+    assert -1e-6 <= prep.denormalize(x).min() and prep.denormalize(x).max() <= 1 + 1e-6
+
+
+def test_small_imagenet_uses_the_same_resize_ratio():
+    prep = eval_preprocessing(get_preset("imagenet-b").replace(input_shape=(3, 64, 64)))
+    assert prep.resize == 73 and prep.mean == (0.485, 0.456, 0.406)
+
+
+def test_cli_invert_writes_grid_and_errors(small_b_checkpoint, tmp_path, capsys):
+    images = synthetic_images(tmp_path)
+    out = tmp_path / "figs" / "inverted.png"
+    assert main(["invert", str(small_b_checkpoint), *images, "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [r["path"] for r in report["images"]] == images
+    for r in report["images"]:
+        assert 0 < r["max_abs_error"] < 1e-4 and r["relative_error"] < 1e-5
+    printed = capsys.readouterr().out
+    assert all(p in printed for p in images) and "max abs error" in printed
+
+
+def test_cli_invert_interpolation_strip(small_b_checkpoint, tmp_path):
+    a, b = synthetic_images(tmp_path)[:2]
+    out = tmp_path / "strip.png"
+    assert main(["invert", str(small_b_checkpoint), "--interpolate", a, b, "--steps", "5", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 2 * Image.open(out).size[1]  # a horizontal strip
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "either IMAGE files"),
+    (["missing.png"], "image 'missing.png' does not exist"),
+    (["garbage.png"], "cannot decode image"),
+])
+def test_cli_invert_errors(small_b_checkpoint, tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.png").write_bytes(b"not a png")
+    assert main(["invert", str(small_b_checkpoint), *extra, "--out", "x.png"]) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_export_forward_and_inverse_match_eager(tmp_path):
+    # Injective layout: the exported inverse must also drop the zero-padded channels.
+    model = ref_impl.randomize(create_model("cifar10", blocks=(1, 1, 1)), seed=2)
+    ckpt = save_model(model, tmp_path / "cifar.pt")
+    dst = tmp_path / "exported"
+    assert main(["export", str(ckpt), str(dst)]) == 0
+    meta = json.loads((dst / "meta.json").read_text())
+    assert meta["input_shape"] == [3, 32, 32] and meta["phi_shape"] == [512, 8, 8]
+    forward, inverse = load_exported(dst)
+    eager = load_model(ckpt).eval()
+    x = torch.randn(3, 3, 32, 32)  # a batch size other than the one traced
+    with torch.no_grad():
+        logits, phi = forward(x)
+        torch.testing.assert_close(phi, eager.forward_features(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(logits, eager(x), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(inverse(phi), eager.inverse(phi), rtol=0, atol=1e-6)
+        torch.testing.assert_close(inverse(phi), x, rtol=0, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="not an irevnet export folder"):
+        load_exported(tmp_path)
