@@ -177,3 +177,43 @@ def test_unusable_files_are_named_in_errors(tmp_path, payload, match):
         read_reference_state_dict(path)
     with pytest.raises(ConversionError, match="does not exist"):
         read_reference_state_dict(tmp_path / "nope.pth")
+
+
+def test_converted_checkpoint_evaluates_like_the_reference(tmp_path, capsys):
+    """convert -> eval --data imagefolder gives the reference model's accuracy and loss
+    under the reference protocol (resize 256, centre crop 224, ImageNet mean/std)."""
+    import json
+
+    import numpy as np
+    import torchvision.transforms as T
+    from PIL import Image
+
+    torch.manual_seed(0)
+    ref = ref_impl.randomize(ref_impl.imagenet_b(blocks=(1, 1, 1, 1), num_classes=3), seed=1).eval()
+    src = ref_impl.save_reference_checkpoint(ref, tmp_path / "ref.pth.tar")
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for label, cls in enumerate(("a", "b", "c")):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(2):
+            img = Image.fromarray(rng.integers(0, 256, (300, 280, 3), dtype=np.uint8))
+            img.save(tmp_path / "val" / cls / f"{i}.png")
+            images.append(img)
+            labels.append(label)
+    dst = tmp_path / "converted.pt"
+    assert main(["convert", str(src), str(dst), "--preset", "imagenet-b", "--blocks", "1,1,1,1",
+                 "--num-classes", "3"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(dst), "--data", "imagefolder", "--data-dir", str(tmp_path / "val"),
+                 "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+
+    protocol = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    x = torch.stack([protocol(img) for img in images])
+    y = torch.tensor(labels)
+    with torch.no_grad():
+        logits = ref(x)[0]
+    assert result["images"] == 6
+    assert result["top1"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
