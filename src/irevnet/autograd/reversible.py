@@ -121,16 +121,24 @@ def _draws_random(block: IRevBlock) -> bool:
     return drop.training and drop.p > 0
 
 
-def _zero_channels(x: Tensor) -> Tensor:
-    """``(N, C, H, W) -> (C,)`` bool: channels that are exactly zero everywhere (no host sync)."""
-    return x.abs().amax(dim=(0, 2, 3)) == 0  # one fused pass; NaN compares unequal
+def _zero_channels(x: Tensor) -> Tensor | None:
+    """``(N, C, H, W) -> (C,)`` bool: channels that are exactly zero everywhere.
+
+    ``None`` when there are none and that is free to know (CPU tensors); on an
+    accelerator the mask is kept as is, since asking would synchronize with the host.
+    """
+    # One fused reduction (max |x|) without materializing |x|; NaN compares unequal.
+    mask = torch.linalg.vector_norm(x, ord=float("inf"), dim=(0, 2, 3)) == 0
+    if mask.device.type == "cpu" and not bool(mask.any()):
+        return None
+    return mask
 
 
 def _block_backward(
     block: IRevBlock,
     y: Pair,
     grad_y: Pair,
-    zero_mask: Tensor,
+    zero_mask: Tensor | None,
     params: Sequence[Tensor],
     needs_grad: Sequence[bool],
     rng: _RngState | None,
@@ -145,9 +153,10 @@ def _block_backward(
     """
     a, b = y
     grad_a, grad_b = grad_y
-    # Those entries hold finite rounding noise: a product zeroes them (±0 alike in every
-    # later sum) several times faster than masked_fill.
-    a = a * ~zero_mask.view(1, -1, 1, 1)
+    if zero_mask is not None:
+        # Those entries hold finite rounding noise: a product zeroes them (±0 alike in
+        # every later sum) several times faster than masked_fill.
+        a = a * ~zero_mask.view(1, -1, 1, 1)
     x2 = block.psi.inverse(a).detach().requires_grad_()
     replay: AbstractContextManager[None] = rng.replay() if rng is not None else nullcontext()
     with torch.enable_grad(), autocast.restore(), replay:
