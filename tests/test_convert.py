@@ -19,7 +19,8 @@ from irevnet.convert import (
 )
 
 SMALL_B = dict(blocks=(1, 1, 2, 1), input_shape=(3, 64, 64), num_classes=10)
-SMALL_B_ARGS = ["--preset", "imagenet-b", "--blocks", "1,1,2,1", "--input-shape", "3,64,64", "--num-classes", "10"]
+SMALL_B_ARGS = ["--preset", "imagenet-b", "--model", "blocks=1,1,2,1", "--model", "input_shape=3,64,64",
+                "--model", "num_classes=10"]
 
 
 def small_reference_b(seed: int = 0) -> ref_impl.RefIRevNet:
@@ -201,8 +202,8 @@ def test_converted_checkpoint_evaluates_like_the_reference(tmp_path, capsys):
             images.append(img)
             labels.append(label)
     dst = tmp_path / "converted.pt"
-    assert main(["convert", str(src), str(dst), "--preset", "imagenet-b", "--blocks", "1,1,1,1",
-                 "--num-classes", "3"]) == 0
+    assert main(["convert", str(src), str(dst), "--preset", "imagenet-b", "--model", "blocks=1,1,1,1",
+                 "--model", "num_classes=3"]) == 0
     capsys.readouterr()
     assert main(["eval", str(dst), "--data", "imagefolder", "--data-dir", str(tmp_path / "val"),
                  "--no-progress", "--json"]) == 0
