@@ -80,3 +80,10 @@ def test_save_unwraps_wrappers(tmp_path):
     assert load_model(tmp_path / "w.pt").config == model.config
     with pytest.raises(TypeError, match="expected an IRevNet"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+def test_malformed_payload_is_a_checkpoint_error(tmp_path):
+    torch.save({"format": "irevnet", "version": 1, "config": [1, 2], "state_dict": {}}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd\.pt.*lacks a 'config' or 'state_dict'"):
+        load_model(tmp_path / "odd.pt")
+

@@ -179,3 +179,5 @@ def test_bad_configuration_errors():
         irevnet.IRevNet(blocks=(1, 1), strides=(1,), channels=(4, 16))
     with pytest.raises(ValueError, match="at least 2 are needed"):
         create_model("digits", init_block_size=0)
+    with pytest.raises(ValueError, match="mult must be >= 1"):
+        create_model("digits", mult=0)

@@ -266,3 +266,31 @@ def test_full_disk_never_destroys_the_last_good_checkpoint(tmp_path, monkeypatch
         ckpt.atomic_save({"w": torch.zeros(1000)}, path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    cfg = _cfg(tmp_path, epochs=1, resume="yes")
+    cfg.recipe = cfg.recipe.replace(lr=0.5)
+    with pytest.raises(CheckpointError, match=r"different recipe \(lr: 0\.05 -> 0\.5\)"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("field,value,match", [("accum", 0, "accum must be >= 1"),
+                                               ("eval_every", -1, "eval_every must be >= 0"),
+                                               ("workers", -2, "workers must be >= 0")])
+def test_bad_numeric_options_are_clear_errors(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(tmp_path, **{field: value}))
+
+
+def test_model_override_contradicting_the_data_is_refused(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.data = "digits"
+    cfg.model_overrides = {"blocks": (1, 1), "num_classes": 5}
+    with pytest.raises(ValueError, match="--model num_classes=5 contradicts --data digits, which has num_classes 10"):
+        train(cfg)
+    # With synthetic data the override decides the data's shape and classes.
+    cfg = _cfg(tmp_path / "syn", epochs=1)
+    cfg.model_overrides = {"blocks": (1, 1), "num_classes": 5}
+    assert train(cfg).model.config.num_classes == 5

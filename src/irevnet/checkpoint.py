@@ -99,15 +99,21 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{str(path)!r} has checkpoint version {payload.get('version')}, expected {VERSION}")
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise CheckpointError(f"{str(path)!r} lacks a 'config' or 'state_dict' dictionary")
     return payload
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> IRevNet:
-    """Rebuild the model saved by :func:`save_model` (or by the trainer) at ``path``."""
+    """Rebuild the model saved by :func:`save_model` (or by the trainer) at ``path``.
+
+    The model is returned on ``map_location`` and, like any freshly built module, in train
+    mode: call ``.eval()`` before inference.
+    """
     payload = read_checkpoint(path, map_location)
     try:
         model = IRevNet.from_config(IRevNetConfig.from_dict(payload["config"]))
         model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} does not describe a valid model: {e}") from None
-    return model
+    return model.to(map_location)

@@ -44,6 +44,8 @@ class IRevNetConfig:
             raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.mult < 1:
+            raise ValueError(f"mult must be >= 1, got {self.mult}")
 
     @property
     def downsampling(self) -> int:

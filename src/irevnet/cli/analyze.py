@@ -14,6 +14,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..checkpoint import load_model
+from ..training.trainer import resolve_device
 from ..data import DATASETS, build_datasets
 
 
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "interpolate, spectrum, separability, pca (default: all)")
     p.add_argument("--seed", type=int, default=0, help="subsampling, CV folds and the untrained baseline's "
                    "initialization (the seed the model was trained with gives its initial network)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: the GPU when present (default), else the CPU")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split to this many images")
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.suite import ANALYSES, AnalysisOptions, check_analyses, run_analyses
 
     names = check_analyses(args.only or ANALYSES)  # before any slow loading
-    model = load_model(args.checkpoint).to(args.device)
+    model = load_model(args.checkpoint, map_location=resolve_device(args.device))
     train_set, test_set = _load_data(args.data, args.data_dir)
     image_shape = tuple(test_set[0][0].shape)
     if image_shape[0] != model.input_shape[0]:

@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if data.num_classes != cfg.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {cfg.num_classes} classes but {args.data} has "
                          f"{data.num_classes}; class indices would not match")
+    if tuple(data.input_shape) != cfg.input_shape:
+        raise ValueError(f"{args.checkpoint} expects inputs of shape {cfg.input_shape} but {args.data} "
+                         f"yields {tuple(data.input_shape)}")
     loader = DataLoader(data.eval, batch_size=args.batch_size, num_workers=args.workers,
                         pin_memory=device.type == "cuda")
     stats = evaluate(model, loader, device=device, progress=not args.no_progress, amp_dtype=AMP_DTYPES[args.amp])

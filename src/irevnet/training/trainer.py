@@ -190,13 +190,18 @@ class _Trainer:
         self.device = resolve_device(cfg.device, dist_ctx.local_rank)
         self.amp_dtype = AMP_DTYPES[cfg.amp]
         recipe = cfg.recipe
+        for name, value, least in (("accum", cfg.accum, 1), ("eval_every", cfg.eval_every, 0),
+                                   ("workers", cfg.workers, 0)):
+            if value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
         denom = dist_ctx.world_size * cfg.accum
         if recipe.batch_size % denom:
             raise ValueError(f"batch_size {recipe.batch_size} is not divisible by world_size x accum = {denom}")
         self.batch_per_rank = recipe.batch_size // denom
 
         _seed_everything(cfg.seed)  # identical initial weights on every rank
-        preset = get_preset(cfg.preset)
+        # The preset with the user's overrides: synthetic data takes its shape and classes.
+        preset = get_preset(cfg.preset).replace(**cfg.model_overrides)
         self.data: DataSplits = build_datasets(
             cfg.data, cfg.data_dir, synthetic_shape=preset.input_shape, synthetic_classes=preset.num_classes,
             synthetic_size=cfg.synthetic_size)
@@ -224,6 +229,11 @@ class _Trainer:
 
     def _build_model(self, preset: IRevNetConfig) -> IRevNet:
         cfg, data = self.cfg, self.data
+        for key in ("num_classes", "input_shape"):
+            # An explicit override that contradicts the data would fail later, deep in the loss.
+            if key in cfg.model_overrides and getattr(preset, key) != getattr(data, key):
+                raise ValueError(f"--model {key}={getattr(preset, key)} contradicts --data {cfg.data}, "
+                                 f"which has {key} {getattr(data, key)}")
         kwargs: dict[str, Any] = {"dropout": cfg.recipe.dropout}
         if data.num_classes != preset.num_classes:
             log.info("%s has %d classes: building %s with num_classes=%d", cfg.data, data.num_classes,
@@ -264,8 +274,8 @@ class _Trainer:
             "rng": self._gather_rng(),  # one entry per rank
             "world_size": self.dist.world_size,
             "best_top1": best_top1,
-            # The data order is DistributedSampler(seed).set_epoch(epoch): these two fix it.
-            "data_order": {"sampler_seed": self.sampler.seed, "next_epoch": epoch},
+            # The data order is DistributedSampler(seed).set_epoch(epoch), epoch as above.
+            "data_order": {"sampler_seed": self.sampler.seed},
         }
 
     def _resume_path(self) -> Path | None:
@@ -294,6 +304,15 @@ class _Trainer:
         state = payload.get("trainer")
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} holds weights only (no trainer state); it cannot be resumed")
+        saved_recipe, recipe = payload.get("recipe", {}), self.cfg.recipe.to_dict()
+        # The optimizer and scheduler states carry the old lr, milestones and step count,
+        # so a changed recipe would be silently ignored; only more epochs of a step schedule resume.
+        changed = sorted(k for k in recipe if saved_recipe.get(k) != recipe[k]
+                         and not (k == "epochs" and recipe["schedule"] == "step"))
+        if changed:
+            raise CheckpointError(
+                f"{path} was trained with a different recipe ({', '.join(f'{k}: {saved_recipe.get(k)!r} -> {recipe[k]!r}' for k in changed)}); "
+                "resume with the same settings, or start a new run with --out")
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
