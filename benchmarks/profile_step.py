@@ -1,3 +1,11 @@
+"""Where a train step's time goes, plain vs memory-saving (torch.profiler, CUDA).
+
+    python benchmarks/profile_step.py      # imagenet-b, batch 32, on the GPU
+
+Prints seconds per step and the top operators by CUDA time for each mode; the figures
+quoted in benchmarks/README.md (GPU time vs wall time, host-bound steps) come from it.
+"""
+
 import torch, irevnet, time, torch.nn.functional as F
 from torch.profiler import profile, ProfilerActivity
 dev = torch.device("cuda")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..checkpoint import save_model
-from ..config import get_preset, list_presets
+from ..config import list_presets
 from ..convert import convert_reference_checkpoint
-from ..training.recipes import parse_overrides
+from .common import add_model_overrides_argument, model_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,15 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="irevnet checkpoint to write")
     p.add_argument("--preset", default="imagenet-b", choices=list_presets(),
                    help="configuration of the reference model (default: imagenet-b, the authors' ImageNet model)")
-    p.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="configuration override for custom reference models, as in `irevnet train` "
-                   "(repeatable), e.g. --model num_classes=100 --model blocks=2,2,2")
+    add_model_overrides_argument(p, "configuration override for custom reference models, as in `irevnet train` "
+                                 "(repeatable), e.g. --model num_classes=100 --model blocks=2,2,2")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(get_preset(args.preset), args.model_overrides)
-    model, report, metadata = convert_reference_checkpoint(args.src, args.preset, **overrides)
+    model, report, metadata = convert_reference_checkpoint(args.src, args.preset, **model_overrides(args))
     save_model(model, args.dst, converted_from=str(args.src), reference_metadata=metadata)
     print(report.format())
     extra = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metadata.items())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import get_preset, list_presets
+from ..config import list_presets
 from ..data import DATASETS
 from ..training import get_recipe, list_recipes, parse_overrides, recipe_for_preset
 from ..training.trainer import AMP_DTYPES, TrainConfig, train
+from .common import add_model_overrides_argument, model_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="recipe_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
                    "(repeatable)")
-    p.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model config field, e.g. --model blocks=2,2 (repeatable)")
+    add_model_overrides_argument(p, "override a model config field, e.g. --model blocks=2,2 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
                    help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             overrides[key] = getattr(args, key)
     return TrainConfig(
         preset=args.preset, data=args.data, data_dir=args.data_dir, out=args.out, recipe=recipe.replace(**overrides),
-        model_overrides=parse_overrides(get_preset(args.preset), args.model_overrides), seed=args.seed,
+        model_overrides=model_overrides(args), seed=args.seed,
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
         workers=args.workers, memory_efficient=args.memory_efficient, sync_bn=args.sync_bn,
         eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
