@@ -134,6 +134,22 @@ def test_exact_zero_channels_at_initialization() -> None:
     assert max((a - b).norm().item() for a, b in zip(got, ref) if a is not None and b is not None) <= 1e-10 * scale
 
 
+def test_recorded_zeros_include_the_padding() -> None:
+    """One mechanism: the zeros the forward records cover those the inverse restores by default."""
+    plain, _ = _models("deep", torch.float64)
+    x, _ = _batch(plain, torch.float64)
+    block = plain.blocks[0]
+    assert block.injective
+    with torch.no_grad():
+        a, b = block(plain._embed(x))
+        recorded, padding = block.exact_zeros(a), block.padding_zeros(a)
+        assert recorded is not None and padding is not None and bool(padding.any())
+        assert bool((recorded | ~padding).all())  # padding ⊆ recorded
+        noisy = a + 1e-3 * torch.randn_like(a)
+        for zeros in (None, padding):
+            assert torch.equal(block.reverse((noisy, b), zeros=zeros)[1][:, padding], torch.zeros_like(a[:, padding]))
+
+
 def test_batchnorm_buffers_match_after_steps() -> None:
     plain, saving = _models("deep", torch.float64)
     x, y = _batch(plain, torch.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .layers import Bottleneck, InjectivePad, InvertibleDownsampling, Pair, merge, split
@@ -84,33 +85,105 @@ class IRevBlock(nn.Module):
             return x
         return split(self.pad.inverse(merge(*x)))
 
-    def zero_padding(self, x2: Tensor) -> Tensor:
-        """Set the channels of ``x2`` that the forward padded to exact zeros.
+    # -- exact zeros: what the forward made exactly zero, the reverse step restores ------
+    def padding_zeros(self, a: Tensor) -> Tensor | None:
+        """``(C,)`` bool over the channels of the output half ``a``: where injective padding put zeros.
 
-        The forward put exact zeros there; a reconstruction carries rounding errors
-        instead, and F's leading BatchNorm (whose running variance on an always-zero
-        channel decays to ~0 in training) would amplify them by up to 1/sqrt(eps).
+        ``None`` for a bijective block. (Injective blocks have stride 1, so ``a`` is the
+        padded ``x2`` itself: its last channels are the padding's.)
         """
         if not self.injective:
-            return x2
-        keep = max(self.in_channels - x2.shape[1], 0)  # real channels that landed in x2
-        if keep == x2.shape[1]:
-            return x2
-        return merge(x2[:, :keep], x2.new_zeros(x2.shape[0], x2.shape[1] - keep, *x2.shape[2:]))
+            return None
+        keep = max(self.in_channels - self.out_channels, 0)  # real channels that landed in x2
+        return torch.arange(a.shape[1], device=a.device) >= keep
 
-    # -- the block as a function and its inverse ---------------------------------------
+    @staticmethod
+    def exact_zeros(a: Tensor) -> Tensor | None:
+        """``(N, C, H, W) -> (C,)`` bool: channels of an output half ``a`` that are exactly zero.
+
+        The memory-saving forward records this for every block, a superset of
+        :meth:`padding_zeros` (padding and the channels it feeds, e.g. the second block's
+        input in ``cifar10``). ``None`` when there are none and that is free to know (CPU
+        tensors); on an accelerator the mask is kept as is, since asking would synchronize.
+        """
+        # One fused reduction (max |a|) without materializing |a|; NaN compares unequal.
+        mask = torch.linalg.vector_norm(a, ord=float("inf"), dim=(0, 2, 3)) == 0
+        if mask.device.type == "cpu" and not bool(mask.any()):
+            return None
+        return mask
+
+    def restore_zeros(self, a: Tensor, zeros: Tensor | None = None) -> Tensor:
+        """Set the channels of the output half ``a`` listed in ``zeros`` to exact zeros.
+
+        ``zeros`` defaults to :meth:`padding_zeros`. The forward had exact zeros there; a
+        reconstruction carries rounding errors instead, which F's leading BatchNorm (whose
+        running variance on an always-zero channel decays to ~0 in training) would amplify
+        by up to 1/sqrt(eps), and on which a ReLU at its kink would let the noise's sign
+        decide whether a gradient flows.
+        """
+        if zeros is None:
+            zeros = self.padding_zeros(a)
+        if zeros is None:
+            return a
+        # A product zeroes them (±0 alike in every later sum) several times faster than masked_fill.
+        return a * ~zeros.view(1, -1, 1, 1)
+
+    # -- the block as a function, its reverse step and its inverse ----------------------
     def forward(self, x: Pair) -> Pair:
         x1, x2 = self.pad_pair(x)
         fx2 = self.bottleneck(x2)
         return self.psi(x2), self.psi(x1) + fx2
 
-    def inverse(self, y: Pair) -> Pair:
+    def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The reverse step: rebuild the block's padded input ``(x1, x2)`` from its output, recomputing F.
+
+        ``y = (a, b)`` is the block's output pair. Returns ``(x1, x2, f)``::
+
+            x2 = S⁻¹(a), exact zeros restored    (exact: S is a permutation of entries)
+            f  = F(x2)                            BatchNorm on batch statistics, no buffer updated
+            x1 = S⁻¹(b − f)                       the only step with rounding error
+
+        ``zeros``: channels of ``a`` that were exactly zero in the forward (see
+        :meth:`exact_zeros`; default :meth:`padding_zeros`). With ``vjp=True`` (the
+        memory-saving backward) ``x2`` is a fresh leaf that requires grad, ``f`` is
+        differentiable with respect to it and to the parameters, and ``x1`` is detached.
+        The pair is in padded coordinates: :meth:`unpad_pair` drops the padding.
+        """
         a, b = y
-        x2 = self.zero_padding(self.psi.inverse(a))
-        fx2 = self.bottleneck(x2, update_stats=False)
-        x1 = self.psi.inverse(b - fx2)
+        x2 = self.psi.inverse(self.restore_zeros(a, zeros))
+        if vjp:
+            x2 = x2.detach().requires_grad_()
+        x1, f = _reverse_core(self, x2, b, vjp)
+        return x1, x2, f
+
+    def input_grad(self, grad_y: Pair, grad_f_x2: Tensor) -> Pair:
+        """Loss gradient with respect to the block's input pair (the adjoint of the coupling).
+
+        ``grad_y = (g_a, g_b)`` is the gradient with respect to the output pair and
+        ``grad_f_x2 = (∂F/∂x2)ᵀ g_b``. S is orthogonal (its adjoint is S⁻¹) and dropping the
+        padded channels is the adjoint of the padding::
+
+            g_x1 = S⁻¹(g_b),    g_x2 = S⁻¹(g_a) + (∂F/∂x2)ᵀ g_b
+        """
+        grad_a, grad_b = grad_y
+        return self.unpad_pair((self.psi.inverse(grad_b), self.psi.inverse(grad_a) + grad_f_x2))
+
+    @property
+    def draws_random(self) -> bool:
+        """Whether a call draws from the RNG (dropout in train mode)."""
+        return self.bottleneck.draws_random
+
+    def inverse(self, y: Pair) -> Pair:
+        x1, x2, _ = self.reverse(y)
         return self.unpad_pair((x1, x2))
 
     def extra_repr(self) -> str:
         kind = "injective" if self.injective else "bijective"
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, stride={self.stride}, {kind}"
+
+
+def _reverse_core(block: IRevBlock, x2: Tensor, b: Tensor, vjp: bool) -> tuple[Tensor, Tensor]:
+    """``(x1, f)`` of :meth:`IRevBlock.reverse` from the rebuilt ``x2``: F and the coupling's subtraction."""
+    f = block.bottleneck(x2, update_stats=False)
+    x1 = block.psi.inverse(b - (f.detach() if vjp else f))
+    return x1, f

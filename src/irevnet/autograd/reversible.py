@@ -3,8 +3,11 @@
 The forward runs every block under ``no_grad`` and keeps only the final pair (and the
 input of each block listed in ``keep``: the model passes the first block of each stage,
 a fixed number of pairs whatever the depth). The backward walks the blocks in reverse.
-For block j with output ``(a, b)`` and output gradients ``(g_a, g_b)`` it rebuilds the
-block's input and recomputes F_j once, with grad:
+For block j with output ``(a, b)`` and output gradients ``(g_a, g_b)`` the block's
+reverse step (:meth:`~irevnet.blocks.IRevBlock.reverse`, the same one its inverse uses)
+rebuilds the input and recomputes F_j once, with grad; the vector-Jacobian product of
+F_j and the adjoint of the coupling (:meth:`~irevnet.blocks.IRevBlock.input_grad`) give
+the input gradient:
 
     x2   = S⁻¹(a)                          exact (S is a permutation of entries)
     f    = F_j(x2)                         recomputed; BatchNorm buffers left alone
@@ -29,13 +32,14 @@ State that is reproduced exactly:
   masks match and the global RNG state after the step is the plain run's.
 - Autocast: the recompute runs under the autocast state captured at forward time.
 - Exact zeros: channels of ``a`` that were exactly zero in the forward (one bool per
-  channel and block is recorded) are reset to exact zeros before the recompute. The
+  channel and block, :meth:`~irevnet.blocks.IRevBlock.exact_zeros`) are reset to exact
+  zeros before the recompute, by the mechanism the inverse uses for the padding
+  (:meth:`~irevnet.blocks.IRevBlock.restore_zeros`). The
   rebuilt tensors otherwise carry rounding errors of order 1e-16 (float64) where the
   forward had zeros: injective padding, and the channels it feeds, e.g. the second
   block's input in the ``cifar10`` preset. There BatchNorm meets a constant channel
   and ReLU sits exactly on its kink, so the noise's sign, not the data, would decide
   whether a gradient flows (a relative error of order 1, not 1e-10, in a BN bias).
-  This subsumes :meth:`~irevnet.blocks.IRevBlock.zero_padding`.
 
 Memory: the forward keeps the output pair, the ``keep`` inputs, one bool per channel and
 block and, with dropout, one RNG state per block (a few KiB, independent of the batch);
@@ -116,29 +120,11 @@ class _AutocastState:
         )
 
 
-def _draws_random(block: IRevBlock) -> bool:
-    drop = block.bottleneck.drop
-    return drop.training and drop.p > 0
-
-
-def _zero_channels(x: Tensor) -> Tensor | None:
-    """``(N, C, H, W) -> (C,)`` bool: channels that are exactly zero everywhere.
-
-    ``None`` when there are none and that is free to know (CPU tensors); on an
-    accelerator the mask is kept as is, since asking would synchronize with the host.
-    """
-    # One fused reduction (max |x|) without materializing |x|; NaN compares unequal.
-    mask = torch.linalg.vector_norm(x, ord=float("inf"), dim=(0, 2, 3)) == 0
-    if mask.device.type == "cpu" and not bool(mask.any()):
-        return None
-    return mask
-
-
 def _block_backward(
     block: IRevBlock,
     y: Pair,
     grad_y: Pair,
-    zero_mask: Tensor | None,
+    zeros: Tensor | None,
     params: Sequence[Tensor],
     needs_grad: Sequence[bool],
     rng: _RngState | None,
@@ -147,32 +133,22 @@ def _block_backward(
     """One step of the reverse walk: ``(input, grad of input, grads of params)`` of ``block``.
 
     ``y`` is the block's output pair and ``grad_y`` the loss gradient with respect to it;
-    ``zero_mask`` is :func:`_zero_channels` of the forward's ``y[0]``; ``params`` are
-    ``block.parameters()``, and ``needs_grad[i]`` says whether ``params[i]`` gets a
-    gradient (``None`` otherwise).
+    ``zeros`` is :meth:`~irevnet.blocks.IRevBlock.exact_zeros` of the forward's ``y[0]``;
+    ``params`` are ``block.parameters()``, and ``needs_grad[i]`` says whether ``params[i]``
+    gets a gradient (``None`` otherwise). The block does the arithmetic
+    (:meth:`~irevnet.blocks.IRevBlock.reverse`, :meth:`~irevnet.blocks.IRevBlock.input_grad`);
+    this function supplies the forward's RNG and autocast state and the vector-Jacobian product.
     """
-    a, b = y
-    grad_a, grad_b = grad_y
-    if zero_mask is not None:
-        # Those entries hold finite rounding noise: a product zeroes them (±0 alike in
-        # every later sum) several times faster than masked_fill.
-        a = a * ~zero_mask.view(1, -1, 1, 1)
-    x2 = block.psi.inverse(a).detach().requires_grad_()
     replay: AbstractContextManager[None] = rng.replay() if rng is not None else nullcontext()
     with torch.enable_grad(), autocast.restore(), replay:
-        fx2 = block.bottleneck(x2, update_stats=False)
-    x1 = block.psi.inverse(b - fx2.detach())
+        x1, x2, fx2 = block.reverse(y, zeros=zeros, vjp=True)
     wanted = [p for p, need in zip(params, needs_grad) if need]
     # Plain autograd casts the gradient of `psi(x1) + fx2` to fx2's dtype (autocast).
-    grads = torch.autograd.grad(fx2, [x2, *wanted], grad_b.to(fx2.dtype), allow_unused=True)
-    grad_x2 = block.psi.inverse(grad_a) + grads[0]  # x2 always reaches F's first conv
+    grads = torch.autograd.grad(fx2, [x2, *wanted], grad_y[1].to(fx2.dtype), allow_unused=True)
     remaining = iter(grads[1:])
     param_grads = [next(remaining) if need else None for need in needs_grad]
-    return (
-        block.unpad_pair((x1, x2.detach())),
-        block.unpad_pair((block.psi.inverse(grad_b), grad_x2)),
-        param_grads,
-    )
+    # x2 always reaches F's first convolution, so grads[0] is never None.
+    return block.unpad_pair((x1, x2.detach())), block.input_grad(grad_y, grads[0]), param_grads
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -195,9 +171,9 @@ class _ReversibleFunction(torch.autograd.Function):
         for j, block in enumerate(blocks):  # grad mode is off inside Function.forward: nothing is stored
             if j in keep:
                 kept.extend(pair)
-            ctx.rng_states.append(_RngState.capture(x1.device) if _draws_random(block) else None)
+            ctx.rng_states.append(_RngState.capture(x1.device) if block.draws_random else None)
             pair = block(pair)  # an ordinary call: BatchNorm statistics are updated once
-            ctx.zero_masks.append(_zero_channels(pair[0]))
+            ctx.zero_masks.append(block.exact_zeros(pair[0]))
         # Saving the parameters costs nothing (they are alive anyway) and makes autograd
         # raise, as in plain mode, if one is modified in place before the backward.
         ctx.save_for_backward(*pair, *kept, *params)

@@ -60,6 +60,11 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(hidden)
         self.conv3 = nn.Conv2d(hidden, out_channels, 3, padding=1, bias=False)
 
+    @property
+    def draws_random(self) -> bool:
+        """Whether a call draws a dropout mask from the RNG (train mode and ``p > 0``)."""
+        return self.drop.training and self.drop.p > 0
+
     def forward(self, x: Tensor, *, update_stats: bool = True) -> Tensor:
         if self.bn0 is not None:
             x = F.relu(batch_norm(self.bn0, x, update_stats=update_stats))
