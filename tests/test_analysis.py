@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import irevnet
+from floor import briefly_trained_cifar, floor_factor
 from irevnet.analysis import (
     averaged_features,
     classifier_accuracies,
@@ -24,6 +25,7 @@ from irevnet.analysis import (
     pairs_of_different_classes,
     pca_contraction,
     pixel_interpolate,
+    reconstruct,
     saturation_dim,
     select_blocks,
     spectrum_summary,
@@ -129,9 +131,26 @@ def test_pixel_interpolation_and_pairs(digits):
     # Φ-space interpolation has the same end points (Φ⁻¹(Φ(x)) = x) but another path. (Not
     # with blocks=(1, 1): its first block pads all the image into one half, and the path is
     # then a straight line.)
-    strip = interpolate(_small_model(blocks=(2, 1)), x[i0], x[i1], steps=5)
-    torch.testing.assert_close(strip[:, 0], x[i0], atol=1e-5, rtol=0)
+    model = _small_model(blocks=(2, 1))
+    strip = interpolate(model, x[i0], x[i1], steps=5)
+    torch.testing.assert_close(strip[:, 0], reconstruct(model, x[i0]).x_hat, atol=0, rtol=0)  # t = 1: Φ⁻¹(Φ(x0))
     assert (strip[:, 2] - line[:, 2]).abs().max() > 1e-3
+
+
+def test_reconstruct_reports_the_floor_and_float64_is_exact():
+    model = briefly_trained_cifar().train()
+    x = torch.rand(6, 3, 32, 32)
+    rec = reconstruct(model, x, batch_size=4)
+    assert model.training and rec.x_hat.dtype == torch.float32 and rec.relative_error.shape == (6,)
+    floor = rec.floor_relative_error
+    assert floor is not None and floor.shape == (6,) and floor.min() > 1e-6  # ill-conditioned in float32
+    assert (rec.relative_error <= floor_factor(model) * floor).all()
+    diff = (rec.x_hat.double() - x.double()).flatten(1)
+    torch.testing.assert_close(rec.max_abs_error, diff.abs().amax(dim=1), rtol=0, atol=0)
+    rec64 = reconstruct(model, x, batch_size=4, float64=True)
+    assert rec64.x_hat.dtype == torch.float64 and rec64.floor_relative_error is None
+    assert rec64.relative_error.max() <= 1e-10
+    assert next(model.parameters()).dtype == torch.float32 and model.training  # the model is not changed
 
 
 # -- features ---------------------------------------------------------------------------
@@ -251,9 +270,11 @@ def test_cli_end_to_end(tmp_path, capsys):
         _assert_png(out / f"{name}.png")
         json.loads((out / f"{name}.json").read_text())
     rec = json.loads((out / "reconstruct.json").read_text())
-    assert rec["images"] == 80 and rec["max_abs_error"] < 1e-4
+    assert rec["images"] == 80 and rec["dtype"] == "float32"
+    assert rec["mean_relative_error"] <= floor_factor(irevnet.load_model(ckpt)) * rec["floor_relative_error"]
     inter = json.loads((out / "interpolate.json").read_text())
-    assert len(inter["pairs"]) == 3 and inter["mean_abs_difference_from_pixel_path"][0] < 1e-5
+    # At t = 1 the Φ path is Φ⁻¹(Φ(x0)): it differs from x0 by the reconstruction error only.
+    assert len(inter["pairs"]) == 3 and inter["mean_abs_difference_from_pixel_path"][0] <= rec["max_abs_error"]
     spec = json.loads((out / "spectrum.json").read_text())
     assert len(spec["condition_number"]) == 2 and all(k >= 1 for k in spec["condition_number"])
     sep = json.loads((out / "separability.json").read_text())

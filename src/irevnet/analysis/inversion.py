@@ -2,29 +2,114 @@
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
+
 import torch
 from torch import Tensor
 
 from ..model import IRevNet
 
-__all__ = ["reconstruct", "interpolate", "pixel_interpolate", "pairs_of_different_classes"]
+__all__ = ["Reconstruction", "reconstruct", "conditioning_floor", "interpolate", "pixel_interpolate",
+           "pairs_of_different_classes"]
+
+
+class Reconstruction(NamedTuple):
+    """What :func:`reconstruct` measured; errors are per image, shape (N,).
+
+    ``floor_relative_error`` is the relative error of the *exact* (float64) inverse applied
+    to Φ(x) merely rounded to the model's dtype: what the conditioning of Φ⁻¹ alone costs,
+    whatever the algorithm. A ``relative_error`` within a small factor of it is intrinsic
+    to the trained function, not a defect of the inverse. ``None`` for a float64
+    reconstruction (float64 is the reference).
+    """
+
+    x_hat: Tensor
+    max_abs_error: Tensor
+    relative_error: Tensor
+    floor_relative_error: Tensor | None
+
+
+def _errors(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image ``(max abs, relative L2)`` error of ``x_hat`` against ``x``, computed in float64."""
+    diff = (x_hat.double() - x.double()).flatten(1)
+    return diff.abs().amax(dim=1), diff.norm(dim=1) / x.double().flatten(1).norm(dim=1).clamp_min(1e-300)
+
+
+@contextmanager
+def _in_mode(model: IRevNet, train: bool) -> Iterator[None]:
+    was_training = model.training
+    model.train(train)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _exact_inverse_of_rounded_phi(model64: IRevNet, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Φ⁻¹(round_dtype(Φ(x))), everything else in float64 (``model64`` is a float64 copy)."""
+    phi = model64.forward_features(x.double())
+    return model64.inverse(phi.to(dtype).double())
+
+
+def _dtype_of(model: IRevNet) -> torch.dtype:
+    return next(model.parameters()).dtype
 
 
 @torch.no_grad()
-def reconstruct(model: IRevNet, x: Tensor, *, batch_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
+def conditioning_floor(model: IRevNet, x: Tensor) -> Tensor:
+    """Per-image relative error (N,) of the exact inverse of Φ(x) rounded to the model's dtype.
+
+    ``x``: (N, C, H, W). Φ and Φ⁻¹ are evaluated in float64 on a copy of ``model`` in its
+    current mode (train-mode BatchNorm uses the batch statistics of ``x``, as one call of
+    the model would); only Φ is rounded. No algorithm working in the model's dtype can be
+    expected to beat this floor: it is the error that representing Φ alone causes. The
+    model and its buffers are left untouched.
+    """
+    model64 = copy.deepcopy(model).double()
+    return _errors(_exact_inverse_of_rounded_phi(model64, x, _dtype_of(model)), x)[1]
+
+
+@torch.no_grad()
+def reconstruct(
+    model: IRevNet,
+    x: Tensor,
+    *,
+    batch_size: int = 256,
+    float64: bool = False,
+    floor: bool = True,
+    to_pixels: Callable[[Tensor], Tensor] | None = None,
+) -> Reconstruction:
     """Invert Φ on ``x`` (N, C, H, W) with the model in eval mode.
 
-    Returns ``(x_hat, max_abs_error, relative_error)``; the errors are per image, shape (N,).
+    Returns a :class:`Reconstruction`: ``x_hat`` (N, C, H, W) in the model's dtype (float64
+    with ``float64=True``, computed on a float64 copy; the model is not changed), its
+    per-image max abs and relative errors and, with ``floor=True`` (the default), the
+    conditioning floor of each image (see :func:`conditioning_floor`; costs one float64
+    forward and inverse). ``to_pixels`` maps inputs and reconstructions before the errors
+    are measured (e.g. undoing a normalization, to report errors in pixel units).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [model.inverse(model.forward_features(xb)) for xb in x.split(batch_size)]
-    finally:
-        model.train(was_training)
+    dtype = _dtype_of(model)
+    float64 = float64 or dtype == torch.float64
+    model64 = copy.deepcopy(model).double() if float64 or floor else None
+    measure = to_pixels or (lambda t: t)
+    parts, floors = [], []
+    with _in_mode(model, False):
+        if model64 is not None:
+            model64.eval()
+        for xb in x.split(batch_size):
+            if float64:
+                parts.append(model64.inverse(model64.forward_features(xb.double())))  # type: ignore[union-attr]
+                continue
+            xb = xb.to(dtype)
+            parts.append(model.inverse(model.forward_features(xb)))
+            if floor:
+                x_floor = _exact_inverse_of_rounded_phi(model64, xb, dtype)  # type: ignore[arg-type]
+                floors.append(_errors(measure(x_floor), measure(xb.double()))[1])
     x_hat = torch.cat(parts)
-    diff = (x_hat - x).flatten(1)
-    return x_hat, diff.abs().amax(dim=1), diff.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-30)
+    max_abs, rel = _errors(measure(x_hat.double()), measure(x.double()))
+    return Reconstruction(x_hat, max_abs, rel, torch.cat(floors) if floors else None)
 
 
 @torch.no_grad()
@@ -37,14 +122,10 @@ def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9) -> Te
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    was_training = model.training
-    model.eval()
-    try:
+    with _in_mode(model, False):
         p0, p1 = model.forward_features(x0), model.forward_features(x1)
         ts = torch.linspace(1.0, 0.0, steps, dtype=p0.dtype, device=p0.device)
         cols = [model.inverse(t * p0 + (1 - t) * p1) for t in ts]
-    finally:
-        model.train(was_training)
     return torch.stack(cols, dim=1)
 
 

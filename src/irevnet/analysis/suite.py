@@ -2,7 +2,8 @@
 
 Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` and ``OUT/NAME.json``:
 
-- ``reconstruct``: test images above Φ⁻¹(Φ(x)); per-image max abs and relative error.
+- ``reconstruct``: test images above Φ⁻¹(Φ(x)); per-image max abs and relative error, and the
+  conditioning floor (the error of the exact inverse of Φ rounded to the model's dtype).
 - ``interpolate``: Φ⁻¹(tΦ(x0) + (1-t)Φ(x1)) rows, each above the pixel-space line (Figure 5).
 - ``spectrum``: normalized singular values of ∂Φ/∂x on a pixel window (Figure 4).
 - ``separability``: 1-NN / linear-SVM accuracy at every depth, trained vs untrained (Figure 6).
@@ -48,7 +49,8 @@ class AnalysisOptions:
 
     ``window``: the spectrum's pixel box ``(top, left, height, width)``; None picks
     :func:`~irevnet.analysis.default_window`. ``seed`` drives the subsampling, the SVM's
-    cross-validation folds and the untrained baseline's initialization.
+    cross-validation folds and the untrained baseline's initialization. ``float64``:
+    reconstruct in float64 (on a copy of the model) instead of the model's dtype.
     """
 
     num_images: int = 16
@@ -66,6 +68,7 @@ class AnalysisOptions:
     workers: int = 0
     seed: int = 0
     progress: bool = True
+    float64: bool = False
 
 
 class _Run:
@@ -91,20 +94,27 @@ class _Run:
     def reconstruct(self, png: Path) -> dict[str, Any]:
         max_err: list[float] = []
         rel_err: list[float] = []
+        floor: list[float] = []
         shown: list[tuple[torch.Tensor, torch.Tensor]] = []
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
         for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False):
             x = x.to(self.device)
-            x_hat, m, r = reconstruct(self.model, x, batch_size=self.opts.batch_size)
-            max_err += m.tolist()
-            rel_err += r.tolist()
+            rec = reconstruct(self.model, x, batch_size=self.opts.batch_size, float64=self.opts.float64)
+            max_err += rec.max_abs_error.tolist()
+            rel_err += rec.relative_error.tolist()
+            if rec.floor_relative_error is not None:
+                floor += rec.floor_relative_error.tolist()
             if len(shown) < self.opts.num_images:
-                shown += list(zip(x.cpu(), x_hat.cpu()))[: self.opts.num_images - len(shown)]
+                shown += list(zip(x.cpu(), rec.x_hat.float().cpu()))[: self.opts.num_images - len(shown)]
         image_grid([[a for a, _ in shown], [b for _, b in shown]], png, row_labels=["x", "Φ⁻¹(Φ(x))"],
                    title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
-        return {"images": len(max_err), "max_abs_error": max(max_err),
-                "mean_relative_error": sum(rel_err) / len(rel_err),
-                "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err}
+        # The floor is None in float64, where the computation is its own reference.
+        mean_floor = sum(floor) / len(floor) if floor else None
+        return {"images": len(max_err), "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
+                "max_abs_error": max(max_err), "mean_relative_error": sum(rel_err) / len(rel_err),
+                "floor_relative_error": mean_floor,
+                "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err,
+                "per_image_floor_relative_error": floor or None}
 
     def interpolate(self, png: Path) -> dict[str, Any]:
         x, y = self._leading_test(_PAIR_POOL)

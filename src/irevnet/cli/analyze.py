@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-train", type=int, default=None, help="subsample the training split to this many images")
     p.add_argument("--max-test", type=int, default=None, help="subsample the test split to this many images")
     p.add_argument("--num-images", type=int, default=16, help="reconstruct: images shown")
+    p.add_argument("--float64", action="store_true",
+                   help="reconstruct: in float64 (on a copy of the model), exact to ~1e-10 even where the "
+                   "float32 inverse is ill-conditioned")
     p.add_argument("--pairs", type=int, default=6, help="interpolate: number of pairs")
     p.add_argument("--steps", type=int, default=9, help="interpolate: images per row")
     p.add_argument("--window", type=_window, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
@@ -72,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "reconstruct":
-        return f"max abs error {r['max_abs_error']:.2e}, mean relative error {r['mean_relative_error']:.2e}"
+        floor = r["floor_relative_error"]
+        return (f"{r['dtype']}: max abs error {r['max_abs_error']:.2e}, mean relative error "
+                f"{r['mean_relative_error']:.2e}" + (f" (conditioning floor {floor:.2e})" if floor is not None else ""))
     if name == "interpolate":
         return f"{len(r['pairs'])} pairs, endpoint error {r['endpoint_max_abs_error']:.2e}"
     if name == "spectrum":
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         spectrum_images=args.spectrum_images, spectrum_method=args.spectrum_method, spectrum_k=args.spectrum_k,
         every=args.every, baseline=not args.no_baseline, max_train=args.max_train, max_test=args.max_test,
         batch_size=args.batch_size, workers=args.workers, seed=args.seed, progress=not args.no_progress,
+        float64=args.float64,
     )
     results = run_analyses(model, train_set, test_set, args.out, names, opts)
     for name, r in results.items():

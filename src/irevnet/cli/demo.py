@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         "test_loss": test.loss,
         "reconstruction_max_abs_error": rec["max_abs_error"],
         "reconstruction_mean_relative_error": rec["mean_relative_error"],
+        "reconstruction_floor_relative_error": rec["floor_relative_error"],
         "jacobian_condition_number": spec["condition_number"],
         "separability_blocks": sep["blocks"],
         "separability_nn_trained": sep["trained"]["nn"],
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_report(out, metrics, results)
-    print(f"test accuracy {test.top1:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e} | "
+    print(f"test accuracy {test.top1:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
+          f"relative {rec['mean_relative_error']:.2e} (conditioning floor {rec['floor_relative_error']:.2e}) | "
           f"training {train_seconds:.1f} s, analyses {analysis_seconds:.1f} s | report: {out / 'report.md'}")
     return 0
 
@@ -128,6 +130,7 @@ def _write_report(out: Path, m: dict, results: dict) -> None:
 | test accuracy (top-1) | {m['test_accuracy']:.4f} |
 | reconstruction max abs error, test set, eval mode | {m['reconstruction_max_abs_error']:.2e} |
 | mean relative reconstruction error | {m['reconstruction_mean_relative_error']:.2e} |
+| conditioning floor: the same error of the exact (float64) inverse of Φ rounded to float32 | {m['reconstruction_floor_relative_error']:.2e} |
 | condition number of ∂Φ/∂x ({len(spec['condition_number'])} test images) | {kappa} |
 | PCA components where accuracy saturates (1-NN / SVM) | {sat['nn']} / {sat['svm']} of {pca['dims'][-1]} |
 | training time | {m['train_seconds']:.1f} s for {m['epochs']} epochs ({m['threads']} threads) |
