@@ -201,12 +201,13 @@ def test_gradient_accumulation_matches_the_big_batch():
 
 @pytest.mark.parametrize("options", [
     {"amp": "bf16"}, {"amp": "fp16"}, {"channels_last": True, "accum": 2}, {"memory_efficient": True},
-    {"workers": 2},
+    {"workers": 2}, {"allow_tf32": True, "memory_efficient": True},
 ])
 def test_speed_options_train(tmp_path, options):
     result = train(_cfg(tmp_path, epochs=1, **options))
     row = result.history[0]
     assert torch.isfinite(torch.tensor(row["loss"])) and row["samples"] == 256
+    assert result.model.full_float32 == (not options.get("allow_tf32", False))
     payload = ckpt.read_checkpoint(tmp_path / "last.pt")
     assert (payload["trainer"]["scaler"] != {}) == (options.get("amp") == "fp16")
 

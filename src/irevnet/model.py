@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .config import IRevNetConfig
 from .layers import InvertibleDownsampling, Pair, merge, split
+from .precision import full_float32
 
 __all__ = ["IRevNet", "ClassifierHead"]
 
@@ -99,6 +101,7 @@ class IRevNet(nn.Module):
         self.num_features = channels_in
         self.head = ClassifierHead(channels_in, cfg.num_classes)
         self.memory_efficient = False
+        self.full_float32 = True
 
     @classmethod
     def from_config(cls, config: IRevNetConfig) -> "IRevNet":
@@ -183,6 +186,26 @@ class IRevNet(nn.Module):
         self.memory_efficient = bool(enabled)
         return self
 
+    # -- float32 precision -----------------------------------------------------------
+    def set_full_float32(self, enabled: bool = True) -> "IRevNet":
+        """Compute Φ and Φ⁻¹ in full IEEE float32 whatever the global TF32 flags (default; returns ``self``).
+
+        PyTorch lets cuDNN convolutions use TF32 by default on Ampere and newer GPUs, and
+        ``torch.backends.*.fp32_precision`` / ``torch.set_float32_matmul_precision`` can ask
+        for TF32 or bf16 on other backends; an inverse is then only exact to ~1e-3 of the
+        signal. While enabled, :meth:`forward_features`, :meth:`forward_intermediates`,
+        :meth:`inverse` and the memory-saving recompute run with all of those flags set to
+        IEEE float32 (:mod:`irevnet.precision`); the caller's flags are restored afterwards.
+        The head always follows the global flags. ``set_full_float32(False)`` lets the
+        global flags apply: faster convolutions on such GPUs for training, at the cost of
+        reconstructions accurate to about 1e-3 only while TF32 is on.
+        """
+        self.full_float32 = bool(enabled)
+        return self
+
+    def _precision(self) -> AbstractContextManager[None]:
+        return full_float32() if self.full_float32 else nullcontext()
+
     # -- forward --------------------------------------------------------------------
     def _embed(self, x: Tensor) -> Pair:
         self._check_input(x)
@@ -199,7 +222,8 @@ class IRevNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Φ(x): ``(N, C, H, W) -> (N, num_features, H/f, W/f)``, the representation before the head."""
-        return merge(*self._run_blocks(self._embed(x)))
+        with self._precision():
+            return merge(*self._run_blocks(self._embed(x)))
 
     def forward_head(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
         """Logits ``(N, num_classes)`` from Φ (or pooled features with ``pre_logits=True``)."""
@@ -214,11 +238,12 @@ class IRevNet(nn.Module):
         Entry ``j-1`` is Φ_j(x), the output of block ``j``; ``inverse(z, depth=j)`` rebuilds
         ``x`` from it, so each one carries all the information of the input.
         """
-        pair = self._embed(x)
-        out = []
-        for block in self.blocks:
-            pair = block(pair)
-            out.append(merge(*pair))
+        with self._precision():
+            pair = self._embed(x)
+            out = []
+            for block in self.blocks:
+                pair = block(pair)
+                out.append(merge(*pair))
         return out
 
     # -- inverse --------------------------------------------------------------------
@@ -244,10 +269,11 @@ class IRevNet(nn.Module):
                 raise ValueError(f"inverse(depth=0) expects (N, {z_c}, H, W), got {getattr(phi, 'shape', phi)}")
             return self.init_psi.inverse(phi)
         self._check_representation(phi, depth)
-        pair = split(phi)
-        for block in reversed(self.blocks[:depth]):
-            pair = block.inverse(pair)
-        return self.init_psi.inverse(merge(*pair))
+        with self._precision():
+            pair = split(phi)
+            for block in reversed(self.blocks[:depth]):
+                pair = block.inverse(pair)
+            return self.init_psi.inverse(merge(*pair))
 
     # -- introspection --------------------------------------------------------------
     def num_parameters(self) -> int:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..model import IRevNet
+from ..precision import full_float32
 
 __all__ = ["Reconstruction", "reconstruct", "conditioning_floor", "interpolate", "pixel_interpolate",
            "pairs_of_different_classes"]
@@ -38,11 +39,13 @@ def _errors(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @contextmanager
-def _in_mode(model: IRevNet, train: bool) -> Iterator[None]:
+def _exact_eval(model: IRevNet) -> Iterator[None]:
+    """The model in eval mode and in full float32, even if it opted out (``set_full_float32(False)``)."""
     was_training = model.training
-    model.train(train)
+    model.eval()
     try:
-        yield
+        with full_float32():
+            yield
     finally:
         model.train(was_training)
 
@@ -81,7 +84,7 @@ def reconstruct(
     floor: bool = True,
     to_pixels: Callable[[Tensor], Tensor] | None = None,
 ) -> Reconstruction:
-    """Invert Φ on ``x`` (N, C, H, W) with the model in eval mode.
+    """Invert Φ on ``x`` (N, C, H, W) with the model in eval mode, in full float32 (no TF32).
 
     Returns a :class:`Reconstruction`: ``x_hat`` (N, C, H, W) in the model's dtype (float64
     with ``float64=True``, computed on a float64 copy; the model is not changed), its
@@ -95,7 +98,7 @@ def reconstruct(
     model64 = copy.deepcopy(model).double() if float64 or floor else None
     measure = to_pixels or (lambda t: t)
     parts, floors = [], []
-    with _in_mode(model, False):
+    with _exact_eval(model):
         if model64 is not None:
             model64.eval()
         for xb in x.split(batch_size):
@@ -122,7 +125,7 @@ def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9) -> Te
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    with _in_mode(model, False):
+    with _exact_eval(model):
         p0, p1 = model.forward_features(x0), model.forward_features(x1)
         ts = torch.linspace(1.0, 0.0, steps, dtype=p0.dtype, device=p0.device)
         cols = [model.inverse(t * p0 + (1 - t) * p1) for t in ts]

@@ -31,6 +31,9 @@ State that is reproduced exactly:
   each block that draws a mask and replayed inside :func:`torch.random.fork_rng`, so
   masks match and the global RNG state after the step is the plain run's.
 - Autocast: the recompute runs under the autocast state captured at forward time.
+- Float32 precision: the recompute (and its backward) runs under the TF32 / bf16 flags
+  captured at forward time (:class:`~irevnet.precision.Float32Flags`; the model sets them
+  to full float32 by default), whatever the global flags are when the backward runs.
 - Exact zeros: channels of ``a`` that were exactly zero in the forward (one bool per
   channel and block, :meth:`~irevnet.blocks.IRevBlock.exact_zeros`) are reset to exact
   zeros before the recompute, by the mechanism the inverse uses for the padding
@@ -66,6 +69,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..layers import Pair
+from ..precision import Float32Flags
 
 if TYPE_CHECKING:
     from ..blocks import IRevBlock
@@ -164,6 +168,7 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.blocks = blocks
         ctx.keep = sorted(keep)
         ctx.autocast = _AutocastState.capture(x1.device.type)
+        ctx.float32_flags = Float32Flags.capture()
         ctx.rng_states = []
         ctx.zero_masks = []
         kept: list[Tensor] = []
@@ -189,16 +194,18 @@ class _ReversibleFunction(torch.autograd.Function):
         needs_param = ctx.needs_input_grad[4:]
         end = len(needs_param)
         per_block: list[list[Tensor | None]] = []
-        for j in reversed(range(len(ctx.blocks))):
-            block = ctx.blocks[j]
-            params = list(block.parameters())
-            start = end - len(params)
-            y, grad_y, grads = _block_backward(
-                block, y, grad_y, ctx.zero_masks[j], params, needs_param[start:end], ctx.rng_states[j], ctx.autocast
-            )
-            y = kept.get(j, y)  # restart from the exact input: rounding accumulates within a segment only
-            per_block.append(grads)
-            end = start
+        with ctx.float32_flags.applied():  # the recompute uses the forward's arithmetic
+            for j in reversed(range(len(ctx.blocks))):
+                block = ctx.blocks[j]
+                params = list(block.parameters())
+                start = end - len(params)
+                y, grad_y, grads = _block_backward(
+                    block, y, grad_y, ctx.zero_masks[j], params, needs_param[start:end], ctx.rng_states[j],
+                    ctx.autocast,
+                )
+                y = kept.get(j, y)  # restart from the exact input: rounding accumulates within a segment only
+                per_block.append(grads)
+                end = start
         param_grads = [g for grads in reversed(per_block) for g in grads]
         grad_x1 = grad_y[0] if ctx.needs_input_grad[2] else None
         grad_x2 = grad_y[1] if ctx.needs_input_grad[3] else None

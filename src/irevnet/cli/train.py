@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--accum", type=int, default=1, metavar="K", help="gradient accumulation steps")
     p.add_argument("--memory-efficient", action="store_true", help="recompute activations through the inverse")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="let Φ, its inverse and the memory-saving recompute use TF32 where PyTorch's global flags "
+                   "allow it (cuDNN convolutions by default on Ampere and newer GPUs): faster, but reconstructions "
+                   "and memory-saving gradients lose about 3 digits. Default: full float32")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA only)")
     p.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
@@ -66,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         preset=args.preset, data=args.data, data_dir=args.data_dir, out=args.out, recipe=recipe.replace(**overrides),
         model_overrides=model_overrides(args), seed=args.seed,
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
-        workers=args.workers, memory_efficient=args.memory_efficient, sync_bn=args.sync_bn,
+        workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32, sync_bn=args.sync_bn,
         eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
         tensorboard=args.tensorboard,
     )

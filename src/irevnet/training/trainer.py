@@ -65,6 +65,8 @@ class TrainConfig:
     ``"yes"`` requires ``RUN/last.pt``; ``"auto"`` resumes when it exists (what a job
     restarted by torchrun ``--max-restarts`` needs; a torchelastic restart implies it).
     ``eval_every``: evaluate every N epochs and after the last one (0: never).
+    ``allow_tf32``: let Φ, Φ⁻¹ and the memory-saving recompute follow PyTorch's global TF32
+    flags (:meth:`~irevnet.model.IRevNet.set_full_float32`); by default they run in IEEE float32.
     """
 
     preset: str
@@ -81,6 +83,7 @@ class TrainConfig:
     accum: int = 1
     workers: int = 0
     memory_efficient: bool = False
+    allow_tf32: bool = False
     sync_bn: bool = False
     eval_every: int = 1
     synthetic_size: int = 2560
@@ -243,6 +246,7 @@ class _Trainer:
             kwargs["input_shape"] = data.input_shape
         kwargs.update(cfg.model_overrides)
         model = create_model(cfg.preset, memory_efficient=cfg.memory_efficient, **kwargs)
+        model.set_full_float32(not cfg.allow_tf32)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
