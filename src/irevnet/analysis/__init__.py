@@ -22,7 +22,7 @@ _MODULE_OF = {
                      "untrained_like"], "features"),
     **dict.fromkeys(["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"], "pca"),
     **dict.fromkeys(["Reconstruction", "conditioning_floor", "interpolate", "pairs_of_different_classes",
-                     "pixel_interpolate", "reconstruct"], "inversion"),
+                     "pixel_interpolate", "reconstruct", "reconstruct_batches"], "inversion"),
     **dict.fromkeys(["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"],
                     "separability"),
     **dict.fromkeys(["default_window", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"],

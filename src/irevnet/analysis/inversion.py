@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,7 +12,7 @@ from torch import Tensor
 from ..model import IRevNet
 from ..precision import full_float32
 
-__all__ = ["Reconstruction", "reconstruct", "conditioning_floor", "interpolate", "pixel_interpolate",
+__all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate", "pixel_interpolate",
            "pairs_of_different_classes"]
 
 
@@ -93,26 +93,41 @@ def reconstruct(
     forward and inverse). ``to_pixels`` maps inputs and reconstructions before the errors
     are measured (e.g. undoing a normalization, to report errors in pixel units).
     """
+    parts = list(reconstruct_batches(model, x.split(batch_size), float64=float64, floor=floor, to_pixels=to_pixels))
+    floors = [r.floor_relative_error for r in parts]
+    return Reconstruction(*(torch.cat([getattr(r, f) for r in parts]) for f in Reconstruction._fields[:3]),
+                          None if floors[0] is None else torch.cat(floors))  # type: ignore[arg-type]
+
+
+def reconstruct_batches(
+    model: IRevNet,
+    batches: Iterable[Tensor],
+    *,
+    float64: bool = False,
+    floor: bool = True,
+    to_pixels: Callable[[Tensor], Tensor] | None = None,
+) -> Iterator[Reconstruction]:
+    """:func:`reconstruct` of each (N, C, H, W) tensor of ``batches``, lazily; the float64 copy is made once.
+
+    The model stays in eval mode until the iteration ends (or the generator is closed).
+    """
     dtype = _dtype_of(model)
     float64 = float64 or dtype == torch.float64
-    model64 = copy.deepcopy(model).double() if float64 or floor else None
+    model64 = copy.deepcopy(model).double().eval() if float64 or floor else None
     measure = to_pixels or (lambda t: t)
-    parts, floors = [], []
-    with _exact_eval(model):
-        if model64 is not None:
-            model64.eval()
-        for xb in x.split(batch_size):
+    with torch.no_grad(), _exact_eval(model):
+        for xb in batches:
+            ref = measure(xb.double())
             if float64:
-                parts.append(model64.inverse(model64.forward_features(xb.double())))  # type: ignore[union-attr]
+                x_hat = model64.inverse(model64.forward_features(xb.double()))  # type: ignore[union-attr]
+                yield Reconstruction(x_hat, *_errors(measure(x_hat), ref), None)
                 continue
             xb = xb.to(dtype)
-            parts.append(model.inverse(model.forward_features(xb)))
+            x_hat = model.inverse(model.forward_features(xb))
+            floor_error = None
             if floor:
-                x_floor = _exact_inverse_of_rounded_phi(model64, xb, dtype)  # type: ignore[arg-type]
-                floors.append(_errors(measure(x_floor), measure(xb.double()))[1])
-    x_hat = torch.cat(parts)
-    max_abs, rel = _errors(measure(x_hat.double()), measure(x.double()))
-    return Reconstruction(x_hat, max_abs, rel, torch.cat(floors) if floors else None)
+                floor_error = _errors(measure(_exact_inverse_of_rounded_phi(model64, xb, dtype)), ref)[1]  # type: ignore[arg-type]
+            yield Reconstruction(x_hat, *_errors(measure(x_hat.double()), ref), floor_error)
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .pca import pca_from_features
 from .plotting import image_grid, plot_pca, plot_separability, plot_spectrum
-from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct
+from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct_batches
 from .separability import linear_separability
 from .spectrum import Window, default_window, spectrum_summary
 
@@ -95,18 +95,18 @@ class _Run:
         max_err: list[float] = []
         rel_err: list[float] = []
         floor: list[float] = []
-        shown: list[tuple[torch.Tensor, torch.Tensor]] = []
+        shown: list[torch.Tensor] = []  # reconstructions of the leading test images (the loader keeps the order)
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
-        for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False):
-            x = x.to(self.device)
-            rec = reconstruct(self.model, x, batch_size=self.opts.batch_size, float64=self.opts.float64)
+        batches = (x.to(self.device) for x, _ in tqdm(loader, desc="reconstruct", unit="batch",
+                                                         disable=not self.opts.progress, leave=False))
+        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()
             if rec.floor_relative_error is not None:
                 floor += rec.floor_relative_error.tolist()
-            if len(shown) < self.opts.num_images:
-                shown += list(zip(x.cpu(), rec.x_hat.float().cpu()))[: self.opts.num_images - len(shown)]
-        image_grid([[a for a, _ in shown], [b for _, b in shown]], png, row_labels=["x", "Φ⁻¹(Φ(x))"],
+            shown += list(rec.x_hat.float().cpu()[: self.opts.num_images - len(shown)])
+        originals = list(self._leading_test(len(shown))[0].cpu()) if shown else []
+        image_grid([originals, shown], png, row_labels=["x", "Φ⁻¹(Φ(x))"],
                    title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
         # The floor is None in float64, where the computation is its own reference.
         mean_floor = sum(floor) / len(floor) if floor else None
