@@ -1,6 +1,7 @@
-"""Correctness checks that need a GPU (CUDA RNG replay, fp16/bf16 autocast, cuDNN kernels).
+"""Correctness checks that need a GPU (CUDA RNG replay, fp16/bf16 autocast, cuDNN kernels, compiled blocks).
 
-    python benchmarks/gpu_checks.py          # prints one line per check, exits 1 if any fails
+    python benchmarks/gpu_checks.py            # prints one line per check, exits 1 if any fails
+    python benchmarks/gpu_checks.py --compiled # only the compiled-block checks (inductor, CUDA graphs)
 
 The CPU test suite covers the same properties on the CPU; this script is run on the lent
 GPU machine and its output recorded in benchmarks/README.md.
@@ -90,6 +91,68 @@ def memory_saving_checks(dev: torch.device) -> None:
           max((a.float() - b.float()).abs().max().item() for a, b in zip(bn_p, bn_s)), 1e-3)
 
 
+def _step_grads(model, x, y, amp, state, dev, *, mark: bool = False):
+    """Gradients of one step from CUDA RNG ``state``; returns (grads, CUDA RNG state after)."""
+    torch.cuda.set_rng_state(state, dev)
+    if mark:
+        torch.compiler.cudagraph_mark_step_begin()
+    g = grads(model, x, y, amp)
+    return g, torch.cuda.get_rng_state(dev)
+
+
+def compiled_checks(dev: torch.device) -> None:
+    """Per-block compiled models (inductor) against eager plain autograd: CUDA graphs, dropout, bf16, fp16."""
+    torch.manual_seed(0)
+    eager = irevnet.create_model("cifar10", blocks=(4, 4, 4), dropout=0.1).to(dev)
+    x = torch.randn(32, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (32,), device=dev)
+    state = torch.cuda.get_rng_state(dev)
+    reference = {amp: _step_grads(copy.deepcopy(eager), x, y, amp, state, dev) for amp in (None, torch.bfloat16,
+                                                                                            torch.float16)}
+    for mode in ("default", "reduce-overhead"):
+        for saving in (False, True):
+            label = f"compiled {mode} {'saving' if saving else 'plain'}"
+            try:
+                model = copy.deepcopy(eager).set_memory_efficient(saving).compile_blocks(mode=mode)
+                mark = mode == "reduce-overhead"
+                for amp in (None, torch.bfloat16, torch.float16):
+                    name = "fp32" if amp is None else str(amp).split(".")[-1]
+                    for _ in range(2):  # warm-up / recording runs of CUDA graphs, then the checked replay
+                        g, after = _step_grads(model, x, y, amp, state, dev, mark=mark)
+                    g_ref, after_ref = reference[amp]
+                    check(f"{label}: CUDA RNG state after the step equals eager's ({name}, dropout 0.1)",
+                          float(not torch.equal(after, after_ref)), 0)
+                    if amp is None:
+                        check(f"{label}: grads vs eager plain, fp32, dropout 0.1, max rel over tensors",
+                              max(rel(a, b) for a, b in zip(g, g_ref)), 1e-4)
+                    else:
+                        e_ref, e_got = flat_rel(g_ref, reference[None][0]), flat_rel(g, reference[None][0])
+                        check(f"{label}: {name} error vs fp32 / eager {name} error vs fp32", e_got / e_ref, 1.5)
+                with torch.no_grad():
+                    model.eval()
+                    if mark:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    err = rel(model.inverse(model.forward_features(x)), x)
+                check(f"{label}: float32 inverse, eval mode", err, 1e-5)
+                del model
+            except Exception as e:  # a crash is a failed check, and the others still run
+                check(f"{label}: ran without error ({type(e).__name__}: {str(e).splitlines()[0][:160]})", 1.0, 0)
+    bn_eager = copy.deepcopy(eager)
+    bn_comp = copy.deepcopy(eager).set_memory_efficient(True).compile_blocks(mode="reduce-overhead")
+    try:
+        for model, mark in ((bn_eager, False), (bn_comp, True)):
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            for i in range(3):
+                _step_grads(model, x, y, None, state, dev, mark=mark)
+                opt.step()
+        check("compiled reduce-overhead saving: BatchNorm buffers after 3 SGD steps vs eager plain (max abs diff)",
+              max((a.float() - b.float()).abs().max().item() for a, b in zip(bn_eager.buffers(), bn_comp.buffers())),
+              1e-3)
+    except Exception as e:
+        check(f"compiled BatchNorm buffers: ran without error ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+              1.0, 0)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device")
@@ -99,8 +162,10 @@ def main() -> int:
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    inverse_checks(dev)
-    memory_saving_checks(dev)
+    if "--compiled" not in sys.argv[1:]:
+        inverse_checks(dev)
+        memory_saving_checks(dev)
+    compiled_checks(dev)
     print(f"{failures} failure(s)")
     return 1 if failures else 0
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch import Tensor, nn
 
+from .compile import CompileSpec, compiled
 from .layers import Bottleneck, InjectivePad, InvertibleDownsampling, Pair, merge, split
 
 __all__ = ["IRevBlock"]
@@ -33,7 +36,12 @@ class IRevBlock(nn.Module):
     Invariants: ``inverse(forward(x)) == x`` up to rounding, in eval mode and in train
     mode (BN uses the batch statistics of the reconstructed half, which equal the
     forward's); ``inverse`` never updates BatchNorm buffers.
+
+    ``compile_spec``: when set (see :meth:`irevnet.IRevNet.compile_blocks`), the forward
+    and the core of the reverse step run ``torch.compile``d code shared by all blocks.
     """
+
+    compile_spec: CompileSpec | None = None
 
     def __init__(
         self,
@@ -129,10 +137,14 @@ class IRevBlock(nn.Module):
         return a * ~zeros.view(1, -1, 1, 1)
 
     # -- the block as a function, its reverse step and its inverse ----------------------
+    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, or its compiled version when the block is compiled (and not already being traced)."""
+        if self.compile_spec is None or torch.compiler.is_compiling():
+            return fn
+        return compiled(self.compile_spec, fn)
+
     def forward(self, x: Pair) -> Pair:
-        x1, x2 = self.pad_pair(x)
-        fx2 = self.bottleneck(x2)
-        return self.psi(x2), self.psi(x1) + fx2
+        return self._compiled(_forward_core)(self, x)
 
     def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """The reverse step: rebuild the block's padded input ``(x1, x2)`` from its output, recomputing F.
@@ -152,8 +164,10 @@ class IRevBlock(nn.Module):
         a, b = y
         x2 = self.psi.inverse(self.restore_zeros(a, zeros))
         if vjp:
-            x2 = x2.detach().requires_grad_()
-        x1, f = _reverse_core(self, x2, b, vjp)
+            # Only F(x2) is differentiated: cut b off too, or a compiled core (one autograd
+            # node for x1 and f) would send the VJP on into b's history.
+            x2, b = x2.detach().requires_grad_(), b.detach()
+        x1, f = self._compiled(_reverse_core)(self, x2, b, vjp)
         return x1, x2, f
 
     def input_grad(self, grad_y: Pair, grad_f_x2: Tensor) -> Pair:
@@ -180,6 +194,15 @@ class IRevBlock(nn.Module):
     def extra_repr(self) -> str:
         kind = "injective" if self.injective else "bijective"
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, stride={self.stride}, {kind}"
+
+
+# The functions that are compiled (module level, the block an argument: one compiled code
+# for all blocks; see irevnet.compile).
+def _forward_core(block: IRevBlock, x: Pair) -> Pair:
+    """``forward((x1, x2)) = (S(x2), S(x1) + F(x2))`` after the injective padding."""
+    x1, x2 = block.pad_pair(x)
+    fx2 = block.bottleneck(x2)
+    return block.psi(x2), block.psi(x1) + fx2
 
 
 def _reverse_core(block: IRevBlock, x2: Tensor, b: Tensor, vjp: bool) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..compile import MODES
 from ..config import list_presets
 from ..data import DATASETS
 from ..training import get_recipe, list_recipes, parse_overrides, recipe_for_preset
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="let Φ, its inverse and the memory-saving recompute use TF32 where PyTorch's global flags "
                    "allow it (cuDNN convolutions by default on Ampere and newer GPUs): faster, but reconstructions "
                    "and memory-saving gradients lose about 3 digits. Default: full float32")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=[m for m in MODES if m],
+                   metavar="MODE", help="torch.compile each block (inductor; MODE: default, reduce-overhead = CUDA "
+                   "graphs, max-autotune, max-autotune-no-cudagraphs); exits with an error where compiling cannot work")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA only)")
     p.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
@@ -70,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         preset=args.preset, data=args.data, data_dir=args.data_dir, out=args.out, recipe=recipe.replace(**overrides),
         model_overrides=model_overrides(args), seed=args.seed,
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
-        workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32, sync_bn=args.sync_bn,
+        workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32,
+        compile=args.compile, sync_bn=args.sync_bn,
         eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
         tensorboard=args.tensorboard,
     )

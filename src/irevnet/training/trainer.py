@@ -84,6 +84,7 @@ class TrainConfig:
     workers: int = 0
     memory_efficient: bool = False
     allow_tf32: bool = False
+    compile: str | None = None  # torch.compile mode for the blocks ("default", "reduce-overhead", ...); None: eager
     sync_bn: bool = False
     eval_every: int = 1
     synthetic_size: int = 2560
@@ -258,6 +259,8 @@ class _Trainer:
             if not (self.dist.enabled and self.device.type == "cuda"):
                 raise ValueError("--sync-bn needs several processes on CUDA devices (SyncBatchNorm has no CPU kernel)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # returns the same IRevNet, BNs swapped
+        if cfg.compile is not None:
+            model.compile_blocks(mode=cfg.compile)  # CompileUnavailableError here, before any step
         return model
 
     # -- state ------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Per-block ``torch.compile``: the unit compiled is the block, not the network.
+
+:meth:`irevnet.IRevNet.compile_blocks` sets a :class:`CompileSpec` on every block. A
+block then runs two compiled functions, each compiled once per :class:`CompileSpec`
+and shared by every block (module-level functions that take the block as an
+argument; dynamo lifts its parameters and buffers to graph inputs):
+
+- the forward of the block (:meth:`~irevnet.blocks.IRevBlock.forward`), in plain
+  autograd, in the no-grad forward of memory-saving training and in inference;
+- the core of the reverse step (:meth:`~irevnet.blocks.IRevBlock.reverse`:
+  ``f = F(x2)``, ``x1 = S⁻¹(b − f)``), which :meth:`IRevNet.inverse` and the
+  memory-saving backward call; with grad, AOTAutograd compiles its backward too, so
+  the recompute and its vector-Jacobian product run compiled.
+
+Blocks of the same shape, stride and kind (first, injective) hit the same cache entry:
+a network compiles one graph per kind of block and mode (train with / without grad,
+eval), whatever its depth. Shapes are static (``dynamic=False``): a new batch size is a
+new (cached) graph rather than a slower shape-generic one.
+
+Dropout: with the inductor backend, random ops fall back to PyTorch's own kernels
+(``fallback_random``), so compiled blocks draw the same masks from the same generator
+state as eager ones: the memory-saving replay stays exact and the user's RNG advances
+as in eager mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled"]
+
+MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class CompileUnavailableError(RuntimeError):
+    """``torch.compile`` cannot work here (unsupported Python/torch, no C++ compiler, no Triton)."""
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    """How the blocks are compiled.
+
+    ``backend``: a ``torch.compile`` backend (``"inductor"``, the default and the fast one;
+    ``"aot_eager"`` traces and runs the same graphs with eager kernels, for debugging).
+    ``mode``: inductor's mode; ``"reduce-overhead"`` captures each block's graphs with
+    CUDA graphs (GPU only; ignored on the CPU by PyTorch itself).
+    """
+
+    backend: str = "inductor"
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown compile mode {self.mode!r}; use one of {', '.join(map(str, MODES))}")
+        if self.mode not in (None, "default") and self.backend != "inductor":
+            raise ValueError(f"compile mode {self.mode!r} needs the inductor backend, got backend={self.backend!r}")
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``torch.compile(fn)`` with this spec (static shapes, full graph)."""
+        if self.backend != "inductor":
+            return torch.compile(fn, backend=self.backend, dynamic=False, fullgraph=True)
+        options: dict[str, Any] = {"fallback_random": True}  # eager RNG kernels: same dropout masks
+        if self.mode not in (None, "default"):
+            # torch.compile accepts a mode or options, not both: spell the mode out.
+            from torch._inductor import list_mode_options
+
+            options.update(list_mode_options(self.mode))
+        return torch.compile(fn, backend="inductor", dynamic=False, fullgraph=True, options=options)
+
+
+def check_compile_support(spec: CompileSpec, device: torch.device) -> None:
+    """Raise :class:`CompileUnavailableError` with the reason when ``spec`` cannot compile on ``device``.
+
+    Checks what fails most often, before any graph is built: dynamo's Python/platform
+    support, a working C++ compiler for inductor on the CPU and Triton for inductor on
+    CUDA. (A compiler that is found but broken still fails at the first call.)
+    """
+    from torch._dynamo.eval_frame import check_if_dynamo_supported
+
+    try:
+        check_if_dynamo_supported()
+    except Exception as e:  # its own exception type varies across torch versions
+        raise CompileUnavailableError(f"torch.compile is not supported here ({e}); run without compiling") from None
+    if spec.backend != "inductor":
+        return
+    if device.type == "cpu":
+        from torch._inductor import config
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as e:
+            raise CompileUnavailableError(
+                f"torch.compile's inductor backend needs a C++ compiler on the CPU and found none "
+                f"(searched {config.cpp.cxx}, PATH and $CXX: {type(e).__name__}); install g++ or clang++, "
+                "or run without compiling"
+            ) from None
+    elif device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise CompileUnavailableError(
+                "torch.compile's inductor backend needs Triton on CUDA and it is not installed or not usable "
+                "(pip install triton, matching your torch), or run without compiling"
+            )
+
+
+@functools.cache
+def compiled(spec: CompileSpec, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The compiled version of the block function ``fn``, one per ``spec`` (shared by all blocks)."""
+    # The cache key (per code object) holds one entry per kind of block and grad/train
+    # mode; a model with many stages needs more than dynamo's default of 8.
+    _raise_recompile_limit(64)
+    return spec.compile(fn)
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    cfg = torch._dynamo.config
+    for key in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6; both exist in some versions
+        if hasattr(cfg, key) and getattr(cfg, key) < limit:
+            setattr(cfg, key, limit)
+

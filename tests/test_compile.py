@@ -1,0 +1,173 @@
+"""Per-block torch.compile (``IRevNet.compile_blocks``) against eager mode, plain and memory-saving.
+
+Most tests use the ``aot_eager`` backend: dynamo and AOTAutograd build and run the same
+graphs as inductor (forward, recompute, backward, shared across blocks), with eager
+kernels, in seconds. One test runs inductor itself on a tiny model.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch._dynamo.utils import counters
+
+import irevnet
+from irevnet import IRevNet
+from irevnet.compile import CompileSpec, CompileUnavailableError
+
+SMALL = dict(blocks=(2, 2, 2), channels=(4, 16, 64), input_shape=(3, 8, 8), num_classes=5)
+
+
+def _model(dtype: torch.dtype = torch.float32, *, dropout: float = 0.0, **overrides: Any) -> IRevNet:
+    torch.manual_seed(0)
+    model = irevnet.create_model("cifar10", **{**SMALL, **overrides}, dropout=dropout).to(dtype)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # BN biases as after training (at init some gradients are pure rounding noise)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=gen))
+    return model
+
+
+def _batch(model: IRevNet, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, *model.input_shape, generator=gen, dtype=dtype)
+    return x, torch.randint(0, model.config.num_classes, (4,), generator=gen)
+
+
+def _step(model: IRevNet, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """(loss, [grad of x, *grads of parameters], RNG state after) of one step from a fixed RNG state."""
+    x = x.clone().requires_grad_()
+    torch.manual_seed(7)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach(), [x.grad, *(p.grad for p in model.parameters())], torch.get_rng_state()
+
+
+def _max_rel(got: list[Tensor], ref: list[Tensor]) -> float:
+    return max(((a - b).norm() / b.norm().clamp_min(1e-30)).item() for a, b in zip(got, ref, strict=True))
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_compiled_step_matches_eager(memory_efficient: bool) -> None:
+    """Loss, gradients, BatchNorm buffers and RNG state after a step: as in eager mode."""
+    eager = _model().set_memory_efficient(memory_efficient)
+    compiled = copy.deepcopy(eager).compile_blocks(backend="aot_eager")
+    assert compiled.compile_spec == CompileSpec("aot_eager") and eager.compile_spec is None
+    x, y = _batch(eager)
+    loss_e, grads_e, rng_e = _step(eager, x, y)
+    loss_c, grads_c, rng_c = _step(compiled, x, y)
+    assert abs(loss_c.item() - loss_e.item()) <= 1e-5 * abs(loss_e.item())
+    assert _max_rel(grads_c, grads_e) <= 1e-5
+    assert torch.equal(rng_c, rng_e)
+    for (name, ref), (_, got) in zip(eager.named_buffers(), compiled.named_buffers(), strict=True):
+        assert torch.equal(got, ref), name
+    compiled.eval()
+    with torch.no_grad():  # the inverse runs the compiled reverse step
+        phi = compiled.forward_features(x)
+        assert torch.equal(phi, eager.eval().forward_features(x))
+        assert (compiled.inverse(phi) - x).abs().max() <= 1e-5
+
+
+def test_compiled_memory_saving_with_dropout_matches_plain_eager() -> None:
+    """Dropout masks drawn by compiled blocks and replayed by the compiled recompute are eager's."""
+    plain = _model(torch.float64, dropout=0.1)
+    compiled = copy.deepcopy(plain).set_memory_efficient(True).compile_blocks(backend="aot_eager")
+    x, y = _batch(plain, torch.float64)
+    _, grads_p, rng_p = _step(plain, x, y)
+    _, grads_c, rng_c = _step(compiled, x, y)
+    assert _max_rel(grads_c, grads_p) <= 1e-10  # the float64 tolerance of tests/test_reversible.py
+    assert torch.equal(rng_c, rng_p)
+
+
+def test_blocks_share_compiled_code() -> None:
+    """Twice the blocks per stage, the same graphs: compile work does not grow with depth."""
+    graphs = {}
+    for depth in (3, 6):  # from 3 on, the blocks of a stage are of at most 3 kinds (first, second, others)
+        torch._dynamo.reset()
+        counters.clear()
+        model = _model(blocks=(depth,) * 3).set_memory_efficient(True).compile_blocks(backend="aot_eager")
+        _step(model, *_batch(model))
+        graphs[depth] = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs[3] == graphs[6] > 0
+
+
+def test_compile_blocks_toggles_and_validates() -> None:
+    model = _model()
+    assert model.compile_blocks(backend="aot_eager") is model
+    assert all(b.compile_spec == CompileSpec("aot_eager") for b in model.blocks)
+    model.compile_blocks(False)
+    assert model.compile_spec is None and all(b.compile_spec is None for b in model.blocks)
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        model.compile_blocks(mode="fastest")
+    with pytest.raises(ValueError, match="needs the inductor backend"):
+        model.compile_blocks(backend="aot_eager", mode="reduce-overhead")
+
+
+def _no_cxx_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose PATH holds no C++ compiler (only an empty folder)."""
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC")}
+    env["PATH"] = str(empty)
+    return env
+
+
+def test_missing_cxx_compiler_is_a_clear_error() -> None:
+    import torch._inductor.config
+
+    model = _model()
+    with torch._inductor.config.patch({"cpp.cxx": ("no-such-c++-compiler",)}):
+        with pytest.raises(CompileUnavailableError, match="needs a C\\+\\+ compiler"):
+            model.compile_blocks()
+    assert model.compile_spec is None  # nothing half-applied
+
+
+def test_cli_compile_without_compiler_exits_2(tmp_path: Path) -> None:
+    env = _no_cxx_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "irevnet", "train", "--preset", "digits", "--data", "digits", "--epochs", "1",
+         "--device", "cpu", "--no-progress", "--compile", "--out", str(tmp_path / "run")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("irevnet train: error: torch.compile's inductor backend needs a C++ compiler")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_inductor_matches_eager_memory_saving() -> None:
+    """The real backend on a tiny model (one stage, a few graphs), memory-saving mode, float32.
+
+    Inductor fuses and reorders float32 arithmetic, so the bound is 1e-5 relative plus
+    10x eager's own distance from the float64 gradient: 1e-5 where float32 itself is
+    accurate, looser only on ill-conditioned tensors (here the BN bias fed by the first
+    block's all-zero padded half, whose eager float32 gradient is ~2e-5 from float64).
+    """
+    eager = _model(blocks=(2,), strides=(1,), channels=(4,), input_shape=(3, 4, 4)).set_memory_efficient(True)
+    exact = copy.deepcopy(eager).double()
+    compiled = copy.deepcopy(eager).compile_blocks()
+    x, y = _batch(eager)
+    loss_e, grads_e, rng_e = _step(eager, x, y)
+    loss_c, grads_c, rng_c = _step(compiled, x, y)
+    _, grads_64, _ = _step(exact, x.double(), y)
+    assert abs(loss_c.item() - loss_e.item()) <= 1e-5 * abs(loss_e.item())
+    for c, e, r in zip(grads_c, grads_e, grads_64, strict=True):
+        floor = _max_rel([e.double()], [r])
+        assert _max_rel([c], [e]) <= 1e-5 + 10 * floor
+    assert torch.equal(rng_c, rng_e)
+    for (name, ref), (_, got) in zip(eager.named_buffers(), compiled.named_buffers(), strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6, msg=name)
