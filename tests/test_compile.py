@@ -152,10 +152,11 @@ def test_cli_compile_without_compiler_exits_2(tmp_path: Path) -> None:
 def test_inductor_matches_eager_memory_saving() -> None:
     """The real backend on a tiny model (one stage, a few graphs), memory-saving mode, float32.
 
-    Inductor fuses and reorders float32 arithmetic, so the bound is 1e-5 relative plus
-    10x eager's own distance from the float64 gradient: 1e-5 where float32 itself is
-    accurate, looser only on ill-conditioned tensors (here the BN bias fed by the first
-    block's all-zero padded half, whose eager float32 gradient is ~2e-5 from float64).
+    Inductor fuses and reorders float32 arithmetic. The bound follows tests/test_reversible.py:
+    1e-5 relative on every tensor whose eager float32 gradient is itself within 1e-5 of the
+    float64 one (10x that distance where it is larger than 1e-6), 1e-2 on the rare
+    ill-conditioned ones (here the BN bias fed by the first block's all-zero padded half:
+    a cancelling sum, which eager float32 gets only to ~2e-5).
     """
     eager = _model(blocks=(2,), strides=(1,), channels=(4,), input_shape=(3, 4, 4)).set_memory_efficient(True)
     exact = copy.deepcopy(eager).double()
@@ -165,9 +166,10 @@ def test_inductor_matches_eager_memory_saving() -> None:
     loss_c, grads_c, rng_c = _step(compiled, x, y)
     _, grads_64, _ = _step(exact, x.double(), y)
     assert abs(loss_c.item() - loss_e.item()) <= 1e-5 * abs(loss_e.item())
-    for c, e, r in zip(grads_c, grads_e, grads_64, strict=True):
-        floor = _max_rel([e.double()], [r])
-        assert _max_rel([c], [e]) <= 1e-5 + 10 * floor
+    floors = [_max_rel([e.double()], [r]) for e, r in zip(grads_e, grads_64, strict=True)]
+    assert sum(f > 1e-5 for f in floors) <= 1
+    for c, e, floor in zip(grads_c, grads_e, floors, strict=True):
+        assert _max_rel([c], [e]) <= (max(1e-5, 10 * floor) if floor <= 1e-5 else 1e-2)
     assert torch.equal(rng_c, rng_e)
     for (name, ref), (_, got) in zip(eager.named_buffers(), compiled.named_buffers(), strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6, msg=name)

@@ -78,3 +78,42 @@ def test_block_constructor_errors():
         IRevBlock(16, 4)
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
         IRevBlock(8, 4, stride=3)
+
+
+@pytest.mark.parametrize("block_size", [2, 3])
+def test_psi_keeps_channels_last(block_size):
+    """ψ and ψ⁻¹ copy once, in the input's memory format: NHWC in, NHWC out, same values."""
+    cl = torch.channels_last
+    x = torch.randn(2, 6, 2 * block_size, 3 * block_size)
+    for inp in (x.contiguous(memory_format=cl), split(x.contiguous(memory_format=cl))[1]):  # a channel slice too
+        ref = inp.contiguous()
+        y = space_to_depth(inp, block_size)
+        assert y.is_contiguous(memory_format=cl) and not y.is_contiguous()
+        assert torch.equal(y, space_to_depth(ref, block_size))
+        back = depth_to_space(y, block_size)
+        assert back.is_contiguous(memory_format=cl) and torch.equal(back, ref)
+    assert space_to_depth(x, block_size).is_contiguous()  # NCHW stays NCHW
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "imagenet-b"])
+def test_channels_last_survives_the_blocks(preset):
+    """A channels_last model on a channels_last input keeps NHWC through ψ, padding and every block."""
+    from irevnet import create_model
+
+    cl = torch.channels_last
+    shape = {"cifar10": dict(blocks=(2, 2, 2)), "imagenet-b": dict(blocks=(1, 2, 1, 1), input_shape=(3, 32, 32))}
+    torch.manual_seed(0)
+    model = create_model(preset, **shape[preset]).eval()
+    x = torch.randn(2, *model.input_shape)
+    with torch.no_grad():
+        phi_ref = model.forward_features(x)
+        model.to(memory_format=cl)
+        pair = model._embed(x.contiguous(memory_format=cl))
+        for j, block in enumerate(model.blocks):
+            pair = block(pair)
+            # the second half always; the first too, except where it is a channel slice (injective split)
+            assert pair[1].is_contiguous(memory_format=cl), j
+            assert pair[0].is_contiguous(memory_format=cl) or pair[0].stride(1) == 1, j
+        phi = merge(*pair)
+        torch.testing.assert_close(phi, phi_ref, rtol=1e-5, atol=1e-5)
+        assert (model.inverse(phi) - x).abs().max() <= 1e-5

@@ -141,13 +141,13 @@ def test_recorded_zeros_include_the_padding() -> None:
     block = plain.blocks[0]
     assert block.injective
     with torch.no_grad():
-        a, b = block(plain._embed(x))
-        recorded, padding = block.exact_zeros(a), block.padding_zeros(a)
+        (a, b), recorded = block.forward_with_zeros(plain._embed(x))
+        padding = block.padding_zeros(a)
         assert recorded is not None and padding is not None and bool(padding.any())
         assert bool((recorded | ~padding).all())  # padding ⊆ recorded
         noisy = a + 1e-3 * torch.randn_like(a)
         for zeros in (None, padding):
-            assert torch.equal(block.reverse((noisy, b), zeros=zeros)[1][:, padding], torch.zeros_like(a[:, padding]))
+            assert torch.equal(block.reverse((noisy, b), zeros=zeros).x2[:, padding], torch.zeros_like(a[:, padding]))
 
 
 def test_batchnorm_buffers_match_after_steps() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +10,16 @@ from torch import Tensor, nn
 from .compile import CompileSpec, compiled
 from .layers import Bottleneck, InjectivePad, InvertibleDownsampling, Pair, merge, split
 
-__all__ = ["IRevBlock"]
+__all__ = ["IRevBlock", "ReverseStep"]
+
+
+class ReverseStep(NamedTuple):
+    """What :meth:`IRevBlock.reverse` rebuilds: the padded input pair, F(x2), and the VJP point."""
+
+    x1: Tensor
+    x2: Tensor
+    f: Tensor
+    point: Tensor
 
 
 class IRevBlock(nn.Module):
@@ -105,20 +114,19 @@ class IRevBlock(nn.Module):
         keep = max(self.in_channels - self.out_channels, 0)  # real channels that landed in x2
         return torch.arange(a.shape[1], device=a.device) >= keep
 
-    @staticmethod
-    def exact_zeros(a: Tensor) -> Tensor | None:
-        """``(N, C, H, W) -> (C,)`` bool: channels of an output half ``a`` that are exactly zero.
+    def forward_with_zeros(self, x: Pair) -> tuple[Pair, Tensor | None]:
+        """``forward(x)`` and the channels of its first half ``a`` that are exactly zero (``(C,)`` bool).
 
-        The memory-saving forward records this for every block, a superset of
+        The memory-saving forward records them for every block, a superset of
         :meth:`padding_zeros` (padding and the channels it feeds, e.g. the second block's
-        input in ``cifar10``). ``None`` when there are none and that is free to know (CPU
-        tensors); on an accelerator the mask is kept as is, since asking would synchronize.
+        input in ``cifar10``); one (compiled) call. The mask is ``None`` when no channel is
+        zero and that is free to know (CPU tensors); on an accelerator it is kept as is,
+        since asking would synchronize.
         """
-        # One fused reduction (max |a|) without materializing |a|; NaN compares unequal.
-        mask = torch.linalg.vector_norm(a, ord=float("inf"), dim=(0, 2, 3)) == 0
+        y, mask = self._compiled(_forward_zeros_core)(self, x)
         if mask.device.type == "cpu" and not bool(mask.any()):
-            return None
-        return mask
+            return y, None
+        return y, mask
 
     def restore_zeros(self, a: Tensor, zeros: Tensor | None = None) -> Tensor:
         """Set the channels of the output half ``a`` listed in ``zeros`` to exact zeros.
@@ -127,14 +135,15 @@ class IRevBlock(nn.Module):
         reconstruction carries rounding errors instead, which F's leading BatchNorm (whose
         running variance on an always-zero channel decays to ~0 in training) would amplify
         by up to 1/sqrt(eps), and on which a ReLU at its kink would let the noise's sign
-        decide whether a gradient flows.
+        decide whether a gradient flows. The map's derivative is the identity, so a
+        gradient taken through it is the gradient with respect to the exact input.
         """
         if zeros is None:
             zeros = self.padding_zeros(a)
         if zeros is None:
             return a
-        # A product zeroes them (±0 alike in every later sum) several times faster than masked_fill.
-        return a * ~zeros.view(1, -1, 1, 1)
+        # a − a = +0 exactly for finite a; the subtracted term carries no gradient.
+        return a - (a * zeros.view(1, -1, 1, 1)).detach()
 
     # -- the block as a function, its reverse step and its inverse ----------------------
     def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -146,41 +155,43 @@ class IRevBlock(nn.Module):
     def forward(self, x: Pair) -> Pair:
         return self._compiled(_forward_core)(self, x)
 
-    def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> ReverseStep:
         """The reverse step: rebuild the block's padded input ``(x1, x2)`` from its output, recomputing F.
 
-        ``y = (a, b)`` is the block's output pair. Returns ``(x1, x2, f)``::
+        ``y = (a, b)`` is the block's output pair. Returns ``ReverseStep(x1, x2, f, point)``::
 
             x2 = S⁻¹(a), exact zeros restored    (exact: S is a permutation of entries)
             f  = F(x2)                            BatchNorm on batch statistics, no buffer updated
             x1 = S⁻¹(b − f)                       the only step with rounding error
 
         ``zeros``: channels of ``a`` that were exactly zero in the forward (see
-        :meth:`exact_zeros`; default :meth:`padding_zeros`). With ``vjp=True`` (the
-        memory-saving backward) ``x2`` is a fresh leaf that requires grad, ``f`` is
-        differentiable with respect to it and to the parameters, and ``x1`` is detached.
-        The pair is in padded coordinates: :meth:`unpad_pair` drops the padding.
+        :meth:`forward_with_zeros`; default :meth:`padding_zeros`). With ``vjp=True`` (the
+        memory-saving backward) ``point`` is a fresh leaf copy of ``a`` that requires
+        grad, ``f`` is differentiable with respect to it and to the parameters, and
+        ``x1``, ``x2`` are detached; :meth:`input_grad` takes ``∂f/∂point``. Otherwise
+        ``point`` is ``a`` and everything is an ordinary function of ``y``. The pair is in
+        padded coordinates: :meth:`unpad_pair` drops the padding.
         """
         a, b = y
-        x2 = self.psi.inverse(self.restore_zeros(a, zeros))
         if vjp:
-            # Only F(x2) is differentiated: cut b off too, or a compiled core (one autograd
-            # node for x1 and f) would send the VJP on into b's history.
-            x2, b = x2.detach().requires_grad_(), b.detach()
-        x1, f = self._compiled(_reverse_core)(self, x2, b, vjp)
-        return x1, x2, f
+            # Only f is differentiated: cut b off too, or a compiled core (one autograd node
+            # for all its outputs) would send the VJP on into b's history.
+            a, b = a.detach().requires_grad_(), b.detach()
+        x1, x2, f = self._compiled(_reverse_core)(self, a, b, zeros, vjp)
+        return ReverseStep(x1, x2, f, a)
 
-    def input_grad(self, grad_y: Pair, grad_f_x2: Tensor) -> Pair:
+    def input_grad(self, grad_y: Pair, grad_f_a: Tensor) -> Pair:
         """Loss gradient with respect to the block's input pair (the adjoint of the coupling).
 
         ``grad_y = (g_a, g_b)`` is the gradient with respect to the output pair and
-        ``grad_f_x2 = (∂F/∂x2)ᵀ g_b``. S is orthogonal (its adjoint is S⁻¹) and dropping the
+        ``grad_f_a = (∂F(S⁻¹a)/∂a)ᵀ g_b``, the vector-Jacobian product at
+        :meth:`reverse`'s ``point``. S is orthogonal (its adjoint is S⁻¹) and dropping the
         padded channels is the adjoint of the padding::
 
-            g_x1 = S⁻¹(g_b),    g_x2 = S⁻¹(g_a) + (∂F/∂x2)ᵀ g_b
+            g_x1 = S⁻¹(g_b),    g_x2 = S⁻¹(g_a + (∂F(S⁻¹a)/∂a)ᵀ g_b) = S⁻¹(g_a) + (∂F/∂x2)ᵀ g_b
         """
         grad_a, grad_b = grad_y
-        return self.unpad_pair((self.psi.inverse(grad_b), self.psi.inverse(grad_a) + grad_f_x2))
+        return self.unpad_pair((self.psi.inverse(grad_b), self.psi.inverse(grad_a + grad_f_a)))
 
     @property
     def draws_random(self) -> bool:
@@ -188,8 +199,8 @@ class IRevBlock(nn.Module):
         return self.bottleneck.draws_random
 
     def inverse(self, y: Pair) -> Pair:
-        x1, x2, _ = self.reverse(y)
-        return self.unpad_pair((x1, x2))
+        step = self.reverse(y)
+        return self.unpad_pair((step.x1, step.x2))
 
     def extra_repr(self) -> str:
         kind = "injective" if self.injective else "bijective"
@@ -205,8 +216,22 @@ def _forward_core(block: IRevBlock, x: Pair) -> Pair:
     return block.psi(x2), block.psi(x1) + fx2
 
 
-def _reverse_core(block: IRevBlock, x2: Tensor, b: Tensor, vjp: bool) -> tuple[Tensor, Tensor]:
-    """``(x1, f)`` of :meth:`IRevBlock.reverse` from the rebuilt ``x2``: F and the coupling's subtraction."""
+def _forward_zeros_core(block: IRevBlock, x: Pair) -> tuple[Pair, Tensor]:
+    y = _forward_core(block, x)
+    return y, _zero_channels(y[0])
+
+
+def _zero_channels(a: Tensor) -> Tensor:
+    # One fused reduction (max |a|) without materializing |a|; NaN compares unequal.
+    return torch.linalg.vector_norm(a, ord=float("inf"), dim=(0, 2, 3)) == 0
+
+
+def _reverse_core(
+    block: IRevBlock, a: Tensor, b: Tensor, zeros: Tensor | None, vjp: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x1, x2, f)`` of :meth:`IRevBlock.reverse`: exact zeros, S⁻¹, F and the coupling's subtraction."""
+    x2 = block.psi.inverse(block.restore_zeros(a, zeros))
     f = block.bottleneck(x2, update_stats=False)
-    x1 = block.psi.inverse(b - (f.detach() if vjp else f))
-    return x1, f
+    if vjp:
+        return block.psi.inverse(b - f.detach()), x2.detach(), f
+    return block.psi.inverse(b - f), x2, f

@@ -35,7 +35,7 @@ State that is reproduced exactly:
   captured at forward time (:class:`~irevnet.precision.Float32Flags`; the model sets them
   to full float32 by default), whatever the global flags are when the backward runs.
 - Exact zeros: channels of ``a`` that were exactly zero in the forward (one bool per
-  channel and block, :meth:`~irevnet.blocks.IRevBlock.exact_zeros`) are reset to exact
+  channel and block, :meth:`~irevnet.blocks.IRevBlock.forward_with_zeros`) are reset to exact
   zeros before the recompute, by the mechanism the inverse uses for the padding
   (:meth:`~irevnet.blocks.IRevBlock.restore_zeros`). The
   rebuilt tensors otherwise carry rounding errors of order 1e-16 (float64) where the
@@ -137,7 +137,7 @@ def _block_backward(
     """One step of the reverse walk: ``(input, grad of input, grads of params)`` of ``block``.
 
     ``y`` is the block's output pair and ``grad_y`` the loss gradient with respect to it;
-    ``zeros`` is :meth:`~irevnet.blocks.IRevBlock.exact_zeros` of the forward's ``y[0]``;
+    ``zeros`` is what :meth:`~irevnet.blocks.IRevBlock.forward_with_zeros` recorded;
     ``params`` are ``block.parameters()``, and ``needs_grad[i]`` says whether ``params[i]``
     gets a gradient (``None`` otherwise). The block does the arithmetic
     (:meth:`~irevnet.blocks.IRevBlock.reverse`, :meth:`~irevnet.blocks.IRevBlock.input_grad`);
@@ -145,14 +145,14 @@ def _block_backward(
     """
     replay: AbstractContextManager[None] = rng.replay() if rng is not None else nullcontext()
     with torch.enable_grad(), autocast.restore(), replay:
-        x1, x2, fx2 = block.reverse(y, zeros=zeros, vjp=True)
+        step = block.reverse(y, zeros=zeros, vjp=True)
     wanted = [p for p, need in zip(params, needs_grad) if need]
     # Plain autograd casts the gradient of `psi(x1) + fx2` to fx2's dtype (autocast).
-    grads = torch.autograd.grad(fx2, [x2, *wanted], grad_y[1].to(fx2.dtype), allow_unused=True)
+    grads = torch.autograd.grad(step.f, [step.point, *wanted], grad_y[1].to(step.f.dtype), allow_unused=True)
     remaining = iter(grads[1:])
     param_grads = [next(remaining) if need else None for need in needs_grad]
-    # x2 always reaches F's first convolution, so grads[0] is never None.
-    return block.unpad_pair((x1, x2.detach())), block.input_grad(grad_y, grads[0]), param_grads
+    # The point always reaches F's first convolution, so grads[0] is never None.
+    return block.unpad_pair((step.x1, step.x2)), block.input_grad(grad_y, grads[0]), param_grads
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -177,8 +177,10 @@ class _ReversibleFunction(torch.autograd.Function):
             if j in keep:
                 kept.extend(pair)
             ctx.rng_states.append(_RngState.capture(x1.device) if block.draws_random else None)
-            pair = block(pair)  # an ordinary call: BatchNorm statistics are updated once
-            ctx.zero_masks.append(block.exact_zeros(pair[0]))
+            # An ordinary forward (BatchNorm statistics are updated once) that also says which
+            # channels of its first half are exactly zero.
+            pair, zeros = block.forward_with_zeros(pair)
+            ctx.zero_masks.append(zeros)
         # Saving the parameters costs nothing (they are alive anyway) and makes autograd
         # raise, as in plain mode, if one is modified in place before the backward.
         ctx.save_for_backward(*pair, *kept, *params)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .psi import channels_innermost
+
 __all__ = ["Pair", "split", "merge", "InjectivePad"]
 
 Pair = tuple[Tensor, Tensor]
@@ -43,7 +45,10 @@ class InjectivePad(nn.Module):
         if self.num_channels == 0:
             return x
         n, _, h, w = x.shape
-        return torch.cat((x, x.new_zeros(n, self.num_channels, h, w)), dim=1)
+        # Zeros in x's memory format, so that a channels_last x stays channels_last.
+        fmt = torch.channels_last if channels_innermost(x) else torch.contiguous_format
+        zeros = torch.empty((n, self.num_channels, h, w), dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
+        return torch.cat((x, zeros), dim=1)
 
     def inverse(self, y: Tensor) -> Tensor:
         if self.num_channels == 0:

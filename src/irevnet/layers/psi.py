@@ -13,24 +13,41 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["space_to_depth", "depth_to_space", "InvertibleDownsampling"]
+__all__ = ["space_to_depth", "depth_to_space", "InvertibleDownsampling", "channels_innermost"]
+
+
+def channels_innermost(x: Tensor) -> bool:
+    """Whether channels are the innermost axis of ``x`` in memory (NHWC, or a channel slice of NHWC).
+
+    A 1-wide W axis makes both layouts match; either path then gives the same values.
+    """
+    return x.stride(1) == 1 and x.stride(3) > 1
 
 
 def space_to_depth(x: Tensor, block_size: int) -> Tensor:
-    """``(N, C, H, W) -> (N, b²·C, H/b, W/b)`` in the reference channel order."""
+    """``(N, C, H, W) -> (N, b²·C, H/b, W/b)`` in the reference channel order.
+
+    One copy, in the input's memory format: a channels_last input (or a channel slice of
+    one, as :func:`~irevnet.layers.split` makes) gives a channels_last output (in NHWC
+    memory the reference order is the natural one), any other a contiguous one.
+    """
     if block_size <= 1:
         return x
     n, c, h, w = x.shape
     b = block_size
     if h % b or w % b:
         raise ValueError(f"space_to_depth: spatial size {h}x{w} is not divisible by block size {b}")
+    if channels_innermost(x):
+        # NHWC (n, h', i, w', j, c) -> (n, h', w', i, j, c), whose last three axes are the channel
+        y = x.permute(0, 2, 3, 1).reshape(n, h // b, b, w // b, b, c).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(n, h // b, w // b, b * b * c).permute(0, 3, 1, 2)
     x = x.reshape(n, c, h // b, b, w // b, b)
     # (n, c, h', i, w', j) -> (n, i, j, c, h', w'): channel index becomes (i*b + j)*C + c
     return x.permute(0, 3, 5, 1, 2, 4).reshape(n, b * b * c, h // b, w // b)
 
 
 def depth_to_space(x: Tensor, block_size: int) -> Tensor:
-    """Inverse of :func:`space_to_depth`: ``(N, b²·C, H, W) -> (N, C, b·H, b·W)``."""
+    """Inverse of :func:`space_to_depth`: ``(N, b²·C, H, W) -> (N, C, b·H, b·W)``, memory format kept."""
     if block_size <= 1:
         return x
     n, cb, h, w = x.shape
@@ -38,6 +55,9 @@ def depth_to_space(x: Tensor, block_size: int) -> Tensor:
     if cb % (b * b):
         raise ValueError(f"depth_to_space: {cb} channels is not divisible by block size² = {b * b}")
     c = cb // (b * b)
+    if channels_innermost(x):
+        y = x.permute(0, 2, 3, 1).reshape(n, h, w, b, b, c).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(n, h * b, w * b, c).permute(0, 3, 1, 2)
     x = x.reshape(n, b, b, c, h, w)
     return x.permute(0, 3, 4, 1, 5, 2).reshape(n, c, h * b, w * b)
 
