@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast + channels_last variants")
     p.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of the blocks (default: CUDA graphs)")
     p.add_argument("--backend", default=None, help="torch.compile backend (default inductor; aot_eager with --smoke)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 10; 1 with --smoke)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs, the median is shown (default 3; 1 with --smoke)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps after the first (default 3; 1 with --smoke)")
     p.add_argument("--no-depth-check", action="store_true")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if device.type == "cpu" and args.mode in ("reduce-overhead", "max-autotune"):
         args.mode = None  # CUDA graphs are a GPU feature
-    if args.smoke:
-        args.steps, args.repeats, args.warmup = 1, 1, 1
+    for key, default, smoke in (("steps", 10, 1), ("repeats", 3, 1), ("warmup", 3, 1)):
+        if getattr(args, key) is None:
+            setattr(args, key, smoke if args.smoke else default)
     args.backend = args.backend or ("aot_eager" if args.smoke else "inductor")
     if args.backend != "inductor":
         args.mode = None

@@ -114,6 +114,17 @@ def test_compile_blocks_toggles_and_validates() -> None:
         model.compile_blocks(backend="aot_eager", mode="reduce-overhead")
 
 
+def test_unsupported_dynamo_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.eval_frame
+
+    def unsupported() -> None:
+        raise RuntimeError("Python 3.99+ not yet supported for torch.compile")
+
+    monkeypatch.setattr(torch._dynamo.eval_frame, "check_if_dynamo_supported", unsupported)
+    with pytest.raises(CompileUnavailableError, match="torch.compile is not supported here .*3.99"):
+        _model().compile_blocks(backend="aot_eager")
+
+
 def _no_cxx_env(tmp_path: Path) -> dict[str, str]:
     """An environment whose PATH holds no C++ compiler (only an empty folder)."""
     empty = tmp_path / "bin"

@@ -306,8 +306,8 @@ class IRevNet(nn.Module):
         self._check_representation(phi, depth)
         with self._precision():
             pair = split(phi)
-            for block in reversed(self.blocks[:depth]):
-                pair = block.inverse(pair)
+            for j in reversed(range(depth)):  # (slicing the ModuleList would build a new one per call)
+                pair = self.blocks[j].inverse(pair)
             return self.init_psi.inverse(merge(*pair))
 
     # -- introspection --------------------------------------------------------------

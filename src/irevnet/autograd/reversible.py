@@ -55,7 +55,9 @@ network's input does not require grad, and each one is accumulated exactly once 
 backward (what DistributedDataParallel's reducer expects). They are also saved for
 backward (no memory: they are alive anyway), so that modifying one in place before the
 backward raises autograd's usual error instead of silently recomputing with new weights.
-Higher-order gradients are not supported (``once_differentiable``).
+Higher-order gradients are not supported (``once_differentiable``). The forward calls
+:meth:`~irevnet.blocks.IRevBlock.forward_with_zeros`, not the block module itself, so
+forward hooks registered on the blocks do not run in memory-saving training.
 """
 
 from __future__ import annotations
