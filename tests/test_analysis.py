@@ -289,14 +289,13 @@ def test_cli_only_and_errors(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["spectrum.json", "spectrum.png"]
     assert json.loads((out / "spectrum.json").read_text())["input_dims"] == 16
     assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "pca", "spectra"]) == 2
-    assert "unknown analysis 'spectra'; choose from reconstruct, interpolate" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--window", "1,2,3"])
+    assert "invalid choice: 'spectra' (choose from 'reconstruct', 'interpolate'" in capsys.readouterr().err
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--window", "1,2,3"]) == 2
     assert "TOP,LEFT,HEIGHT,WIDTH" in capsys.readouterr().err
     assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "spectrum",
-                 "--window", "6,6,4,4"]) == 2
+                 "--window", "6,6,4,4", "--force"]) == 2
     assert "does not fit" in capsys.readouterr().err
-    assert main(["analyze", str(ckpt), "--data", "synthetic", "--out", str(out)]) == 2
+    assert main(["analyze", str(ckpt), "--data", "synthetic", "--out", str(tmp_path / "synthetic")]) == 2
     assert "expects 1 channel" in capsys.readouterr().err
     model = irevnet.create_model("digits", blocks=(1, 1))
     with pytest.raises(ValueError, match="unknown analysis 'spectra'"):

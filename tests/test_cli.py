@@ -47,7 +47,7 @@ def test_demo_writes_its_outputs(tmp_path):
         floor_factor(model) * metrics["reconstruction_floor_relative_error"])
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert model.num_parameters() == metrics["params"]
-    for png in ("reconstructions.png", "interpolations.png"):
+    for png in ("reconstruct.png", "interpolate.png"):
         img = mpimg.imread(out / png)
         assert img.ndim == 3 and img.shape[0] > 50 and img.std() > 0
         assert f"({png})" in (out / "report.md").read_text()

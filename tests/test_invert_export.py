@@ -106,7 +106,7 @@ def test_cli_invert_interpolation_strip(small_b_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     ([], "either IMAGE files"),
-    (["missing.png"], "image 'missing.png' does not exist"),
+    (["missing.png"], "'missing.png' does not exist"),
     (["garbage.png"], "cannot decode image"),
 ])
 def test_cli_invert_errors(small_b_checkpoint, tmp_path, capsys, monkeypatch, extra, message):

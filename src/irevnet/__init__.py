@@ -1,17 +1,29 @@
-"""i-RevNet: deep invertible networks (Jacobsen, Smeulders & Oyallon, ICLR 2018)."""
+"""i-RevNet: deep invertible networks (Jacobsen, Smeulders & Oyallon, ICLR 2018).
 
-from .checkpoint import CheckpointError, load_model, save_model
-from .config import IRevNetConfig, list_presets
-from .factory import create_model
-from .model import IRevNet
+Names are imported on first use (PEP 562) so that ``import irevnet`` and the command
+line's ``--help`` do not pay for importing torch.
+"""
 
-__all__ = [
-    "CheckpointError",
-    "IRevNet",
-    "IRevNetConfig",
-    "create_model",
-    "list_presets",
-    "load_model",
-    "save_model",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, load_model, save_model
+    from .config import IRevNetConfig, list_presets
+    from .factory import create_model
+    from .model import IRevNet
+
+_MODULE_OF = {
+    "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
+    "IRevNetConfig": "config", "list_presets": "config",
+    "create_model": "factory",
+    "IRevNet": "model",
+}
+
+__all__ = sorted(_MODULE_OF)
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

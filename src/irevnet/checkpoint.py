@@ -36,12 +36,16 @@ class CheckpointError(RuntimeError):
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A crash or a full disk mid-write leaves the previous file at ``path`` untouched.
+    A crash or a full disk mid-write leaves the previous file at ``path`` untouched. The file
+    gets the permissions of any newly created file (``0o666`` less the process umask), not
+    the owner-only ``0o600`` of the temporary file, so collaborators on a shared run folder
+    can read it as they read the run's other files.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -54,6 +58,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (reading it requires setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: First bytes of the two formats ``torch.save`` writes: a zip archive, or (legacy) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 def _unwrap(model: nn.Module) -> IRevNet:
@@ -84,6 +99,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        # A text file, an image, a safetensors or ONNX file, ...: say so instead of torch's pickle advice.
+        raise CheckpointError(f"{str(path)!r} is not a checkpoint: not a file written by torch.save "
+                              f"(it starts with {head!r})")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import Dataset
+from ..data.registry import DATASETS
+from .common import add_force_argument, check_outputs, dir_path, existing_dir, existing_file, int_range, \
+    nonnegative_int, positive_int, seed
 
-from ..checkpoint import load_model
-from ..training.trainer import resolve_device
-from ..data import DATASETS, build_datasets
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+#: ``--only`` choices: the names of :data:`irevnet.analysis.suite.ANALYSES` (kept here so that
+#: parsing the command line does not import the analysis stack).
+ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
 
 
 def _load_data(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
     """``(train_set, test_set)`` of ``--data``, from the project's registry :func:`irevnet.data.build_datasets`."""
+    from ..data import build_datasets
+
     splits = build_datasets(name, data_dir)
     train = splits.train
     assert train is not None  # only eval_only=True leaves it out
@@ -34,42 +41,46 @@ def _window(text: str) -> tuple[int, int, int, int]:
         top, left, h, w = (int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected TOP,LEFT,HEIGHT,WIDTH (four integers), got {text!r}") from None
+    if top < 0 or left < 0 or h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected TOP,LEFT >= 0 and HEIGHT,WIDTH >= 1, got {text!r}")
     return top, left, h, w
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="the paper's analyses of a checkpoint: reconstructions, interpolations, "
                        "Jacobian spectrum, separability and contraction with depth (PNG + JSON)")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
     p.add_argument("--data", required=True, choices=DATASETS, help="data set to analyse on")
-    p.add_argument("--data-dir", default=None, help="folder of the data set (not needed for digits)")
-    p.add_argument("--out", required=True, help="output folder for NAME.png / NAME.json")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these analyses, from reconstruct, "
-                   "interpolate, spectrum, separability, pca (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="subsampling, CV folds and the untrained baseline's "
+    p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (not needed for digits)")
+    p.add_argument("--out", required=True, type=dir_path, help="output folder for NAME.png / NAME.json")
+    p.add_argument("--only", nargs="+", metavar="NAME", choices=ANALYSIS_NAMES,
+                   help=f"run only these analyses, from {', '.join(ANALYSIS_NAMES)} (default: all)")
+    p.add_argument("--seed", type=seed, default=0, help="subsampling, CV folds and the untrained baseline's "
                    "initialization (the seed the model was trained with gives its initial network)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: the GPU when present (default), else the CPU")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    p.add_argument("--max-train", type=int, default=None, help="subsample the training split to this many images")
-    p.add_argument("--max-test", type=int, default=None, help="subsample the test split to this many images")
-    p.add_argument("--num-images", type=int, default=16, help="reconstruct: images shown")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="data-loading worker processes")
+    p.add_argument("--max-train", type=positive_int, default=None,
+                   help="subsample the training split to this many images")
+    p.add_argument("--max-test", type=positive_int, default=None, help="subsample the test split to this many images")
+    p.add_argument("--num-images", type=positive_int, default=16, help="reconstruct: images shown")
     p.add_argument("--float64", action="store_true",
                    help="reconstruct: in float64 (on a copy of the model), exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
-    p.add_argument("--pairs", type=int, default=6, help="interpolate: number of pairs")
-    p.add_argument("--steps", type=int, default=9, help="interpolate: images per row")
+    p.add_argument("--pairs", type=int_range(1, 100), default=6, help="interpolate: number of pairs (1 to 100)")
+    p.add_argument("--steps", type=int_range(2, 64), default=9, help="interpolate: images per row (2 to 64)")
     p.add_argument("--window", type=_window, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="spectrum: pixel window of the perturbation (default: whole image up to 100x100, "
                    "else a centred 100x100 box)")
-    p.add_argument("--spectrum-images", type=int, default=3, help="spectrum: number of test images")
+    p.add_argument("--spectrum-images", type=positive_int, default=3, help="spectrum: number of test images")
     p.add_argument("--spectrum-method", choices=["auto", "exact", "lanczos"], default="auto",
                    help="spectrum: exact SVD (auto up to 4096 window dimensions) or Lanczos top-k")
-    p.add_argument("--spectrum-k", type=int, default=None, help="spectrum: number of top singular values (Lanczos)")
-    p.add_argument("--every", type=int, default=1, help="separability: evaluate every k-th block (and the last)")
+    p.add_argument("--spectrum-k", type=positive_int, default=None, help="spectrum: number of top singular values (Lanczos)")
+    p.add_argument("--every", type=positive_int, default=1, help="separability: evaluate every k-th block (and the last)")
     p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
@@ -92,10 +103,16 @@ def _headline(name: str, r: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: scikit-learn, SciPy and matplotlib cost seconds at start-up.
-    from ..analysis.suite import ANALYSES, AnalysisOptions, check_analyses, run_analyses
+    names = [n for n in ANALYSIS_NAMES if n in (args.only or ANALYSIS_NAMES)]
+    out = Path(args.out)
+    check_outputs([out / f"{n}{ext}" for n in names for ext in (".png", ".json")], force=args.force,
+                  inputs=[args.checkpoint])
 
-    names = check_analyses(args.only or ANALYSES)  # before any slow loading
+    # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
+    from ..analysis.suite import AnalysisOptions, run_analyses
+    from ..checkpoint import load_model
+    from ..training.trainer import resolve_device
+
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
     train_set, test_set = _load_data(args.data, args.data_dir)
     image_shape = tuple(test_set[0][0].shape)

@@ -1,21 +1,187 @@
-"""Helpers shared by several CLI commands."""
+"""Helpers shared by several CLI commands: the one-line-error parser, argparse value types,
+output-path checks and model loading.
+
+Option values are validated while the command line is parsed (the ``type=`` helpers
+below), so a bad value is refused in one line with exit code 2 before anything slow
+(importing torch, building a model, reading data) happens. The helpers import nothing
+heavy; :func:`model_from_spec` imports the model stack when it is called.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
-from typing import Any
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..checkpoint import load_model
-from ..config import get_preset, list_presets
-from ..factory import create_model
-from ..model import IRevNet
-from ..training.recipes import parse_overrides
+if TYPE_CHECKING:
+    from ..model import IRevNet
+
+#: Largest value accepted for a seed (what NumPy and scikit-learn accept).
+MAX_SEED = 2**32 - 1
+
+
+class CLIError(ValueError):
+    """A refused command line (bad value, output that exists, ...): one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are one line: ``irevnet train: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# argparse value types: each returns the parsed value or raises ArgumentTypeError (one line).
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def int_range(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An integer ``low <= n <= high`` (either bound optional)."""
+
+    def parse(text: str) -> int:
+        n = _int(text)
+        if (low is not None and n < low) or (high is not None and n > high):
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f">= {low}" if low is not None else f"<= {high}")
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {text!r}")
+        return n
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+positive_int = int_range(1)
+nonnegative_int = int_range(0)
+seed = int_range(0, MAX_SEED)
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return x
+
+
+def existing_file(text: str) -> str:
+    """A path that exists and is a file (not a folder)."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file")
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """A path that exists and is a folder."""
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a folder")
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
+    return text
+
+
+def dir_path(text: str) -> str:
+    """A folder to write into: it may not exist yet, but must not be a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a folder (it would be created)")
+    return text
+
+
+def file_path(text: str) -> str:
+    """A file to write: it may not exist yet, but must not be a folder."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file name")
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a folder, expected a file name")
+    return text
+
+
+#: Figure formats the commands write (the suffix of a figure path picks one).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def figure_path(text: str) -> str:
+    """A figure file to write, ending in one of :data:`FIGURE_SUFFIXES` (so the path written is
+    exactly the path given: no suffix is ever appended)."""
+    file_path(text)
+    if Path(text).suffix.lower() not in FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a file name ending in {', '.join(FIGURE_SUFFIXES)}")
+    return text
+
+
+def model_spec(text: str) -> str:
+    """A preset name or an existing checkpoint file (checked without importing torch)."""
+    from ..config import list_presets
+
+    if text in list_presets():
+        return text
+    if Path(text).is_dir():
+        # A training run folder: its best.pt (else last.pt) is what a user means.
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a checkpoint file (e.g. {text}/best.pt)")
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: never overwrite an input, refuse to overwrite an existing output unless --force.
+
+
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse (:class:`CLIError`) to write any of ``paths`` that is one of ``inputs`` (even with
+    ``force``), that is a folder, or that exists (unless ``force``)."""
+    inputs = [Path(i) for i in inputs]
+    existing = []
+    for path in map(Path, paths):
+        if any(_same_file(path, i) or path.resolve() == i.resolve() for i in inputs):
+            raise CLIError(f"refusing to write {str(path)!r}: it is one of the inputs")
+        if path.is_dir():
+            raise CLIError(f"cannot write {str(path)!r}: it is a folder")
+        if path.exists():
+            existing.append(str(path))
+    if existing and not force:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise CLIError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
+                       "or choose another output")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
 
 
 def model_from_spec(spec: str) -> IRevNet:
     """A preset name builds a fresh model; anything else is read as a checkpoint path."""
+    from ..checkpoint import load_model
+    from ..config import list_presets
+    from ..factory import create_model
+
     if spec in list_presets():
         return create_model(spec)
     if not Path(spec).exists():
@@ -31,4 +197,7 @@ def add_model_overrides_argument(parser: argparse.ArgumentParser, help: str) -> 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--model`` overrides, parsed to the types of ``--preset``'s configuration fields."""
+    from ..config import get_preset
+    from ..training.recipes import parse_overrides
+
     return parse_overrides(get_preset(args.preset), args.model_overrides)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import save_model
 from ..config import list_presets
-from ..convert import convert_reference_checkpoint
-from .common import add_model_overrides_argument, model_overrides
+from .common import add_force_argument, add_model_overrides_argument, check_outputs, existing_file, file_path, \
+    model_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,17 +17,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "configuration given by --preset and the overrides, and write an irevnet checkpoint. Exits non-zero, "
         "listing missing, unexpected and mis-shaped keys, if the checkpoint does not match.",
     )
-    p.add_argument("src", help="reference checkpoint, e.g. the authors' ImageNet i-RevNet-301 .pth.tar")
-    p.add_argument("dst", help="irevnet checkpoint to write")
+    p.add_argument("src", type=existing_file,
+                   help="reference checkpoint, e.g. the authors' ImageNet i-RevNet-301 .pth.tar")
+    p.add_argument("dst", type=file_path, help="irevnet checkpoint to write")
     p.add_argument("--preset", default="imagenet-b", choices=list_presets(),
                    help="configuration of the reference model (default: imagenet-b, the authors' ImageNet model)")
     add_model_overrides_argument(p, "configuration override for custom reference models, as in `irevnet train` "
                                  "(repeatable), e.g. --model num_classes=100 --model blocks=2,2,2")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model, report, metadata = convert_reference_checkpoint(args.src, args.preset, **model_overrides(args))
+    check_outputs([args.dst], force=args.force, inputs=[args.src])
+    overrides = model_overrides(args)
+
+    from ..checkpoint import save_model
+    from ..convert import convert_reference_checkpoint
+
+    model, report, metadata = convert_reference_checkpoint(args.src, args.preset, **overrides)
     save_model(model, args.dst, converted_from=str(args.src), reference_metadata=metadata)
     print(report.format())
     extra = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metadata.items())

@@ -8,14 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
-from ..checkpoint import save_model
-from ..data import load_digits_split
-from ..factory import create_model
-from ..training import build_optimizer, evaluate, get_recipe, train_epoch
+from .common import add_force_argument, check_outputs, dir_path, positive_int, seed
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +16,38 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train `digits` on the bundled digits, run the paper's analyses, "
                        "write plots and a report")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--epochs", type=int, default=None, help="override the digits recipe's epoch count")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--out", default="runs/demo", type=dir_path, help="output folder (default: runs/demo)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the digits recipe's epoch count")
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of the initialization and data order (the train/test split is always the "
                    "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
+#: What the demo writes into its folder, besides one PNG + JSON per analysis.
+DEMO_FILES = ("model.pt", "metrics.json", "report.md")
+
+
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: scikit-learn, SciPy and matplotlib cost seconds at start-up.
-    from ..analysis.suite import AnalysisOptions, run_analyses
+    from ..analysis.suite import ANALYSES
 
     out = Path(args.out)
+    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in ANALYSES for ext in (".png", ".json")],
+                  force=args.force)
+
+    # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..analysis.suite import AnalysisOptions, run_analyses
+    from ..checkpoint import save_model
+    from ..data import load_digits_split
+    from ..factory import create_model
+    from ..training import build_optimizer, evaluate, get_recipe, train_epoch
+
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     train_set, test_set = load_digits_split()
@@ -67,12 +78,10 @@ def run(args: argparse.Namespace) -> int:
     save_model(model, out / "model.pt", recipe=recipe.to_dict())
 
     # The untrained baseline of the separability analysis is this run's initial network:
-    # the same configuration drawn with the same seed. The first two figures keep the file
-    # names the demo has always written (the README shows them).
+    # the same configuration drawn with the same seed. Files are named as `irevnet analyze` names them.
     start = time.perf_counter()
     results = run_analyses(model, train_set, test_set, out,
-                           options=AnalysisOptions(seed=args.seed, progress=not args.no_progress),
-                           stems={"reconstruct": "reconstructions", "interpolate": "interpolations"})
+                           options=AnalysisOptions(seed=args.seed, progress=not args.no_progress))
     analysis_seconds = time.perf_counter() - start
     rec, spec, sep, pca = (results[k] for k in ("reconstruct", "spectrum", "separability", "pca"))
 
@@ -145,14 +154,14 @@ Each figure below has its numbers in the JSON file of the same name; `irevnet an
 
 Top row: test digits. Bottom row: Φ⁻¹(Φ(x)), computed from the final representation alone.
 
-![reconstructions](reconstructions.png)
+![reconstructions](reconstruct.png)
 
 ## Interpolations in Φ (paper, Figure 5)
 
 Each "Φ" row walks the straight line between Φ(x0) and Φ(x1) and maps it back with Φ⁻¹; the
 row below it is the straight line between the images in pixel space.
 
-![interpolations](interpolations.png)
+![interpolations](interpolate.png)
 
 ## Local conditioning: singular values of ∂Φ/∂x (paper, Figure 4)
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from torch.utils.data import DataLoader
-
-from ..checkpoint import load_model
-from ..data import build_eval_dataset
-from ..training import evaluate
-from ..training.trainer import AMP_DTYPES, resolve_device
+from .common import existing_file, positive_int
 from .train import add_common_arguments
 
 
@@ -20,14 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint (irevnet's own, a training run's last.pt/best.pt, or a converted one). "
         "--data imagefolder takes a folder with val/ or a folder of class subfolders, and applies the "
         "ImageNet protocol (resize 256, centre crop 224, ImageNet mean/std).")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", type=existing_file)
     add_common_arguments(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from ..checkpoint import load_model
+    from ..data import build_eval_dataset
+    from ..training import evaluate
+    from ..training.trainer import AMP_DTYPES, resolve_device
+
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, map_location=device)
     cfg = model.config

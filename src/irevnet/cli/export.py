@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
+from pathlib import Path
 
-from ..export import export_model
-from .common import model_from_spec
+from .common import add_force_argument, check_outputs, dir_path, model_from_spec, model_spec, positive_int
+
+#: The files ``irevnet export`` writes into its output folder.
+EXPORT_FILES = ("forward.pt2", "inverse.pt2", "meta.json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write DST/forward.pt2 (x -> (logits, Φ)), DST/inverse.pt2 (Φ -> x) and DST/meta.json. "
         "Eval mode, dynamic batch size, spatial size fixed to the model's input shape (or --size).",
     )
-    p.add_argument("model", metavar="PRESET|CHECKPOINT")
-    p.add_argument("dst", help="output folder")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
+    p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec)
+    p.add_argument("dst", type=dir_path, help="output folder (created if needed)")
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"),
+                   help="input size (default: the model's)")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([Path(args.dst) / f for f in EXPORT_FILES], force=args.force, inputs=[args.model])
+
+    import torch
+
+    from ..export import export_model
+
     model = model_from_spec(args.model)
     c, h, w = model.input_shape
     h, w = args.size or (h, w)

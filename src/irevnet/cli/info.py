@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import model_from_spec
+from .common import model_from_spec, model_spec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters, depth, per-stage shapes and Φ size of a preset or checkpoint")
-    p.add_argument("model", metavar="PRESET|CHECKPOINT")
+    p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 

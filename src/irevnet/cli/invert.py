@@ -6,14 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-from ..analysis import interpolate, reconstruct
-from ..analysis.plotting import image_grid
-from ..data.imagefolder import CorruptImageError, load_image
-from ..data.preprocess import Preprocessing, eval_preprocessing
-from .common import model_from_spec
+from .common import FIGURE_SUFFIXES, add_force_argument, check_outputs, existing_file, figure_path, int_range, \
+    model_from_spec, model_spec
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..data.preprocess import Preprocessing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,19 +25,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "write a PNG grid (originals above reconstructions) plus a JSON of per-image errors next to it. "
         "With --interpolate A B, write the strip Φ⁻¹(tΦ(A) + (1-t)Φ(B)) instead.",
     )
-    p.add_argument("model", metavar="PRESET|CHECKPOINT", help="an irevnet checkpoint (or a preset: untrained)")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any format PIL reads)")
-    p.add_argument("--out", required=True, help="PNG to write; the errors go to the same path with .json")
-    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="write the interpolation strip from A to B")
-    p.add_argument("--steps", type=int, default=9, help="images in the interpolation strip (default: 9)")
+    p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec,
+                   help="an irevnet checkpoint (or a preset: untrained)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", type=existing_file, help="image files (any format PIL reads)")
+    p.add_argument("--out", required=True, type=figure_path,
+                   help=f"figure to write ({', '.join(FIGURE_SUFFIXES)}: the suffix picks the format); "
+                   "the errors go to the same path with .json")
+    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), type=existing_file,
+                   help="write the interpolation strip from A to B")
+    p.add_argument("--steps", type=int_range(2, 64), default=9,
+                   help="images in the interpolation strip, 2 to 64 (default: 9)")
     p.add_argument("--float64", action="store_true",
                    help="reconstruct in float64 (on a copy of the model): exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
 def _load(paths: list[str], prep: Preprocessing) -> Tensor:
     """``(N, C, H, W)`` model inputs from image files; errors name the file."""
+    import torch
+
+    from ..data.imagefolder import CorruptImageError, load_image
+
     out = []
     for path in paths:
         if not Path(path).is_file():
@@ -51,9 +62,18 @@ def _load(paths: list[str], prep: Preprocessing) -> Tensor:
 def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.interpolate):
         raise ValueError("give either IMAGE files to reconstruct or --interpolate A B (not both)")
+    out = Path(args.out)
+    written = [out] if args.interpolate else [out, out.with_suffix(".json")]
+    check_outputs(written, force=args.force, inputs=[args.model, *args.images, *(args.interpolate or [])])
+
+    import torch
+
+    from ..analysis import interpolate, reconstruct
+    from ..analysis.plotting import image_grid
+    from ..data.preprocess import eval_preprocessing
+
     model = model_from_spec(args.model)
     prep = eval_preprocessing(model.config)
-    out = Path(args.out)
     if args.interpolate:
         strip = interpolate(model, *(_load([p], prep) for p in args.interpolate), steps=args.steps)[0]
         ts = torch.linspace(1.0, 0.0, args.steps).tolist()

@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..compile import MODES
+from typing import TYPE_CHECKING
+
 from ..config import list_presets
-from ..data import DATASETS
-from ..training import get_recipe, list_recipes, parse_overrides, recipe_for_preset
-from ..training.trainer import AMP_DTYPES, TrainConfig, train
-from .common import add_model_overrides_argument, model_overrides
+from ..data.registry import DATASETS
+from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
+from .common import add_model_overrides_argument, dir_path, existing_dir, model_overrides, nonnegative_int, \
+    positive_float, positive_int, seed
+
+if TYPE_CHECKING:
+    from ..training.trainer import TrainConfig
+
+#: ``--amp`` values: the keys of :data:`irevnet.training.trainer.AMP_DTYPES` (kept here so that
+#: parsing the command line does not import torch).
+AMP_CHOICES = ("bf16", "fp16")
+#: ``--compile`` modes: the modes of :data:`irevnet.compile.MODES` (kept here for the same reason).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,32 +30,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt}.")
     p.add_argument("--preset", required=True, choices=list_presets(), help="model preset")
     add_common_arguments(p)
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder (checkpoints, metrics, config)")
+    p.add_argument("--out", required=True, metavar="RUN", type=dir_path,
+                   help="run folder (checkpoints, metrics, config)")
     p.add_argument("--recipe", default=None, choices=list_recipes(),
                    help="hyper-parameters (default: the preset's: digits, cifar10, cifar100 or imagenet)")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's global batch size")
-    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="override the recipe's global batch size")
+    p.add_argument("--lr", type=positive_float, default=None, help="override the recipe's learning rate")
     p.add_argument("--set", dest="recipe_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
                    "(repeatable)")
     add_model_overrides_argument(p, "override a model config field, e.g. --model blocks=2,2 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
                    help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
                    "(use under torchrun --max-restarts)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    p.add_argument("--accum", type=int, default=1, metavar="K", help="gradient accumulation steps")
+    p.add_argument("--accum", type=positive_int, default=1, metavar="K", help="gradient accumulation steps")
     p.add_argument("--memory-efficient", action="store_true", help="recompute activations through the inverse")
     p.add_argument("--allow-tf32", action="store_true",
                    help="let Φ, its inverse and the memory-saving recompute use TF32 where PyTorch's global flags "
                    "allow it (cuDNN convolutions by default on Ampere and newer GPUs): faster, but reconstructions "
                    "and memory-saving gradients lose about 3 digits. Default: full float32")
-    p.add_argument("--compile", nargs="?", const="default", default=None, choices=[m for m in MODES if m],
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
                    metavar="MODE", help="torch.compile each block (inductor; MODE: default, reduce-overhead = CUDA "
                    "graphs, max-autotune, max-autotune-no-cudagraphs); exits with an error where compiling cannot work")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA only)")
-    p.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
+    p.add_argument("--eval-every", type=nonnegative_int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
     p.set_defaults(func=run)
 
@@ -53,18 +64,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Data, device and loader options shared by ``irevnet train`` and ``irevnet eval``."""
     p.add_argument("--data", required=True, choices=DATASETS, help="data set")
-    p.add_argument("--data-dir", default=None, help="folder of the data set (cifar*, imagefolder)")
-    p.add_argument("--synthetic-size", type=int, default=2560,
+    p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (cifar*, imagefolder)")
+    p.add_argument("--synthetic-size", type=positive_int, default=2560,
                    help="train items of --data synthetic (eval: a quarter of it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--amp", default=None, choices=[k for k in AMP_DTYPES if k],
+    p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="autocast dtype (training with fp16 adds a GradScaler)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes (per rank)")
+    p.add_argument("--workers", type=nonnegative_int, default=0, metavar="N", help="data loader processes (per rank)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Resolve recipe and overrides: explicit flags beat ``--set``, which beats the named recipe."""
+    from ..training.trainer import TrainConfig
+
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for_preset(args.preset)
     overrides = parse_overrides(recipe, args.recipe_overrides)
     for key in ("epochs", "batch_size", "lr"):
@@ -82,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.trainer import train
+
     result = train(config_from_args(args))
     if result.history and int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1]

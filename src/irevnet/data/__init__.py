@@ -1,7 +1,25 @@
-"""Data sets: scikit-learn's bundled digits (default) and, for training at scale, images on disk."""
+"""Data sets: scikit-learn's bundled digits (default) and, for training at scale, images on disk.
 
-from .digits import load_digits_split
-from .imagefolder import CorruptImageError
-from .registry import DATASETS, DataSplits, build_datasets, build_eval_dataset
+Names are imported on first use (PEP 562), so listing :data:`DATASETS` costs no torch import.
+"""
 
-__all__ = ["CorruptImageError", "DATASETS", "DataSplits", "build_datasets", "build_eval_dataset", "load_digits_split"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .digits import load_digits_split
+    from .imagefolder import CorruptImageError
+    from .registry import DATASETS, DataSplits, build_datasets, build_eval_dataset
+
+_MODULE_OF = {
+    "load_digits_split": "digits",
+    "CorruptImageError": "imagefolder",
+    **dict.fromkeys(["DATASETS", "DataSplits", "build_datasets", "build_eval_dataset"], "registry"),
+}
+
+__all__ = sorted(_MODULE_OF)
+
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

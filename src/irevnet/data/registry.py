@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch.utils.data import Dataset
-
-from .cifar import CIFAR_CLASSES, load_cifar
-from .digits import load_digits_split
-from .imagefolder import eval_imagefolder, load_imagefolder
-from .synthetic import SyntheticImages
-from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, cifar_transform, imagenet_transform
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 __all__ = ["DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
-_CIFAR_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
 
 
 @dataclass(frozen=True)
@@ -57,11 +52,19 @@ def build_datasets(
     - ``synthetic``: random tensors of ``synthetic_shape`` (``synthetic_size`` train items,
       a quarter of that for eval), for benchmarks.
     """
+    # Imported here: torchvision and scikit-learn cost seconds, and listing DATASETS needs neither.
+    from .cifar import CIFAR_CLASSES, load_cifar
+    from .digits import load_digits_split
+    from .imagefolder import eval_imagefolder, load_imagefolder
+    from .synthetic import SyntheticImages
+    from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, cifar_transform, imagenet_transform
+
+    cifar_stats = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
     if name == "digits":
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8))
-    if name in _CIFAR_STATS:
-        mean, std = _CIFAR_STATS[name]
+    if name in cifar_stats:
+        mean, std = cifar_stats[name]
         train, test = load_cifar(name, _need_dir(name, data_dir),
                                  train_transform=cifar_transform(train=True, mean=mean, std=std),
                                  eval_transform=cifar_transform(train=False, mean=mean, std=std))

@@ -1,9 +1,25 @@
-"""Training and evaluation loops, and the named recipes."""
+"""Training: recipes (hyper-parameters), the epoch loop and the resumable trainer.
 
-from .loop import EpochStats, evaluate, train_epoch
-from .recipes import Recipe, build_optimizer, get_recipe, list_recipes, parse_overrides, recipe_for_preset
+Names are imported on first use (PEP 562): :mod:`.recipes` is plain Python, so the
+command line can list recipes without importing torch.
+"""
 
-__all__ = [
-    "EpochStats", "Recipe", "build_optimizer", "evaluate", "get_recipe", "list_recipes", "parse_overrides",
-    "recipe_for_preset", "train_epoch",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .loop import EpochStats, evaluate, train_epoch
+    from .recipes import Recipe, build_optimizer, get_recipe, list_recipes, parse_overrides, recipe_for_preset
+
+_MODULE_OF = {
+    **dict.fromkeys(["EpochStats", "evaluate", "train_epoch"], "loop"),
+    **dict.fromkeys(["Recipe", "build_optimizer", "get_recipe", "list_recipes", "parse_overrides",
+                     "recipe_for_preset"], "recipes"),
+}
+
+__all__ = sorted(_MODULE_OF)
+
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

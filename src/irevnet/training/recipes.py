@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,21 @@ class Recipe:
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Refuse values that would train nothing or train on NaN (``--epochs 0``, ``--set lr=nan``).
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"recipe {key} must be >= 1, got {getattr(self, key)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"recipe lr must be a finite number > 0, got {self.lr}")
+        for key in ("momentum", "weight_decay", "lr_gamma"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise ValueError(f"recipe {key} must be a finite number >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"recipe dropout must be in [0, 1), got {self.dropout}")
+        if any(m < 1 for m in self.lr_milestones):
+            raise ValueError(f"recipe lr_milestones must be epochs >= 1, got {list(self.lr_milestones)}")
 
     def replace(self, **overrides: Any) -> "Recipe":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

@@ -1,0 +1,160 @@
+"""The command line's error surface: every bad value is refused in one line with exit code 2,
+outputs never overwrite inputs or existing files (without --force), files follow the umask.
+
+Bad option values are refused while parsing (before a model is built or data is read), so
+these tests are fast. Each case is one class of mistake on one sub-command.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from irevnet import create_model, save_model
+from irevnet.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny checkpoint, an image, a text file, a folder, and an existing figure."""
+    root = tmp_path_factory.mktemp("cli-errors")
+    save_model(create_model("digits", blocks=(1, 1)), root / "m.pt")
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(root / "img.png")
+    (root / "notes.txt").write_text("hello, not a checkpoint\n")
+    (root / "folder").mkdir()
+    (root / "existing.png").write_bytes(b"precious")
+    return root
+
+
+def _argv(template: list[str], root) -> list[str]:
+    return [a.format(d=root) for a in template]
+
+
+M, IMG, TXT, DIR = "{d}/m.pt", "{d}/img.png", "{d}/notes.txt", "{d}/folder"
+TRAIN = ["train", "--preset", "digits", "--data", "synthetic", "--out", "{d}/run"]
+ANALYZE = ["analyze", M, "--data", "digits", "--out", "{d}/analysis"]
+INVERT = ["invert", M, IMG]
+
+CASES = {
+    # info / export / invert take PRESET|CHECKPOINT
+    "info missing": (["info", "{d}/nope.pt"], "neither a preset"),
+    "info folder": (["info", DIR], "is a folder"),
+    "info text file": (["info", TXT], "is not a checkpoint: not a file written by torch.save"),
+    "export size zero": (["export", "digits", "{d}/exp", "--size", "0", "8"], "expected an integer >= 1"),
+    "export size negative": (["export", "digits", "{d}/exp", "--size", "8", "-8"], "expected an integer >= 1"),
+    "export dst is a file": (["export", "digits", IMG], "is a file, expected a folder"),
+    "export text checkpoint": (["export", TXT, "{d}/exp"], "is not a checkpoint"),
+    # demo
+    "demo epochs zero": (["demo", "--epochs", "0"], "expected an integer >= 1, got '0'"),
+    "demo epochs negative": (["demo", "--epochs", "-3"], "expected an integer >= 1"),
+    "demo epochs nan": (["demo", "--epochs", "nan"], "expected an integer, got 'nan'"),
+    "demo seed negative": (["demo", "--seed", "-1"], "between 0 and 4294967295"),
+    "demo seed huge": (["demo", "--seed", str(2**40)], "between 0 and 4294967295"),
+    "demo out is a file": (["demo", "--out", IMG], "is a file, expected a folder"),
+    # train
+    "train epochs zero": ([*TRAIN, "--epochs", "0"], "argument --epochs: expected an integer >= 1"),
+    "train lr nan": ([*TRAIN, "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+    "train lr inf": ([*TRAIN, "--lr", "inf"], "expected a finite number > 0"),
+    "train lr zero": ([*TRAIN, "--lr", "0"], "expected a finite number > 0"),
+    "train lr negative": ([*TRAIN, "--lr", "-0.1"], "expected a finite number > 0"),
+    "train lr text": ([*TRAIN, "--lr", "fast"], "expected a number, got 'fast'"),
+    "train batch zero": ([*TRAIN, "--batch-size", "0"], "argument --batch-size"),
+    "train accum zero": ([*TRAIN, "--accum", "0"], "argument --accum"),
+    "train eval-every negative": ([*TRAIN, "--eval-every", "-1"], "argument --eval-every"),
+    "train workers negative": ([*TRAIN, "--workers", "-2"], "argument --workers"),
+    "train synthetic-size zero": ([*TRAIN, "--synthetic-size", "0"], "argument --synthetic-size"),
+    "train data-dir missing": ([*TRAIN, "--data-dir", "{d}/nowhere"], "folder '{d}/nowhere' does not exist"),
+    "train data-dir is a file": ([*TRAIN, "--data-dir", IMG], "is a file, expected a folder"),
+    "train out is a file": (["train", "--preset", "digits", "--data", "synthetic", "--out", IMG],
+                            "is a file, expected a folder"),
+    "train set lr nan": ([*TRAIN, "--set", "lr=nan"], "recipe lr must be a finite number > 0, got nan"),
+    "train set epochs zero": ([*TRAIN, "--set", "epochs=0"], "recipe epochs must be >= 1, got 0"),
+    "train set dropout one": ([*TRAIN, "--set", "dropout=1"], "recipe dropout must be in [0, 1)"),
+    # eval
+    "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
+    "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder, expected a file"),
+    "eval text checkpoint": (["eval", TXT, "--data", "digits"], "is not a checkpoint"),
+    "eval batch zero": (["eval", M, "--data", "digits", "--batch-size", "0"], "argument --batch-size"),
+    "eval data-dir is a file": (["eval", M, "--data", "cifar10", "--data-dir", TXT], "is a file, expected a folder"),
+    # analyze
+    "analyze pairs zero": ([*ANALYZE, "--pairs", "0"], "argument --pairs: expected an integer between 1 and 100"),
+    "analyze pairs huge": ([*ANALYZE, "--pairs", "100000"], "argument --pairs"),
+    "analyze steps one": ([*ANALYZE, "--steps", "1"], "argument --steps: expected an integer between 2 and 64"),
+    "analyze num-images zero": ([*ANALYZE, "--num-images", "0"], "argument --num-images"),
+    "analyze max-test zero": ([*ANALYZE, "--max-test", "0"], "argument --max-test"),
+    "analyze every zero": ([*ANALYZE, "--every", "0"], "argument --every"),
+    "analyze spectrum-k zero": ([*ANALYZE, "--spectrum-k", "0"], "argument --spectrum-k"),
+    "analyze window negative": ([*ANALYZE, "--window=-1,0,2,2"], "TOP,LEFT >= 0"),
+    "analyze unknown analysis": ([*ANALYZE, "--only", "spectra"], "invalid choice: 'spectra'"),
+    "analyze text checkpoint": (["analyze", TXT, "--data", "digits", "--out", "{d}/a"], "is not a checkpoint"),
+    "analyze out is a file": (["analyze", M, "--data", "digits", "--out", IMG], "is a file, expected a folder"),
+    # convert
+    "convert src missing": (["convert", "{d}/nope.pth", "{d}/out.pt"], "'{d}/nope.pth' does not exist"),
+    "convert src folder": (["convert", DIR, "{d}/out.pt"], "is a folder, expected a file"),
+    "convert dst folder": (["convert", M, DIR], "is a folder, expected a file name"),
+    "convert dst is src": (["convert", M, M], "it is one of the inputs"),
+    "convert dst exists": (["convert", M, IMG], "already exists; pass --force"),
+    # invert
+    "invert missing image": (["invert", M, "{d}/nope.png", "--out", "{d}/o.png"], "'{d}/nope.png' does not exist"),
+    "invert folder as image": (["invert", M, DIR, "--out", "{d}/o.png"], "is a folder, expected a file"),
+    "invert text as image": (["invert", M, TXT, "--out", "{d}/o.png"], "cannot decode image"),
+    "invert out without suffix": ([*INVERT, "--out", "{d}/inv/x"], "expected a file name ending in .png, .pdf, .svg"),
+    "invert out folder": ([*INVERT, "--out", DIR], "is a folder"),
+    "invert out is the input": ([*INVERT, "--out", IMG], "it is one of the inputs"),
+    "invert out exists": ([*INVERT, "--out", "{d}/existing.png"], "already exists; pass --force"),
+    "invert steps one": (["invert", M, "--interpolate", IMG, IMG, "--steps", "1", "--out", "{d}/o.png"],
+                         "argument --steps"),
+    "invert text checkpoint": (["invert", TXT, IMG, "--out", "{d}/o.png"], "is not a checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_value_is_one_line_exit_2(case, files, capsys):
+    template, message = CASES[case]
+    assert main(_argv(template, files)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"irevnet {template[0]}: error: ")
+    assert message.format(d=files) in err
+    assert (files / "existing.png").read_bytes() == b"precious"  # nothing was overwritten
+
+
+def test_missing_required_option_is_one_line(capsys):
+    assert main(["train", "--preset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the following arguments are required: --data, --out" in err
+
+
+def test_invert_writes_exactly_the_path_given_and_force_overwrites(files, tmp_path, capsys):
+    out = tmp_path / "inv" / "x.pdf"
+    assert main(["invert", str(files / "m.pt"), str(files / "img.png"), "--out", str(out)]) == 0
+    assert f"wrote {out} and {out.with_suffix('.json')}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x.json", "x.pdf"]
+    assert out.read_bytes().startswith(b"%PDF")
+    assert main(["invert", str(files / "m.pt"), str(files / "img.png"), "--out", str(out)]) == 2
+    assert main(["invert", str(files / "m.pt"), str(files / "img.png"), "--out", str(out), "--force"]) == 0
+
+
+def test_export_refuses_existing_files_unless_forced(files, tmp_path, capsys):
+    dst = tmp_path / "exp"
+    dst.mkdir()
+    (dst / "meta.json").write_text("{}")
+    assert main(["export", str(files / "m.pt"), str(dst)]) == 2
+    assert "meta.json already exists; pass --force" in capsys.readouterr().err
+    assert (dst / "meta.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoints_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
