@@ -1,9 +1,11 @@
+import itertools
 import json
 import subprocess
 import sys
 
 import matplotlib.image as mpimg
 import pytest
+import torch
 
 from floor import floor_factor
 from irevnet import load_model
@@ -51,3 +53,49 @@ def test_demo_writes_its_outputs(tmp_path):
         img = mpimg.imread(out / png)
         assert img.ndim == 3 and img.shape[0] > 50 and img.std() > 0
         assert f"({png})" in (out / "report.md").read_text()
+
+
+def _check_summary(config):
+    """describe_config (no torch) agrees with the model built from ``config``: parameters, shapes, kind."""
+    from irevnet.model import IRevNet
+    from irevnet.summary import describe_config
+
+    d, model = describe_config(config), IRevNet.from_config(config).eval()
+    assert d["parameters"] == model.num_parameters() and d["blocks"] == model.depth
+    assert d["phi_shape"] == list(model.feature_shape()) == list(model.forward_features(
+        torch.zeros(1, *config.input_shape)).shape[1:])
+    assert d["kind"] == ("injective" if model.injective else "bijective")
+    shapes = model.block_output_shapes()
+    assert [s["output_shape"] for s in d["stages"]] == [list(shapes[i - 1]) for i in
+                                                       itertools.accumulate(s["blocks"] for s in d["stages"])]
+    assert d["after_init_psi"] == list(model.init_psi(torch.zeros(1, *config.input_shape)).shape[1:])
+
+
+@pytest.mark.parametrize("preset", ["digits", "cifar10", "cifar100", "imagenet-a", "imagenet-b"])
+def test_info_of_a_preset_needs_no_model_and_agrees_with_it(preset):
+    from irevnet.config import get_preset
+
+    config = get_preset(preset)
+    if preset.startswith("imagenet"):  # the same architecture on a small input keeps the test fast
+        config = config.replace(input_shape=(3, 32, 32))
+    _check_summary(config)
+
+
+def test_describe_config_matches_custom_models():
+    from irevnet.config import get_preset
+
+    for preset, overrides in [("digits", {"blocks": (1, 2), "num_classes": 3}),
+                              ("cifar10", {"blocks": (1, 1, 1), "mult": 2, "init_block_size": 0}),
+                              ("imagenet-b", {"blocks": (1, 1, 1, 1), "input_shape": (3, 64, 96)})]:
+        _check_summary(get_preset(preset).replace(**overrides))
+
+
+def test_help_and_info_import_no_heavy_library():
+    """Start-up stays fast: parsing --help and `info PRESET` import neither torch nor the plotting/ML stacks."""
+    code = ("import sys, contextlib, io\nfrom irevnet.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['--help']) == 0 and main(['train', '--help']) == 0 and main(['info', 'imagenet-b']) == 0\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'sklearn', 'scipy', 'PIL') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"

@@ -315,26 +315,11 @@ class IRevNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def describe(self) -> dict[str, Any]:
-        """Summary used by ``irevnet info``: parameters, depth, per-stage shapes, Φ size."""
-        shapes = self.block_output_shapes()
-        stages = []
-        for s, (n, stride, ch) in enumerate(zip(self.config.blocks, self.config.strides, self.config.channels)):
-            last = max(i for i, st in enumerate(self.stage_index) if st == s)
-            stages.append({"stage": s + 1, "blocks": n, "stride": stride, "channels_per_half": ch,
-                           "output_shape": list(shapes[last])})
-        c, h, w = self.input_shape
-        phi = self.feature_shape()
-        return {
-            "name": self.config.name,
-            "parameters": self.num_parameters(),
-            "blocks": self.depth,
-            "layers": 3 * self.depth + 1,
-            "input_shape": [c, h, w],
-            "after_init_psi": [c * self.init_psi.factor**2, h // self.init_psi.factor, w // self.init_psi.factor],
-            "stages": stages,
-            "phi_shape": list(phi),
-            "phi_size": phi[0] * phi[1] * phi[2],
-            "input_size": c * h * w,
-            "kind": "injective" if self.injective else "bijective",
-            "num_classes": self.config.num_classes,
-        }
+        """Summary used by ``irevnet info``: parameters, depth, per-stage shapes, Φ size.
+
+        The configuration's :func:`~irevnet.summary.describe_config`, with the parameters
+        counted on this model (a replaced head may differ from the configuration's).
+        """
+        from .summary import describe_config
+
+        return {**describe_config(self.config), "parameters": self.num_parameters()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..config import get_preset, list_presets
+from ..summary import describe_config
 from .common import model_from_spec, model_spec
 
 
@@ -20,7 +22,10 @@ def _shape(s) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    d = model_from_spec(args.model).describe()
+    if args.model in list_presets():
+        d = describe_config(get_preset(args.model))  # no torch import: starts in a fraction of a second
+    else:
+        d = model_from_spec(args.model).describe()
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
