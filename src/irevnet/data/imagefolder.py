@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 from torchvision.datasets import ImageFolder
 
-__all__ = ["CorruptImageError", "load_image", "load_imagefolder", "eval_imagefolder"]
+__all__ = ["CorruptImageError", "decode_image", "load_image", "load_imagefolder", "eval_imagefolder"]
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +23,55 @@ class CorruptImageError(RuntimeError):
     """
 
 
-def load_image(path: str) -> Image.Image:
-    """Decode ``path`` fully as RGB; a truncated or garbage file raises :class:`CorruptImageError`.
+#: Full-scale value of the integer modes PIL decodes high-bit-depth files to: 16-bit files
+#: (PNG, TIFF) open as ``I;16*`` or, depending on the format, ``I`` with values up to 65535.
+_INTEGER_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
-    PIL's own errors often omit the file (``image file is truncated``), so we add it: a
-    broken image in a million-file tree must be findable. We fail instead of skipping so
-    that a run never silently trains on a different data set than the one on disk.
+
+def decode_image(img: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB showing what the file shows, for every mode PIL decodes.
+
+    - The EXIF orientation is applied (photos from phones are stored rotated).
+    - 16-bit grayscale (``I;16*``, and ``I`` with values up to 65535) is scaled by 1/65535;
+      ``I`` images with larger values by 1/(2**31 - 1); negative values clip to 0.
+    - Floating-point images (``F``, e.g. float TIFFs) are read as intensities in [0, 1]
+      (values outside are clipped).
+    - Bilevel (``1``), grayscale, palette (``P``), CMYK and YCbCr convert as PIL converts them.
+    - Transparency (``RGBA``, ``LA``, ``PA``, a palette with a transparent colour) is composited
+      onto white, the way the image looks on a page; the alpha channel is not a model input.
+
+    The result is quantized to 8 bits per channel (the input of every transform); a 16-bit
+    or float image keeps its full range, with 1/255 resolution.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _INTEGER_FULL_SCALE or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            full_scale = 1.0
+        else:
+            full_scale = _INTEGER_FULL_SCALE[img.mode] if a.size == 0 or a.max() <= 65535 else 2**31 - 1
+        grey = np.clip(a / full_scale, 0.0, 1.0)
+        return Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str) -> Image.Image:
+    """Decode ``path`` fully as 8-bit RGB with :func:`decode_image`; a truncated or garbage file
+    raises :class:`CorruptImageError`.
+
+    The one decoding path of irevnet: ``irevnet invert``, ImageFolder data sets (training,
+    evaluation, analyses) all read images through it. PIL's own errors often omit the file
+    (``image file is truncated``), so we add it: a broken image in a million-file tree must
+    be findable. We fail instead of skipping so that a run never silently trains on a
+    different data set than the one on disk.
     """
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")  # convert() forces the full decode inside the try
+            return decode_image(img)  # converting forces the full decode inside the try
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(f"cannot decode image {path!r}: {e}") from None
 
