@@ -11,6 +11,7 @@ trainer; :func:`load_model` ignores them.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -21,9 +22,12 @@ import torch
 from torch import nn
 
 from .config import IRevNetConfig
-from .model import IRevNet
+from .model import ClassifierHead, IRevNet
 
-__all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "init_weights_from",
+           "FORMAT", "VERSION"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "irevnet"
 VERSION = 1
@@ -82,10 +86,29 @@ def _unwrap(model: nn.Module) -> IRevNet:
     return model
 
 
+def _config_of(net: IRevNet) -> IRevNetConfig:
+    """The configuration that rebuilds ``net``: ``num_classes`` follows a replaced classifier
+    (``model.head.fc = nn.Linear(model.num_features, k)`` for fine-tuning)."""
+    head, fc = net.head, getattr(net.head, "fc", None)
+    if not isinstance(head, ClassifierHead) or not isinstance(fc, nn.Linear) or fc.bias is None \
+            or fc.in_features != net.num_features:
+        raise ValueError(
+            f"cannot save this model: its head must be irevnet's ClassifierHead ending in "
+            f"nn.Linear({net.num_features}, num_classes) (got {type(head).__name__} with {fc!r}); "
+            "use model.reset_classifier(num_classes) to change the number of classes")
+    if fc.out_features == net.config.num_classes:
+        return net.config
+    return net.config.replace(num_classes=fc.out_features)
+
+
 def save_model(model: nn.Module, path: str | os.PathLike, **extras: Any) -> Path:
-    """Write ``model`` (configuration + weights, plus optional ``extras``) atomically to ``path``."""
+    """Write ``model`` (configuration + weights, plus optional ``extras``) atomically to ``path``.
+
+    The configuration follows the model: a classifier replaced for fine-tuning (a new
+    ``head.fc`` with another number of classes) is saved with its ``num_classes``.
+    """
     net = _unwrap(model)
-    payload = {"format": FORMAT, "version": VERSION, "config": net.config.to_dict(),
+    payload = {"format": FORMAT, "version": VERSION, "config": _config_of(net).to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     clash = set(extras) & set(payload)
     if clash:
@@ -138,3 +161,60 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} does not describe a valid model: {e}") from None
     return model.to(map_location)
+
+
+#: Configuration fields that fix the shapes of Φ's weights (the input size and the head do not).
+_ARCHITECTURE_FIELDS = ("blocks", "strides", "channels", "init_block_size", "mult")
+
+
+def _weights_file(source: Path) -> Path:
+    """A checkpoint file, or the checkpoint a training run folder holds (best.pt, else last.pt)."""
+    if source.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (source / name).is_file():
+                return source / name
+        raise CheckpointError(f"{str(source)!r} is a folder without best.pt or last.pt (not a training run folder)")
+    return source
+
+
+def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
+    """Copy the weights of the checkpoint ``source`` (a file, or a training run folder: its
+    ``best.pt``, else ``last.pt``) into ``model``, for fine-tuning. Weights only: no optimizer
+    state, epoch or schedule.
+
+    The invertible part Φ must have the same architecture (blocks, strides, channels,
+    initial ψ, mult, input channels); the input's height and width may differ (the weights
+    do not depend on them). When the number of classes differs, the model keeps its own,
+    freshly initialized classifier (the head's BatchNorm is still copied) and this is
+    logged. Returns True when the classifier was copied too.
+    """
+    net = _unwrap(model)
+    path = _weights_file(Path(source))
+    payload = read_checkpoint(path)
+    try:
+        theirs = IRevNetConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not describe a valid model: {e}") from None
+    ours = net.config
+    differ = [f"{k} {getattr(theirs, k)} vs {getattr(ours, k)}" for k in _ARCHITECTURE_FIELDS
+              if getattr(theirs, k) != getattr(ours, k)]
+    if theirs.input_shape[0] != ours.input_shape[0]:
+        differ.append(f"input channels {theirs.input_shape[0]} vs {ours.input_shape[0]}")
+    if differ:
+        raise CheckpointError(f"cannot initialize from {str(path)!r}: its architecture differs from this model's "
+                              f"({'; '.join(differ)})")
+    state = payload["state_dict"]
+    same_head = theirs.num_classes == ours.num_classes
+    if not same_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    expected_missing = set() if same_head else {"head.fc.weight", "head.fc.bias"}
+    if set(missing) != expected_missing or unexpected:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model (missing {sorted(missing)}, "
+                              f"unexpected {sorted(unexpected)})")
+    if same_head:
+        log.info("initialized all weights from %s", path)
+    else:
+        log.info("initialized Φ from %s; new classifier for %d classes (the checkpoint's predicts %d)",
+                 path, ours.num_classes, theirs.num_classes)
+    return same_head

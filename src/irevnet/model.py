@@ -310,6 +310,22 @@ class IRevNet(nn.Module):
                 pair = self.blocks[j].inverse(pair)
             return self.init_psi.inverse(merge(*pair))
 
+    # -- classifier -----------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (timm's convention)."""
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear layer by a freshly initialized one with ``num_classes`` outputs
+        (timm's convention; for fine-tuning). ``config.num_classes`` follows, so
+        :func:`~irevnet.save_model` and :func:`~irevnet.load_model` round-trip the new model.
+        Φ and its inverse are untouched."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        fc = self.head.fc
+        self.head.fc = nn.Linear(self.num_features, num_classes, device=fc.weight.device, dtype=fc.weight.dtype)
+        self.config = self.config.replace(num_classes=num_classes)
+
     # -- introspection --------------------------------------------------------------
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

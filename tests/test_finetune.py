@@ -1,0 +1,76 @@
+"""Fine-tuning: a replaced classifier round-trips through save/load, and weights initialize a
+new model (`init_weights_from`, `irevnet train --init-from`) with a new head when the classes differ."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from irevnet import CheckpointError, create_model, load_model, save_model
+from irevnet.checkpoint import init_weights_from
+
+
+def _randomize_bn(model):
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+
+
+@pytest.mark.parametrize("how", ["assign", "reset_classifier"])
+def test_a_replaced_head_round_trips(tmp_path, how):
+    torch.manual_seed(0)
+    model = create_model("digits", blocks=(1, 1))
+    if how == "assign":
+        model.head.fc = nn.Linear(model.num_features, 3)
+    else:
+        model.reset_classifier(3)
+        assert model.config.num_classes == 3
+    model.eval()
+    loaded = load_model(save_model(model, tmp_path / "m.pt")).eval()
+    assert loaded.config.num_classes == 3
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_a_foreign_head_is_refused_with_advice(tmp_path):
+    model = create_model("digits", blocks=(1, 1))
+    model.head.fc = nn.Sequential(nn.Linear(model.num_features, 3))
+    with pytest.raises(ValueError, match="reset_classifier"):
+        save_model(model, tmp_path / "m.pt")
+
+
+def test_init_weights_from_copies_phi_and_replaces_a_head_of_another_size(tmp_path, caplog):
+    torch.manual_seed(0)
+    source = create_model("digits", blocks=(1, 1))
+    _randomize_bn(source)
+    save_model(source, tmp_path / "run" / "best.pt")
+    target = create_model("digits", blocks=(1, 1), num_classes=4)
+    with caplog.at_level(logging.INFO, logger="irevnet.checkpoint"):
+        assert init_weights_from(target, tmp_path / "run") is False  # a run folder: its best.pt
+    assert "new classifier for 4 classes (the checkpoint's predicts 10)" in caplog.text
+    source.eval(), target.eval()
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(target.forward_features(x), source.forward_features(x))
+        assert torch.equal(target.forward_head(source.forward_features(x), pre_logits=True),
+                           source.forward_head(source.forward_features(x), pre_logits=True))
+    assert target(x).shape == (3, 4)
+
+    same = create_model("digits", blocks=(1, 1), input_shape=(1, 16, 16)).eval()  # another input size is fine
+    assert init_weights_from(same, tmp_path / "run" / "best.pt") is True
+    with torch.no_grad():
+        assert torch.equal(same(x), source(x))
+
+
+def test_init_weights_from_refuses_another_architecture(tmp_path):
+    save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"architecture differs .*blocks \(1, 1\) vs \(1, 2\)"):
+        init_weights_from(create_model("digits", blocks=(1, 2)), tmp_path / "m.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="without best.pt or last.pt"):
+        init_weights_from(create_model("digits", blocks=(1, 1)), tmp_path / "empty")
