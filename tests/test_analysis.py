@@ -33,7 +33,7 @@ from irevnet.analysis import (
     subsample,
     untrained_like,
 )
-from irevnet.analysis.plotting import plot_pca, plot_separability, plot_spectrum
+from irevnet.analysis.plotting import plot_pca, plot_separability, plot_spectrum, save_figure
 from irevnet.analysis.suite import ANALYSES, AnalysisOptions, run_analyses
 from irevnet.cli.main import main
 from irevnet.data import load_digits_split
@@ -251,9 +251,9 @@ def test_plots_render(tmp_path):
     curve = {"blocks": [1, 2, 3], "nn": [0.2, 0.5, 0.9], "svm": [0.3, 0.6, 0.95]}
     pca = {"dims": [1, 3, 10], "nn": [0.2, 0.8, 0.9], "svm": [0.3, 0.85, 0.95], "explained_variance": [0.3, 0.7, 1.0],
            "saturation": {"nn": 10, "svm": 10}}
-    _assert_png(plot_spectrum(spectrum, tmp_path / "s.png"))
-    _assert_png(plot_separability({"trained": curve, "untrained": curve}, tmp_path / "sep.png"))
-    _assert_png(plot_pca(pca, tmp_path / "p.png"))
+    _assert_png(save_figure(plot_spectrum(spectrum), tmp_path / "s.png"))
+    _assert_png(save_figure(plot_separability({"trained": curve, "untrained": curve}), tmp_path / "sep.png"))
+    _assert_png(save_figure(plot_pca(pca), tmp_path / "p.png"))
 
 
 # -- CLI --------------------------------------------------------------------------------

@@ -1,128 +1,225 @@
-"""Matplotlib figures (headless: the Agg backend) shared by the CLI commands."""
+"""The paper's figures as :class:`matplotlib.figure.Figure` objects, ready for a paper.
+
+Every ``plot_*`` function and :func:`image_grid` returns a Figure built directly (no
+``pyplot``): nothing here selects a backend or keeps global state, so the functions work
+in notebooks (display the returned figure) and in headless scripts alike.
+:func:`save_figure` writes a figure as PNG (200 dpi), PDF or SVG.
+
+Conventions: 9-10 pt text, math in mathtext (``$\\sigma_i/\\sigma_1$``), every series in
+its own colour *and* line style or marker so that legends stay readable in grey, long
+titles wrapped to the figure's width, image grids wrapped at :data:`MAX_COLUMNS`.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_pca", "plot_separability", "plot_spectrum",
+           "save_figure", "to_display"]
 
-__all__ = ["image_grid", "plot_pca", "plot_separability", "plot_spectrum", "to_display"]
+#: File formats :func:`save_figure` writes (the path's suffix picks one).
+FORMATS = ("png", "pdf", "svg")
+#: Raster resolution of PNG files.
+PNG_DPI = 200
+#: Image grids wrap onto further row groups after this many columns.
+MAX_COLUMNS = 16
+_FONT = {"title": 10, "label": 9, "tick": 8, "legend": 8, "cell": 8}
 
 
 def to_display(x: Tensor) -> np.ndarray:
-    """(C, H, W) tensor -> (H, W) or (H, W, 3) float array clipped to [0, 1] for imshow."""
+    """(C, H, W) tensor of pixel values -> (H, W) or (H, W, 3) float array clipped to [0, 1] for imshow."""
     a = x.detach().float().cpu().numpy()
     a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
     return np.clip(a, 0.0, 1.0)
 
 
+def _visible_length(word: str) -> int:
+    """Characters ``word`` shows once rendered: a mathtext command (``\\Phi``) is one, ``$ { }`` none."""
+    return len(re.sub(r"[${}]", "", re.sub(r"\\[A-Za-z]+", "X", word)))
+
+
+def _wrap(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` broken at spaces into lines that fit ``width_inches`` at ``fontsize`` (about 0.55 em
+    per character). Never breaks inside ``$...$`` math."""
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    lines = []
+    for paragraph in text.split("\n"):
+        words, line, length, in_math = [], [], 0, False
+        for word in paragraph.split(" "):  # glue the words of a math span together
+            if in_math:
+                words[-1] += " " + word
+            else:
+                words.append(word)
+            in_math ^= word.count("$") % 2 == 1
+        for word in words:
+            n = _visible_length(word)
+            if line and length + 1 + n > chars:
+                lines.append(" ".join(line))
+                line, length = [], 0
+            length += n + (1 if line else 0)
+            line.append(word)
+        lines.append(" ".join(line))
+    return "\n".join(lines)
+
+
 def image_grid(
     rows: Sequence[Sequence[Tensor]],
-    path: str | Path,
     *,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
     cell: float = 1.0,
-) -> Path:
-    """Save a grid of images (each (C, H, W), values in [0, 1]) as a PNG."""
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols + (1.2 if row_labels else 0), cell * n_rows + 0.6),
-                             squeeze=False)
-    for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j < len(row):
-                img = to_display(row[j])
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            if j == 0 and row_labels:
-                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
-            if i == 0 and col_labels and j < len(col_labels):
-                ax.set_title(col_labels[j], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    max_columns: int = MAX_COLUMNS,
+) -> Figure:
+    """A grid of images (each (C, H, W), pixel values in [0, 1]); ``rows[i][j]`` is row i, column j.
+
+    Rows longer than ``max_columns`` wrap: the grid is drawn as several groups of
+    ``len(rows)`` rows, each group holding the next ``max_columns`` columns (labels
+    repeated), so a thousand images make a tall figure, never a 45,000-pixel-wide one.
+    ``cell`` is the size of one image in inches; an image is never drawn smaller than its
+    pixels need at :data:`PNG_DPI` up to 2.5 inches.
+    """
+    n_cols = max(len(r) for r in rows)
+    if n_cols == 0:
+        raise ValueError("image_grid needs at least one image")
+    h, w = rows[0][0].shape[-2:]
+    cell = max(cell, min(max(h, w) / PNG_DPI, 2.5))  # 224-px images get 1.12 inches: every pixel shown
+    cols = min(n_cols, max_columns)
+    groups = math.ceil(n_cols / cols)
+    label_w = 1.3 if row_labels else 0.0
+    col_label_h = 0.35 * max((lab.count("\n") + 1 for lab in col_labels), default=0) if col_labels else 0.0
+    width = cell * cols + label_w
+    title_text = _wrap(title, width, _FONT["title"]) if title else None
+    title_h = 0.25 * (title_text.count("\n") + 1) + 0.15 if title_text else 0.1
+    height = groups * (len(rows) * cell + col_label_h) + title_h
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(groups * len(rows), cols, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+    for g in range(groups):
+        for i, row in enumerate(rows):
+            for jj in range(cols):
+                j = g * cols + jj
+                ax = axes[g * len(rows) + i][jj]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for s in ax.spines.values():
+                    s.set_visible(False)
+                if j < len(row):
+                    img = to_display(row[j])
+                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+                if jj == 0 and row_labels:
+                    ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=_FONT["cell"])
+                if i == 0 and col_labels and j < len(col_labels):
+                    ax.set_title(col_labels[j], fontsize=_FONT["cell"] - 1)
+    if title_text:
+        fig.suptitle(title_text, fontsize=_FONT["title"])
+    return fig
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    fig.tight_layout()
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to exactly ``path``; its suffix (``.png``, ``.pdf`` or ``.svg``) picks the format.
+
+    PNG files are rendered at :data:`PNG_DPI`; PDF and SVG are vector files with the text as text.
+    """
     path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot save a figure as {str(path)!r}: the file name must end in "
+                         f"{', '.join('.' + f for f in FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata={"Software": None} if fmt == "png" else None)
     return path
 
 
-def plot_spectrum(summary: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+def _axes(title: str | None, default: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_title(_wrap(title or default, 5.6, _FONT["title"]), fontsize=_FONT["title"])
+    ax.tick_params(which="both", labelsize=_FONT["tick"])
+    return fig, ax
+
+
+def plot_spectrum(summary: dict[str, Any], *, title: str | None = None) -> Figure:
     """Figure 4: normalized singular values (log scale) against their rank, one curve per image.
 
     ``summary`` is the dict of :func:`irevnet.analysis.spectrum_summary`.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    conds = summary["condition_number"] or [None] * len(summary["normalized"])
-    for i, (values, cond) in enumerate(zip(summary["normalized"], conds)):
-        label = f"image {i}" + (f" (κ = {cond:.3g})" if cond is not None else "")
-        ax.semilogy(np.arange(1, len(values) + 1), values, lw=1.2, label=label)
     top, left, h, w = summary["window"]
-    ax.set_xlabel(f"rank (of {summary['input_dims']} input dimensions)")
-    ax.set_ylabel("σ_i / σ_1")
-    ax.set_title(title or f"singular values of ∂Φ/∂x on the {h}x{w} window at ({top}, {left})", fontsize=9)
+    fig, ax = _axes(title, rf"singular values of $\partial\Phi/\partial x$ on the {h}$\times${w} window "
+                    f"at ({top}, {left})")
+    conds = summary["condition_number"] or [None] * len(summary["normalized"])
+    styles = ["-", "--", ":", "-."]
+    for i, (values, cond) in enumerate(zip(summary["normalized"], conds)):
+        label = f"image {i}" + (rf" ($\kappa$ = {cond:.3g})" if cond is not None else "")
+        ax.semilogy(np.arange(1, len(values) + 1), values, lw=1.4, ls=styles[i % len(styles)], color=f"C{i}",
+                    label=label)
+    ax.set_xlabel(f"rank $i$ (of {summary['input_dims']} input dimensions)", fontsize=_FONT["label"])
+    ax.set_ylabel(r"$\sigma_i / \sigma_1$", fontsize=_FONT["label"])
+    smallest = min(min(v) for v in summary["normalized"])
+    if smallest > 0.1:  # less than a decade: decimal ticks, not 9.975x10^-1
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.yaxis.set_minor_formatter(NullFormatter() if smallest < 0.5 else FormatStrFormatter("%.3g"))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    ax.legend(fontsize=_FONT["legend"])
+    return fig
 
 
-def plot_separability(result: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
-    """Figure 6: test accuracy against depth for 1-NN and linear SVM, trained (solid) vs untrained (dashed).
+def plot_separability(result: dict[str, Any], *, title: str | None = None) -> Figure:
+    """Figure 6: test accuracy against depth for 1-NN and linear SVM, trained vs untrained.
 
+    Four series, each with its own colour, line style and marker: trained networks solid
+    with filled markers, the untrained baseline dashed with open markers.
     ``result`` is the dict of :func:`irevnet.analysis.linear_separability`.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, style in (("trained", "-"), ("untrained", "--")):
+    fig, ax = _axes(title, r"linear separation with depth (spatially averaged, standardized $\Phi_j$)")
+    series = {("trained", "nn"): ("C0", "o"), ("trained", "svm"): ("C1", "s"),
+              ("untrained", "nn"): ("C2", "o"), ("untrained", "svm"): ("C3", "s")}
+    for (name, key), (colour, marker) in series.items():
         curve = result.get(name)
         if curve is None:
             continue
-        for key, colour, label in (("nn", "C0", "1-NN"), ("svm", "C1", "linear SVM")):
-            ax.plot(curve["blocks"], curve[key], style, color=colour, marker="o", ms=3, label=f"{label}, {name}")
-    ax.set_xlabel("block j")
-    ax.set_ylabel("test accuracy")
+        trained = name == "trained"
+        ax.plot(curve["blocks"], curve[key], "-" if trained else "--", color=colour, marker=marker, ms=4,
+                mfc=colour if trained else "white", lw=1.4,
+                label=f"{'1-NN' if key == 'nn' else 'linear SVM'}, {name}")
+    ax.set_xlabel("block $j$", fontsize=_FONT["label"])
+    ax.set_ylabel("test accuracy", fontsize=_FONT["label"])
     ax.set_ylim(0, 1.02)
-    ax.set_title(title or "linear separation with depth (averaged, standardized Φ_j)", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    ax.legend(fontsize=_FONT["legend"], loc="lower right")
+    return fig
 
 
-def plot_pca(result: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+def plot_pca(result: dict[str, Any], *, title: str | None = None) -> Figure:
     """Figure 7: 1-NN / SVM accuracy (left axis) and explained variance (right) against the number of components.
 
     ``result`` is the dict of :func:`irevnet.analysis.pca_from_features`; dotted verticals
     mark where each accuracy saturates.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for key, colour, label in (("nn", "C0", "1-NN"), ("svm", "C1", "linear SVM")):
-        ax.semilogx(result["dims"], result[key], color=colour, marker="o", ms=3, label=label)
-        ax.axvline(result["saturation"][key], color=colour, ls=":", lw=1)
-    ax.set_xlabel("number of principal components d")
-    ax.set_ylabel("test accuracy")
+    fig, ax = _axes(title, r"contraction: accuracy on the top-$d$ principal components of $\Phi$")
+    for key, colour, marker, label in (("nn", "C0", "o", "1-NN"), ("svm", "C1", "s", "linear SVM")):
+        ax.semilogx(result["dims"], result[key], color=colour, marker=marker, ms=4, lw=1.4, label=label)
+        ax.axvline(result["saturation"][key], color=colour, ls=":", lw=1,
+                   label=f"{label} saturates ($d$ = {result['saturation'][key]})")
+    ax.set_xlabel("number of principal components $d$", fontsize=_FONT["label"])
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 10, 100 rather than 10^0, 10^1, 10^2
+    ax.set_ylabel("test accuracy", fontsize=_FONT["label"])
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     var = ax.twinx()
-    var.semilogx(result["dims"], result["explained_variance"], color="grey", ls="--", label="explained variance")
-    var.set_ylabel("cumulative explained variance", color="grey")
+    var.semilogx(result["dims"], result["explained_variance"], color="grey", ls="--", lw=1.4,
+                 label="explained variance")
+    var.set_ylabel("cumulative explained variance", color="grey", fontsize=_FONT["label"])
+    var.tick_params(which="both", labelsize=_FONT["tick"])
     var.set_ylim(0, 1.02)
     lines = ax.get_legend_handles_labels()
     extra = var.get_legend_handles_labels()
-    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="lower right")
-    ax.set_title(title or "contraction: accuracy on the top-d principal components of Φ", fontsize=9)
-    return _save(fig, path)
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=_FONT["legend"], loc="lower right")
+    return fig

@@ -97,6 +97,7 @@ def jacobian_singular_values(
     tol: float = 1e-6,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    progress: bool = False,
 ) -> Tensor:
     """Singular values of ∂Φ/∂x at ``x`` (one input (C, H, W)), perturbing only the pixels in ``window``.
 
@@ -104,7 +105,8 @@ def jacobian_singular_values(
     ``method="exact"`` (or the top ``k`` of them if ``k`` is given), the top ``k`` with
     ``method="lanczos"`` (``k`` default ``min(300, n - 1)``). ``"auto"`` is exact when
     ``n <= exact_max_dims``. ``chunk_size`` bounds how many JVPs run at once (memory);
-    ``seed`` fixes ARPACK's start vector. ``model`` itself is not modified.
+    ``seed`` fixes ARPACK's start vector. ``model`` itself is not modified. ``progress`` shows a
+    bar: Jacobian columns with an ETA (exact), or Jacobian-vector products with their rate (Lanczos).
     """
     if x.ndim != 3 or x.shape[0] != model.input_shape[0]:
         raise ValueError(f"x must be one input (C, H, W) like {model.input_shape}, got shape {tuple(x.shape)}")
@@ -124,20 +126,28 @@ def jacobian_singular_values(
         # torch's forward-mode AD scripts its decompositions on first use (a deprecation notice).
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         if method == "exact":
-            s = _exact(f, v0, chunk_size)
+            s = _exact(f, v0, chunk_size, progress=progress)
             return s if k is None else s[:k]
-        return _lanczos(f, v0, k, tol=tol, seed=seed)
+        return _lanczos(f, v0, k, tol=tol, seed=seed, progress=progress)
 
 
-def _exact(f: Callable[[Tensor], Tensor], v0: Tensor, chunk_size: int) -> Tensor:
+def _exact(f: Callable[[Tensor], Tensor], v0: Tensor, chunk_size: int, *, progress: bool = False) -> Tensor:
     """All singular values of the Jacobian of ``f`` at ``v0``, built column by column with JVPs."""
-    basis = torch.eye(v0.numel(), dtype=v0.dtype, device=v0.device)
-    columns = vmap(lambda e: jvp(f, (v0,), (e,))[1], chunk_size=chunk_size)(basis)  # (n, m): Jᵀ
+    n = v0.numel()
+    basis = torch.eye(n, dtype=v0.dtype, device=v0.device)
+    column = vmap(lambda e: jvp(f, (v0,), (e,))[1])
+    chunks = []
+    with tqdm(total=n, desc="Jacobian", unit="column", disable=not progress, leave=False) as bar:
+        for start in range(0, n, chunk_size):
+            chunks.append(column(basis[start:start + chunk_size]))
+            bar.update(chunks[-1].shape[0])
+    columns = torch.cat(chunks)  # (n, m): Jᵀ
     log.debug("exact Jacobian %d x %d", columns.shape[1], columns.shape[0])
     return torch.linalg.svdvals(columns).cpu()
 
 
-def _lanczos(f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: float, seed: int) -> Tensor:
+def _lanczos(f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: float, seed: int,
+             progress: bool = False) -> Tensor:
     """The top ``k`` singular values of the Jacobian of ``f`` at ``v0`` by ARPACK, from JVPs and VJPs only."""
     n = v0.numel()
     m = f(v0).numel()
@@ -149,12 +159,23 @@ def _lanczos(f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: f
     def to_torch(a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64).reshape(-1)).to(v0.device, v0.dtype)
 
+    # ARPACK's iteration count is not known in advance: the bar counts products and shows their rate.
+    bar = tqdm(desc=f"Lanczos (top {k})", unit="product", disable=not progress, leave=False)
+
+    def counted(product: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def run(a: np.ndarray) -> np.ndarray:
+            out = product(a)
+            bar.update(1)
+            return out
+        return run
+
     op = LinearOperator(
         (m, n), dtype=np.float64,
-        matvec=lambda u: jvp(f, (v0,), (to_torch(u),))[1].double().cpu().numpy(),
-        rmatvec=lambda w: pull(to_torch(w))[0].double().cpu().numpy(),
+        matvec=counted(lambda u: jvp(f, (v0,), (to_torch(u),))[1].double().cpu().numpy()),
+        rmatvec=counted(lambda w: pull(to_torch(w))[0].double().cpu().numpy()),
     )
-    s = svds(op, k=k, tol=tol, return_singular_vectors=False, random_state=seed)
+    with bar:
+        s = svds(op, k=k, tol=tol, return_singular_vectors=False, random_state=seed)
     return torch.from_numpy(np.sort(s)[::-1].copy())
 
 
@@ -182,7 +203,7 @@ def spectrum_summary(
     """
     box = _check_window(window, tuple(images.shape[1:]))
     n = images.shape[1] * box[2] * box[3]
-    values = [jacobian_singular_values(model, img, window, **kwargs)
+    values = [jacobian_singular_values(model, img, window, progress=progress, **kwargs)
               for img in tqdm(images, desc="spectrum", unit="image", disable=not progress, leave=False)]
     complete = all(len(s) == n for s in values)
     return {

@@ -1,6 +1,7 @@
 """All of the paper's analyses of one model on one pair of splits, written as PNG + JSON files.
 
-Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` and ``OUT/NAME.json``:
+Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` (or ``.pdf``/``.svg``, see
+``AnalysisOptions.format``) and ``OUT/NAME.json``:
 
 - ``reconstruct``: test images above Φ⁻¹(Φ(x)); per-image max abs and relative error, and the
   conditioning floor (the error of the exact inverse of Φ rounded to the model's dtype).
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .pca import pca_from_features
-from .plotting import image_grid, plot_pca, plot_separability, plot_spectrum
+from .plotting import image_grid, plot_pca, plot_separability, plot_spectrum, save_figure
 from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct_batches
 from .separability import linear_separability
 from .spectrum import Window, default_window, spectrum_summary
@@ -69,6 +70,7 @@ class AnalysisOptions:
     seed: int = 0
     progress: bool = True
     float64: bool = False
+    format: str = "png"
 
 
 class _Run:
@@ -91,7 +93,7 @@ class _Run:
         return extract_splits(self.model, self.train_set, self.test_set, blocks, batch_size=self.opts.batch_size,
                               num_workers=self.opts.workers, progress=self.opts.progress, name="trained")
 
-    def reconstruct(self, png: Path) -> dict[str, Any]:
+    def reconstruct(self, fig_path: Path) -> dict[str, Any]:
         max_err: list[float] = []
         rel_err: list[float] = []
         floor: list[float] = []
@@ -106,8 +108,9 @@ class _Run:
                 floor += rec.floor_relative_error.tolist()
             shown += list(rec.x_hat.float().cpu()[: self.opts.num_images - len(shown)])
         originals = list(self._leading_test(len(shown))[0].cpu()) if shown else []
-        image_grid([originals, shown], png, row_labels=["x", "Φ⁻¹(Φ(x))"],
-                   title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
+        fig = image_grid([originals, shown], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
+                         title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
+        save_figure(fig, fig_path)
         # The floor is None in float64, where the computation is its own reference.
         mean_floor = sum(floor) / len(floor) if floor else None
         return {"images": len(max_err), "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
@@ -116,7 +119,7 @@ class _Run:
                 "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err,
                 "per_image_floor_relative_error": floor or None}
 
-    def interpolate(self, png: Path) -> dict[str, Any]:
+    def interpolate(self, fig_path: Path) -> dict[str, Any]:
         x, y = self._leading_test(_PAIR_POOL)
         pairs = pairs_of_different_classes(y, self.opts.pairs)
         i0, i1 = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
@@ -126,38 +129,39 @@ class _Run:
         rows, labels = [], []
         for k, (a, b) in enumerate(pairs):
             rows += [list(in_phi[k]), list(in_pixels[k])]
-            labels += [f"Φ {int(y[a])}→{int(y[b])}", "pixels"]
+            labels += [f"$\\Phi$: {int(y[a])}→{int(y[b])}", "pixels"]
         ts = torch.linspace(1, 0, steps).tolist()
-        image_grid(rows, png, row_labels=labels, col_labels=[f"t={t:.2f}" for t in ts],
-                   title="x_t = Φ⁻¹(tΦ(x0) + (1-t)Φ(x1)), each above t·x0 + (1-t)·x1")
+        fig = image_grid(rows, row_labels=labels, col_labels=[f"$t$={t:.2f}" for t in ts],
+                         title=r"$\Phi^{-1}(t\,\Phi(x_0) + (1-t)\,\Phi(x_1))$, each above $t\,x_0 + (1-t)\,x_1$")
+        save_figure(fig, fig_path)
         gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))  # (steps,): 0 at both ends
         endpoints = torch.stack([in_phi[:, 0] - in_pixels[:, 0], in_phi[:, -1] - in_pixels[:, -1]]).abs().max()
         return {"pairs": [list(p) for p in pairs], "labels": [[int(y[a]), int(y[b])] for a, b in pairs], "t": ts,
                 "mean_abs_difference_from_pixel_path": gap.tolist(), "endpoint_max_abs_error": float(endpoints)}
 
-    def spectrum(self, png: Path) -> dict[str, Any]:
+    def spectrum(self, fig_path: Path) -> dict[str, Any]:
         x, _ = self._leading_test(self.opts.spectrum_images)
         window = self.opts.window or default_window(tuple(x.shape[1:]))  # type: ignore[arg-type]
         res = spectrum_summary(self.model, x, window, method=self.opts.spectrum_method, k=self.opts.spectrum_k,
                                seed=self.opts.seed, progress=self.opts.progress)
-        plot_spectrum(res, png)
+        save_figure(plot_spectrum(res), fig_path)
         return res
 
-    def separability(self, png: Path) -> dict[str, Any]:
+    def separability(self, fig_path: Path) -> dict[str, Any]:
         # The splits are already subsampled; the seed also fixes the CV folds and the baseline.
         res = linear_separability(self.model, self.train_set, self.test_set, every=self.opts.every,
                                   baseline_seed=self.opts.seed if self.opts.baseline else None, seed=self.opts.seed,
                                   batch_size=self.opts.batch_size, num_workers=self.opts.workers,
                                   progress=self.opts.progress, features=self.trained_features)
-        plot_separability(res, png)
+        save_figure(plot_separability(res), fig_path)
         return res
 
-    def pca(self, png: Path) -> dict[str, Any]:
+    def pca(self, fig_path: Path) -> dict[str, Any]:
         train, test = self.trained_features
         d = self.model.depth
         res = pca_from_features(train.features[d], train.labels, test.features[d], test.labels,
                                 seed=self.opts.seed, progress=self.opts.progress)
-        plot_pca(res, png)
+        save_figure(plot_pca(res), fig_path)
         return res
 
 
@@ -195,6 +199,6 @@ def run_analyses(
         log.info("analysis %s ...", name)
         analysis: Callable[[Path], dict[str, Any]] = getattr(run, name)
         stem = (stems or {}).get(name, name)
-        results[name] = analysis(out / f"{stem}.png")
+        results[name] = analysis(out / f"{stem}.{options.format}")
         (out / f"{stem}.json").write_text(json.dumps(results[name], indent=1) + "\n")
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.registry import DATASETS
-from .common import add_force_argument, check_outputs, dir_path, existing_dir, existing_file, int_range, \
+from .common import add_force_argument, add_format_argument, check_outputs, dir_path, existing_dir, existing_file, int_range, \
     nonnegative_int, positive_int, seed
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-train", type=positive_int, default=None,
                    help="subsample the training split to this many images")
     p.add_argument("--max-test", type=positive_int, default=None, help="subsample the test split to this many images")
-    p.add_argument("--num-images", type=positive_int, default=16, help="reconstruct: images shown")
+    p.add_argument("--num-images", type=int_range(1, 128), default=16,
+                   help="reconstruct: images shown, 1 to 128 (the grid wraps every 16; all test images are measured)")
     p.add_argument("--float64", action="store_true",
                    help="reconstruct: in float64 (on a copy of the model), exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=positive_int, default=1, help="separability: evaluate every k-th block (and the last)")
     p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_format_argument(p)
     add_force_argument(p)
     p.set_defaults(func=run)
 
@@ -105,7 +107,7 @@ def _headline(name: str, r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     names = [n for n in ANALYSIS_NAMES if n in (args.only or ANALYSIS_NAMES)]
     out = Path(args.out)
-    check_outputs([out / f"{n}{ext}" for n in names for ext in (".png", ".json")], force=args.force,
+    check_outputs([out / f"{n}{ext}" for n in names for ext in (f".{args.format}", ".json")], force=args.force,
                   inputs=[args.checkpoint])
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
@@ -125,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
         every=args.every, baseline=not args.no_baseline, max_train=args.max_train, max_test=args.max_test,
         batch_size=args.batch_size, workers=args.workers, seed=args.seed, progress=not args.no_progress,
         float64=args.float64,
+        format=args.format,
     )
     results = run_analyses(model, train_set, test_set, args.out, names, opts)
     for name, r in results.items():
-        print(f"{name:12s} {_headline(name, r)}  -> {Path(args.out) / name}.png/.json")
+        print(f"{name:12s} {_headline(name, r)}  -> {Path(args.out) / name}.{args.format}/.json")
     return 0

@@ -111,8 +111,15 @@ def file_path(text: str) -> str:
     return text
 
 
-#: Figure formats the commands write (the suffix of a figure path picks one).
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+#: Figure formats the commands write (``irevnet.analysis.plotting.FORMATS``; the suffix of a figure
+#: path picks one). Listed here so that parsing the command line does not import matplotlib.
+FIGURE_FORMATS = ("png", "pdf", "svg")
+FIGURE_SUFFIXES = tuple(f".{f}" for f in FIGURE_FORMATS)
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="png", choices=FIGURE_FORMATS,
+                        help="figure file format: png (200 dpi), pdf or svg (vector; default: png)")
 
 
 def figure_path(text: str) -> str:

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from .common import add_force_argument, check_outputs, dir_path, positive_int, seed
+from .common import add_force_argument, add_format_argument, check_outputs, dir_path, positive_int, seed
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the initialization and data order (the train/test split is always the "
                    "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_format_argument(p)
     add_force_argument(p)
     p.set_defaults(func=run)
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.suite import ANALYSES
 
     out = Path(args.out)
-    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in ANALYSES for ext in (".png", ".json")],
+    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in ANALYSES for ext in (f".{args.format}", ".json")],
                   force=args.force)
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     # the same configuration drawn with the same seed. Files are named as `irevnet analyze` names them.
     start = time.perf_counter()
     results = run_analyses(model, train_set, test_set, out,
-                           options=AnalysisOptions(seed=args.seed, progress=not args.no_progress))
+                           options=AnalysisOptions(seed=args.seed, progress=not args.no_progress,
+                                                           format=args.format))
     analysis_seconds = time.perf_counter() - start
     rec, spec, sep, pca = (results[k] for k in ("reconstruct", "spectrum", "separability", "pca"))
 
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _write_report(out, metrics, results)
+    _write_report(out, metrics, results, args.format)
     print(f"test accuracy {test.top1:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
           f"relative {rec['mean_relative_error']:.2e} (conditioning floor {rec['floor_relative_error']:.2e}) | "
           f"training {train_seconds:.1f} s, analyses {analysis_seconds:.1f} s | report: {out / 'report.md'}")
@@ -127,7 +129,7 @@ def _depth_table(sep: dict) -> str:
                       "|---|---|---|---|---|", *rows])
 
 
-def _write_report(out: Path, m: dict, results: dict) -> None:
+def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
     spec, pca = results["spectrum"], results["pca"]
     sat = pca["saturation"]
     kappa = ", ".join(f"{c:.3g}" for c in spec["condition_number"])
@@ -154,20 +156,20 @@ Each figure below has its numbers in the JSON file of the same name; `irevnet an
 
 Top row: test digits. Bottom row: Φ⁻¹(Φ(x)), computed from the final representation alone.
 
-![reconstructions](reconstruct.png)
+![reconstructions](reconstruct.{fmt})
 
 ## Interpolations in Φ (paper, Figure 5)
 
 Each "Φ" row walks the straight line between Φ(x0) and Φ(x1) and maps it back with Φ⁻¹; the
 row below it is the straight line between the images in pixel space.
 
-![interpolations](interpolate.png)
+![interpolations](interpolate.{fmt})
 
 ## Local conditioning: singular values of ∂Φ/∂x (paper, Figure 4)
 
 Perturbation window: {h}x{w} pixels at ({top}, {left}), {spec['input_dims']} input dimensions; exact SVD.
 
-![spectrum](spectrum.png)
+![spectrum](spectrum.{fmt})
 
 ## Progressive linear separation (paper, Figure 6)
 
@@ -176,13 +178,13 @@ accuracy. Dashed: the same network before training (same seed).
 
 {_depth_table(results['separability'])}
 
-![separability](separability.png)
+![separability](separability.{fmt})
 
 ## Progressive contraction (paper, Figure 7)
 
 Accuracy on the top-d principal components of the final averaged features; dotted lines
 mark where accuracy comes within {pca['tolerance']:g} of its value with all components.
 
-![pca](pca.png)
+![pca](pca.{fmt})
 """
     (out / "report.md").write_text(text)

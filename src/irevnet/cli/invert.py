@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import interpolate, reconstruct
-    from ..analysis.plotting import image_grid
+    from ..analysis.plotting import image_grid, save_figure
     from ..data.preprocess import eval_preprocessing
 
     model = model_from_spec(args.model)
@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     if args.interpolate:
         strip = interpolate(model, *(_load([p], prep) for p in args.interpolate), steps=args.steps)[0]
         ts = torch.linspace(1.0, 0.0, args.steps).tolist()
-        image_grid([list(prep.denormalize(strip))], out, col_labels=[f"t={t:.2f}" for t in ts],
-                   title=f"Φ⁻¹(tΦ(A) + (1-t)Φ(B)), A={Path(args.interpolate[0]).name}, "
-                   f"B={Path(args.interpolate[1]).name}", cell=1.6)
+        fig = image_grid([list(prep.denormalize(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
+                         title=r"$\Phi^{-1}(t\,\Phi(A) + (1-t)\,\Phi(B))$, "
+                         f"A = {Path(args.interpolate[0]).name}, B = {Path(args.interpolate[1]).name}", cell=1.6)
+        save_figure(fig, out)
         print(f"wrote {out}")
         return 0
 
@@ -88,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
     max_err, rel_err = rec.max_abs_error, rec.relative_error
     floor = rec.floor_relative_error.tolist() if rec.floor_relative_error is not None else [None] * len(x)
     names = [Path(p).name for p in args.images]
-    image_grid([list(prep.denormalize(x)), list(prep.denormalize(rec.x_hat.float()))], out,
-               row_labels=["x", "Φ⁻¹(Φ(x))"],
-               col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())],
-               title=f"{model.config.name}: reconstructions from Φ (max abs pixel error {max_err.max():.1e})",
-               cell=1.6)
+    fig = image_grid([list(prep.denormalize(x)), list(prep.denormalize(rec.x_hat.float()))],
+                     row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
+                     col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())],
+                     title=f"{model.config.name}: reconstructions from Φ (max abs pixel error {max_err.max():.1e})",
+                     cell=1.6)
+    save_figure(fig, out)
     report = {
         "model": args.model,
         "preset": model.config.name,

@@ -1,0 +1,113 @@
+"""Figures: the plotting API returns matplotlib Figures without touching the global backend,
+and the files are fit for a paper (200 dpi PNG, PDF/SVG, wrapped grids and titles, distinct series)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from irevnet.analysis.plotting import PNG_DPI, image_grid, plot_pca, plot_separability, plot_spectrum, save_figure
+
+SPECTRUM = {"window": [0, 0, 4, 4], "input_dims": 16, "condition_number": [12.5, 30.0],
+            "normalized": [np.geomspace(1, 0.08, 16).tolist(), np.geomspace(1, 0.03, 16).tolist()]}
+CURVE = {"blocks": [1, 2, 3], "nn": [0.5, 0.6, 0.7], "svm": [0.55, 0.65, 0.8]}
+PCA = {"dims": [1, 2, 4, 8], "nn": [0.3, 0.5, 0.7, 0.72], "svm": [0.35, 0.55, 0.75, 0.78],
+       "explained_variance": [0.4, 0.6, 0.8, 1.0], "saturation": {"nn": 4, "svm": 4}}
+
+
+def test_importing_and_plotting_leave_the_backend_alone():
+    code = ("import matplotlib, sys\nbefore = matplotlib.get_backend()\n"
+            "import irevnet.analysis.plotting as p\nimport torch\n"
+            "fig = p.image_grid([[torch.rand(3, 8, 8)]])\n"
+            "print(before, matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert r.stdout.split() == ["svg", "svg", "False"]
+
+
+def test_plot_functions_return_figures():
+    for fig in (plot_spectrum(SPECTRUM), plot_separability({"trained": CURVE, "untrained": CURVE}), plot_pca(PCA),
+                image_grid([[torch.rand(1, 8, 8)] * 3])):
+        assert isinstance(fig, Figure)
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_save_figure_writes_exactly_the_path_in_its_format(tmp_path, suffix, magic):
+    path = save_figure(plot_spectrum(SPECTRUM), tmp_path / f"spectrum{suffix}")
+    assert path == tmp_path / f"spectrum{suffix}" and os.listdir(tmp_path) == [path.name]
+    assert path.read_bytes().startswith(magic)
+    if suffix == ".png":
+        dpi = Image.open(path).info["dpi"]
+        assert min(dpi) >= 199.5 and PNG_DPI >= 200
+    with pytest.raises(ValueError, match="must end in .png, .pdf, .svg"):
+        save_figure(plot_spectrum(SPECTRUM), tmp_path / "spectrum")
+
+
+def test_math_labels_use_mathtext():
+    ax = plot_spectrum(SPECTRUM).axes[0]
+    assert ax.get_ylabel() == r"$\sigma_i / \sigma_1$"
+    assert "σ_" not in ax.get_title() and r"$\partial\Phi/\partial x$" in ax.get_title()
+
+
+def test_every_separability_series_is_distinct_in_the_legend():
+    ax = plot_separability({"trained": CURVE, "untrained": CURVE}).axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["1-NN, trained", "linear SVM, trained", "1-NN, untrained", "linear SVM, untrained"]
+    looks = {(h.get_color(), h.get_linestyle(), h.get_marker(), str(h.get_markerfacecolor())) for h in handles}
+    assert len(looks) == 4
+    assert {h.get_color() for h in handles}.__len__() == 4  # distinct colours, not only line styles
+
+
+def test_grids_wrap_and_keep_images_at_full_resolution(tmp_path):
+    small = [torch.rand(1, 8, 8) for _ in range(40)]
+    fig = image_grid([small, small], row_labels=["a", "b"])
+    assert len(fig.axes) == 3 * 2 * 16  # 40 columns wrap into 3 groups of 16 columns, 2 rows each
+    w, h = Image.open(save_figure(fig, tmp_path / "many.png")).size
+    assert w <= 18 * PNG_DPI  # does not grow sideways with the number of images
+    big = [torch.rand(3, 224, 224) for _ in range(2)]
+    fig = image_grid([big, big], row_labels=["x", "y"], title="t")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    shown = ax.get_window_extent()
+    assert shown.width >= 224 * fig.dpi / PNG_DPI - 1  # one screen pixel per image pixel at PNG_DPI
+
+
+def test_long_titles_fit_the_figure():
+    title = "imagenet-b: reconstructions from Φ (max abs pixel error 1.2e-06) of a_very_long_file_name.png " * 2
+    fig = image_grid([[torch.rand(3, 32, 32)] * 2] * 2, title=title, cell=1.6)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width + 1
+
+
+@pytest.mark.parametrize("method, unit", [("exact", "column"), ("lanczos", "product")])
+def test_the_spectrum_shows_progress_within_one_image(capsys, method, unit):
+    from irevnet import create_model
+    from irevnet.analysis import jacobian_singular_values
+
+    torch.manual_seed(0)
+    model = create_model("digits", blocks=(1, 1))
+    s = jacobian_singular_values(model, torch.rand(1, 8, 8), (0, 0, 4, 4), method=method, k=3, chunk_size=4,
+                                 progress=True)
+    assert len(s) == 3
+    err = capsys.readouterr().err
+    assert ("Jacobian" if method == "exact" else "Lanczos (top 3)") in err and unit in err
+
+
+def test_analyze_writes_the_format_asked(tmp_path, capsys):
+    from irevnet import create_model, save_model
+    from irevnet.cli.main import main
+
+    ckpt = save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    out = tmp_path / "a"
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "spectrum",
+                 "--window", "0,0,4,4", "--spectrum-images", "1", "--format", "svg", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["spectrum.json", "spectrum.svg"]
+    assert "-> " + str(out / "spectrum") + ".svg/.json" in capsys.readouterr().out
