@@ -93,6 +93,7 @@ CASES = {
     "analyze text checkpoint": (["analyze", TXT, "--data", "digits", "--out", "{d}/a"], "is not a checkpoint"),
     "analyze out is a file": (["analyze", M, "--data", "digits", "--out", IMG], "is a file, expected a folder"),
     # convert
+    "convert text src": (["convert", TXT, "{d}/out.pt"], "is not a checkpoint: not a file written by torch.save"),
     "convert src missing": (["convert", "{d}/nope.pth", "{d}/out.pt"], "'{d}/nope.pth' does not exist"),
     "convert src folder": (["convert", DIR, "{d}/out.pt"], "is a folder, expected a file"),
     "convert dst folder": (["convert", M, DIR], "is a folder, expected a file name"),

@@ -75,6 +75,19 @@ def _umask() -> int:
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
+def torch_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a file written by ``torch.save`` (judged by its first bytes), or None.
+
+    A text file, an image, a safetensors or ONNX file, ...: named as such instead of getting
+    torch's advice about pickled code.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    return f"{str(path)!r} is not a checkpoint: not a file written by torch.save (it starts with {head!r})"
+
+
 def _unwrap(model: nn.Module) -> IRevNet:
     # DDP / torch.compile wrappers keep the real model in .module / ._orig_mod
     while not isinstance(model, IRevNet):
@@ -122,12 +135,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith(_TORCH_MAGIC):
-        # A text file, an image, a safetensors or ONNX file, ...: say so instead of torch's pickle advice.
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint: not a file written by torch.save "
-                              f"(it starts with {head!r})")
+    not_torch = torch_file_problem(path)
+    if not_torch:
+        raise CheckpointError(not_torch)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

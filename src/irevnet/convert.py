@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .checkpoint import torch_file_problem
 from .factory import create_model
 from .model import IRevNet
 
@@ -170,6 +171,9 @@ def read_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"reference checkpoint {str(path)!r} does not exist or is not a file")
+    not_torch = torch_file_problem(path)
+    if not_torch:
+        raise ConversionError(not_torch)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
