@@ -159,3 +159,16 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
         os.umask(old)
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+
+
+def test_the_cli_lists_of_names_match_the_library():
+    """The CLI keeps a few name lists so that parsing imports no torch; they must match the library's."""
+    from irevnet.analysis.plotting import FORMATS
+    from irevnet.analysis.suite import ANALYSES
+    from irevnet.cli.analyze import ANALYSIS_NAMES
+    from irevnet.cli.common import FIGURE_FORMATS
+    from irevnet.cli.train import AMP_CHOICES
+    from irevnet.training.trainer import AMP_DTYPES
+
+    assert ANALYSIS_NAMES == ANALYSES and FIGURE_FORMATS == FORMATS
+    assert set(AMP_CHOICES) == {k for k in AMP_DTYPES if k}
