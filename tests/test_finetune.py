@@ -74,3 +74,33 @@ def test_init_weights_from_refuses_another_architecture(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="without best.pt or last.pt"):
         init_weights_from(create_model("digits", blocks=(1, 1)), tmp_path / "empty")
+
+
+def test_train_init_from_fine_tunes_with_a_new_head(tmp_path, caplog):
+    """`irevnet train --init-from`: the run starts from the given weights (Φ), with a fresh classifier."""
+    from irevnet.cli.main import main
+
+    torch.manual_seed(0)
+    source = create_model("digits", blocks=(1, 1), num_classes=3)
+    _randomize_bn(source)
+    save_model(source, tmp_path / "pre.pt")
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--preset", "digits", "--data", "digits", "--model", "blocks=1,1", "--init-from",
+                     str(tmp_path / "pre.pt"), "--out", str(run), "--epochs", "1", "--lr", "1e-12",
+                     "--no-progress"]) == 0
+    assert "new classifier for 10 classes (the checkpoint's predicts 3)" in caplog.text
+    tuned = load_model(run / "last.pt")
+    # lr 1e-12: the weights of Φ are (to float32 rounding of a 1e-12 step) the initial ones.
+    for name, value in source.state_dict().items():
+        if name.startswith("blocks.") and value.is_floating_point() and "running" not in name:
+            assert torch.allclose(tuned.state_dict()[name], value, rtol=0, atol=1e-6), name
+    assert tuned.config.num_classes == 10
+
+
+def test_train_init_from_refuses_a_missing_source(tmp_path, capsys):
+    from irevnet.cli.main import main
+
+    assert main(["train", "--preset", "digits", "--data", "digits", "--init-from", str(tmp_path / "nope.pt"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "argument --init-from: " in capsys.readouterr().err

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..config import list_presets
 from ..data.registry import DATASETS
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
-from .common import add_model_overrides_argument, dir_path, existing_dir, model_overrides, nonnegative_int, \
+from .common import add_model_overrides_argument, dir_path, existing_dir, existing_path, model_overrides, nonnegative_int, \
     positive_float, positive_int, seed
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
                    "(repeatable)")
     add_model_overrides_argument(p, "override a model config field, e.g. --model blocks=2,2 (repeatable)")
+    p.add_argument("--init-from", type=existing_path, default=None, metavar="CKPT_OR_RUN",
+                   help="fine-tune: start from these weights (a checkpoint, or a run folder's best.pt/last.pt); "
+                   "weights only, and a new classifier when the number of classes differs")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
                    help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
@@ -90,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32,
         compile=args.compile, sync_bn=args.sync_bn,
         eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
-        tensorboard=args.tensorboard,
+        tensorboard=args.tensorboard, init_from=args.init_from,
     )
 
 

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..checkpoint import CheckpointError, read_checkpoint, save_model
+from ..checkpoint import CheckpointError, init_weights_from, read_checkpoint, save_model
 from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
 from ..factory import create_model
@@ -67,6 +67,8 @@ class TrainConfig:
     ``eval_every``: evaluate every N epochs and after the last one (0: never).
     ``allow_tf32``: let Φ, Φ⁻¹ and the memory-saving recompute follow PyTorch's global TF32
     flags (:meth:`~irevnet.model.IRevNet.set_full_float32`); by default they run in IEEE float32.
+    ``init_from``: a checkpoint or run folder whose weights start the run (fine-tuning; see
+    :func:`irevnet.init_weights_from`); a resumed run continues from its own ``last.pt`` instead.
     """
 
     preset: str
@@ -90,6 +92,7 @@ class TrainConfig:
     synthetic_size: int = 2560
     progress: bool = True
     tensorboard: bool = False
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -248,6 +251,8 @@ class _Trainer:
         kwargs.update(cfg.model_overrides)
         model = create_model(cfg.preset, memory_efficient=cfg.memory_efficient, **kwargs)
         model.set_full_float32(not cfg.allow_tf32)
+        if cfg.init_from:  # every rank reads the same weights; a resumed run then restores its own
+            init_weights_from(model, cfg.init_from)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
