@@ -111,3 +111,28 @@ def test_analyze_writes_the_format_asked(tmp_path, capsys):
                  "--window", "0,0,4,4", "--spectrum-images", "1", "--format", "svg", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["spectrum.json", "spectrum.svg"]
     assert "-> " + str(out / "spectrum") + ".svg/.json" in capsys.readouterr().out
+
+
+def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkeypatch):
+    """A CIFAR model's inputs are normalized; its reconstruct/interpolate figures show the pixels."""
+    from torch.utils.data import TensorDataset
+
+    import irevnet.analysis.suite as suite
+    from irevnet import create_model
+    from irevnet.data.preprocess import eval_preprocessing
+
+    torch.manual_seed(0)
+    model = create_model("cifar10", blocks=(1, 1, 1))
+    prep = eval_preprocessing(model.config)
+    pixels = torch.rand(12, 3, 32, 32)
+    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (prep.mean, prep.std))
+    data = TensorDataset((pixels - mean) / std, torch.arange(12) % 3)
+    shown = []
+    monkeypatch.setattr(suite, "image_grid", lambda rows, **kw: shown.append(rows) or image_grid(rows[:1], **kw))
+    res = suite.run_analyses(model, data, data, tmp_path, ["reconstruct", "interpolate"],
+                             suite.AnalysisOptions(num_images=4, pairs=2, steps=3, progress=False))
+    originals = torch.stack(shown[0][0])
+    torch.testing.assert_close(originals, pixels[:4], atol=1e-6, rtol=0)
+    ends = torch.stack([shown[1][1][0], shown[1][1][-1]])  # the pixel-space row starts and ends at pixels
+    assert 0 <= float(ends.min()) and float(ends.max()) <= 1
+    assert res["reconstruct"]["max_abs_error"] < 1e-5 and "pixel" in res["reconstruct"]["error_units"]

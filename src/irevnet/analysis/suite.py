@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..data.preprocess import eval_preprocessing
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .pca import pca_from_features
@@ -81,6 +82,8 @@ class _Run:
         self.train_set = subsample(train_set, opts.max_train, seed=opts.seed)
         self.test_set = subsample(test_set, opts.max_test, seed=opts.seed)
         self.device = next(model.parameters()).device
+        # Figures and errors in pixel values: undo the normalization of the model's preprocessing.
+        self.pixels = eval_preprocessing(model.config).denormalize
 
     def _leading_test(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = next(iter(DataLoader(self.test_set, batch_size=min(n, len(self.test_set)))))  # type: ignore[arg-type]
@@ -101,19 +104,21 @@ class _Run:
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
         batches = (x.to(self.device) for x, _ in tqdm(loader, desc="reconstruct", unit="batch",
                                                          disable=not self.opts.progress, leave=False))
-        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64):
+        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64,
+                                       to_pixels=self.pixels):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()
             if rec.floor_relative_error is not None:
                 floor += rec.floor_relative_error.tolist()
-            shown += list(rec.x_hat.float().cpu()[: self.opts.num_images - len(shown)])
-        originals = list(self._leading_test(len(shown))[0].cpu()) if shown else []
+            shown += list(self.pixels(rec.x_hat.float()).cpu()[: self.opts.num_images - len(shown)])
+        originals = list(self.pixels(self._leading_test(len(shown))[0]).cpu()) if shown else []
         fig = image_grid([originals, shown], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
-                         title=f"test images and their reconstructions from Φ (max abs error {max(max_err):.1e})")
+                         title=f"test images and their reconstructions from Φ (max abs pixel error {max(max_err):.1e})")
         save_figure(fig, fig_path)
         # The floor is None in float64, where the computation is its own reference.
         mean_floor = sum(floor) / len(floor) if floor else None
-        return {"images": len(max_err), "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
+        return {"images": len(max_err), "error_units": "pixel values (normalization undone; [0, 1] for images)",
+                "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
                 "max_abs_error": max(max_err), "mean_relative_error": sum(rel_err) / len(rel_err),
                 "floor_relative_error": mean_floor,
                 "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err,
@@ -124,8 +129,8 @@ class _Run:
         pairs = pairs_of_different_classes(y, self.opts.pairs)
         i0, i1 = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
         steps = self.opts.steps
-        in_phi = interpolate(self.model, x[i0], x[i1], steps=steps).cpu()
-        in_pixels = pixel_interpolate(x[i0], x[i1], steps=steps).cpu()
+        in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps)).cpu()
+        in_pixels = self.pixels(pixel_interpolate(x[i0], x[i1], steps=steps)).cpu()
         rows, labels = [], []
         for k, (a, b) in enumerate(pairs):
             rows += [list(in_phi[k]), list(in_pixels[k])]
