@@ -167,8 +167,10 @@ def test_the_cli_lists_of_names_match_the_library():
     from irevnet.analysis.suite import ANALYSES
     from irevnet.cli.analyze import ANALYSIS_NAMES
     from irevnet.cli.common import FIGURE_FORMATS
-    from irevnet.cli.train import AMP_CHOICES
+    from irevnet.cli.train import AMP_CHOICES, COMPILE_MODES
+    from irevnet.compile import MODES
     from irevnet.training.trainer import AMP_DTYPES
 
     assert ANALYSIS_NAMES == ANALYSES and FIGURE_FORMATS == FORMATS
     assert set(AMP_CHOICES) == {k for k in AMP_DTYPES if k}
+    assert COMPILE_MODES == tuple(m for m in MODES if m)
