@@ -94,6 +94,13 @@ register_preset(IRevNetConfig(
     input_shape=(1, 8, 8), num_classes=10, init_block_size=2,
 ))
 register_preset(IRevNetConfig(
+    name="digits-b",
+    description="small bijective i-RevNet for scikit-learn's 8x8 digits: ψ to 4x4x4, no zero padding, "
+    "Φ of 16x2x2 = 64 entries (as many as the image), for exact densities and metamers",
+    blocks=(2, 6), strides=(1, 2), channels=(2, 8),
+    input_shape=(1, 8, 8), num_classes=10, init_block_size=2, mult=1,
+))
+register_preset(IRevNetConfig(
     name="cifar10",
     description="reference CIFAR i-RevNet, injective (3 input channels zero-padded to 32)",
     blocks=(18, 18, 18), strides=(1, 2, 2), channels=(16, 64, 256),

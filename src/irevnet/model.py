@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,7 +18,13 @@ from .config import IRevNetConfig
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
-__all__ = ["IRevNet", "ClassifierHead"]
+__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob"]
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """``log N(z; 0, I)`` per example: ``(N, ...) -> (N,)``, summed over all other dimensions."""
+    z = z.flatten(1)
+    return -0.5 * (z.square().sum(dim=1) + z.shape[1] * math.log(2 * math.pi))
 
 
 class ClassifierHead(nn.Module):
@@ -266,6 +274,32 @@ class IRevNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-density of ``x`` under a standard normal on Φ: ``(N, C, H, W) -> (N,)``.
+
+        ``log p(x) = log N(Φ(x); 0, I) + log|det ∂Φ/∂x|``, and the last term is 0: ψ permutes
+        entries and an additive coupling ``(x1, x2) -> (x2, x1 + F(x2))`` has a unit-triangular
+        Jacobian, so Φ preserves volume. Divide by ``x[0].numel()`` for nats per dimension.
+
+        Eval mode: each entry is the density of that example. Train mode: BatchNorm normalizes
+        with batch statistics, so Φ of one example depends on the others; the map from the
+        whole batch to its Φ still preserves volume, so ``log_prob(x).sum()`` is the exact
+        log-density of the batch as one sample, while single entries are not densities of
+        single examples (and the forward updates BatchNorm running statistics, as any
+        train-mode forward does).
+
+        Raises ValueError for injective models: their Φ lies on a subspace of its space (the
+        zero-padded directions), where a density on Φ does not exist.
+        """
+        if self.injective:
+            raise ValueError(
+                f"log_prob needs a bijective model, but {self.config.name!r} is injective: its zero padding "
+                f"puts Φ ({math.prod(self.feature_shape())} entries) on a subspace of dimension "
+                f"{math.prod(self.input_shape)}, which has no density (use a bijective preset such as "
+                "'digits-b' or 'imagenet-b')"
+            )
+        return standard_normal_log_prob(self.forward_features(x))
 
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """The merged representation after every block (``depth`` tensors).

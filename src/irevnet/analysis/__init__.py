@@ -5,6 +5,11 @@
 - :mod:`.features`: batched, spatially averaged block features Φ_j.
 - :mod:`.separability`: 1-NN / linear-SVM accuracy with depth (Figure 6).
 - :mod:`.pca`: accuracy on the top-d principal components of Φ (Figure 7).
+- :mod:`.invariance`: metamers, inputs with another image's logits and everything else of their own
+  (bijective models; Jacobsen et al., ICLR 2019).
+- :mod:`.edits`: Φ⁻¹ after swapping regions or channel groups of Φ between images, or zeroing them.
+- :mod:`.ood`: AUROC of exact log-densities between test images and shifted copies
+  (bijective models; Nalisnick et al., ICML 2019).
 - :mod:`.plotting`: the figures; :mod:`.suite`: all of them as PNG + JSON files.
 
 Names are imported on first use (PEP 562): the classifier and eigensolver stacks
@@ -19,6 +24,9 @@ from .._lazy import lazy_exports
 _MODULE_OF = {
     **dict.fromkeys(["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample",
                      "untrained_like"], "features"),
+    **dict.fromkeys(["head_statistics", "impose_head_statistics", "metamer_report", "metamers"], "invariance"),
+    **dict.fromkeys(["edit_and_invert", "quadrants", "representation_edits", "stage_ends"], "edits"),
+    **dict.fromkeys(["OOD_SHIFTS", "auroc", "log_prob_per_dim", "ood_detection", "shifted_copies"], "ood"),
     **dict.fromkeys(["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"], "pca"),
     **dict.fromkeys(["Reconstruction", "conditioning_floor", "interpolate", "pairs_of_different_classes",
                      "pixel_interpolate", "reconstruct", "reconstruct_batches"], "inversion"),

@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 from torch import Tensor
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_pca", "plot_separability", "plot_spectrum",
-           "save_figure", "to_display"]
+__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_log_prob_histograms", "plot_pca", "plot_separability",
+           "plot_spectrum", "save_figure", "to_display"]
 
 #: File formats :func:`save_figure` writes (the path's suffix picks one).
 FORMATS = ("png", "pdf", "svg")
@@ -75,11 +75,14 @@ def image_grid(
     *,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
+    cell_labels: Sequence[Sequence[str]] | None = None,
     title: str | None = None,
     cell: float = 1.0,
     max_columns: int = MAX_COLUMNS,
 ) -> Figure:
     """A grid of images (each (C, H, W), pixel values in [0, 1]); ``rows[i][j]`` is row i, column j.
+
+    ``cell_labels[i][j]`` (optional) is written under image ``j`` of row ``i``.
 
     Rows longer than ``max_columns`` wrap: the grid is drawn as several groups of
     ``len(rows)`` rows, each group holding the next ``max_columns`` columns (labels
@@ -99,7 +102,8 @@ def image_grid(
     width = cell * cols + label_w
     title_text = _wrap(title, width, _FONT["title"]) if title else None
     title_h = 0.25 * (title_text.count("\n") + 1) + 0.15 if title_text else 0.1
-    height = groups * (len(rows) * cell + col_label_h) + title_h
+    row_h = cell + (0.22 if cell_labels else 0.0)
+    height = groups * (len(rows) * row_h + col_label_h) + title_h
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(groups * len(rows), cols, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
     for g in range(groups):
@@ -118,6 +122,8 @@ def image_grid(
                     ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=_FONT["cell"])
                 if i == 0 and col_labels and j < len(col_labels):
                     ax.set_title(col_labels[j], fontsize=_FONT["cell"] - 1)
+                if cell_labels and j < len(cell_labels[i]):
+                    ax.set_xlabel(cell_labels[i][j], fontsize=_FONT["cell"] - 1)
     if title_text:
         fig.suptitle(title_text, fontsize=_FONT["title"])
     return fig
@@ -222,4 +228,27 @@ def plot_pca(result: dict[str, Any], *, title: str | None = None) -> Figure:
     lines = ax.get_legend_handles_labels()
     extra = var.get_legend_handles_labels()
     ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=_FONT["legend"], loc="lower right")
+    return fig
+
+
+def plot_log_prob_histograms(result: dict[str, Any], *, title: str | None = None) -> Figure:
+    """Histograms of log p(x) per dimension: the test images (filled) and each copy (outlined), with the AUROCs.
+
+    ``result`` is the dict of :func:`irevnet.analysis.ood_detection`.
+    """
+    fig, ax = _axes(title, "exact log-density: test images and their shifted, noised and inverted copies")
+    scores = result["log_prob_per_dim"]
+    lo, hi = np.percentile(np.concatenate([np.asarray(v) for v in scores.values()]), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 50)
+    styles = ["-", "--", ":", "-."]
+    for i, (name, v) in enumerate(scores.items()):
+        if name == "test":
+            ax.hist(np.clip(v, lo, hi), bins=bins, color="C0", alpha=0.4, label="test")
+        else:
+            ax.hist(np.clip(v, lo, hi), bins=bins, histtype="step", lw=1.4, ls=styles[i % len(styles)],
+                    color=f"C{i}", label=f"{name} (AUROC {result['auroc'][name]:.3f})")
+    ax.set_xlabel(r"$\log p(x)$ per dimension (nats)", fontsize=_FONT["label"])
+    ax.set_ylabel("images", fontsize=_FONT["label"])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=_FONT["legend"])
     return fig

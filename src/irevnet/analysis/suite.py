@@ -30,16 +30,22 @@ from ..data.preprocess import eval_preprocessing
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .pca import pca_from_features
-from .plotting import image_grid, plot_pca, plot_separability, plot_spectrum, save_figure
+from .plotting import image_grid, plot_log_prob_histograms, plot_pca, plot_separability, plot_spectrum, save_figure
 from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct_batches
+from .edits import representation_edits
+from .invariance import metamer_report
+from .ood import ood_detection
 from .separability import linear_separability
 from .spectrum import Window, default_window, spectrum_summary
 
-__all__ = ["ANALYSES", "AnalysisOptions", "check_analyses", "run_analyses"]
+__all__ = ["ANALYSES", "BIJECTIVE_ONLY", "AnalysisOptions", "check_analyses", "default_analyses", "run_analyses"]
 
 log = logging.getLogger(__name__)
 
-ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
+ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
+
+#: Analyses that need a bijective model (Φ⁻¹ defined everywhere, or a density on Φ).
+BIJECTIVE_ONLY = ("metamers", "ood")
 
 #: Pool of leading test images that interpolation pairs are drawn from.
 _PAIR_POOL = 200
@@ -57,6 +63,9 @@ class AnalysisOptions:
 
     num_images: int = 16
     pairs: int = 6
+    metamer_pairs: int = 100
+    metamer_steps: int = 600
+    ood_noise: float = 0.2
     steps: int = 9
     window: Window | None = None
     spectrum_images: int = 3
@@ -169,6 +178,53 @@ class _Run:
         save_figure(plot_pca(res), fig_path)
         return res
 
+    def metamers(self, fig_path: Path) -> dict[str, Any]:
+        x, y = self._leading_test(_PAIR_POOL)
+        pairs = pairs_of_different_classes(y, max(self.opts.metamer_pairs, self.opts.pairs))
+        ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        x_m, res = metamer_report(self.model, x[ia], x[ib], batch_size=self.opts.batch_size,
+                                  steps=self.opts.metamer_steps)
+        k = self.opts.pairs
+        shown = [self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])]
+        labels = [[f"pred {p}" for p in res[key][:k]] for key in ("pred_a", "pred_b", "pred_m")]
+        fig = image_grid([list(r) for r in shown], row_labels=["$x_a$", "$x_b$", "metamer"], cell_labels=labels,
+                         title=f"metamers: logits of x_a (max rel. error {res['max_logit_relative_error']:.0e}), "
+                         f"the rest of x_b; closer to x_b for {res['closer_to_b']:.0%} of {len(pairs)} pairs")
+        save_figure(fig, fig_path)
+        res["labels"] = [[int(y[a]), int(y[b])] for a, b in pairs]
+        res["pair_indices"] = [list(p) for p in pairs]
+        res["steps"] = self.opts.metamer_steps
+        return res
+
+    def ood(self, fig_path: Path) -> dict[str, Any]:
+        loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
+        x = torch.cat([xb for xb, _ in loader]).to(self.device)
+        res = ood_detection(self.model, x, noise=self.opts.ood_noise, seed=self.opts.seed,
+                            batch_size=self.opts.batch_size)
+        save_figure(plot_log_prob_histograms(res), fig_path)
+        return res
+
+    def edits(self, fig_path: Path) -> dict[str, Any]:
+        x, y = self._leading_test(_PAIR_POOL)
+        pairs = pairs_of_different_classes(y, self.opts.pairs)
+        ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        res = representation_edits(self.model, x[ia], x[ib])
+        names = list(res["images"])
+        shown = [self.pixels(v).cpu() for v in (x[ia], x[ib], *(res["images"][n] for n in names))]
+        rows = [[v[k] for v in shown] for k in range(len(pairs))]
+        titles = ["$x_a$", "$x_b$", *(n.replace(" ← ", "\n← ").replace(": ", ":\n") for n in names)]
+        fig = image_grid(rows, col_labels=titles, row_labels=[f"{int(y[a])}, {int(y[b])}" for a, b in pairs],
+                         title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed")
+        save_figure(fig, fig_path)
+        return {"pairs": [list(p) for p in pairs], "labels": [[int(y[a]), int(y[b])] for a, b in pairs],
+                "kind": res["kind"], "change": res["change"],
+                "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()}}
+
+
+def default_analyses(model: IRevNet) -> list[str]:
+    """Every analysis that applies to ``model`` (those in :data:`BIJECTIVE_ONLY` only for bijective ones)."""
+    return [n for n in ANALYSES if not (model.injective and n in BIJECTIVE_ONLY)]
+
 
 def check_analyses(names: Sequence[str]) -> list[str]:
     """``names`` in the canonical order of :data:`ANALYSES` (PCA then reuses separability's
@@ -184,18 +240,23 @@ def run_analyses(
     train_set: Dataset,
     test_set: Dataset,
     out: str | Path,
-    names: Sequence[str] = ANALYSES,
+    names: Sequence[str] | None = None,
     options: AnalysisOptions = AnalysisOptions(),
     stems: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run the analyses ``names`` (from :data:`ANALYSES`) and write ``out/NAME.png`` and ``out/NAME.json``.
+    """Run the analyses ``names`` (from :data:`ANALYSES`; default :func:`default_analyses`) and write
+    ``out/NAME.png`` and ``out/NAME.json``.
 
     ``train_set``/``test_set`` yield ``(image (C, H, W), label)``; the model runs on the
     device of its parameters and is left in the mode it was in. ``stems`` renames the
     files of some analyses (``{"reconstruct": "reconstructions"}`` writes
     ``reconstructions.png``). Returns each analysis's JSON-ready dict by name.
     """
-    names = check_analyses(names)
+    names = default_analyses(model) if names is None else check_analyses(names)
+    refused = [n for n in names if n in BIJECTIVE_ONLY and model.injective]
+    if refused:
+        raise ValueError(f"{', '.join(refused)} need(s) a bijective model, but {model.config.name!r} is injective "
+                         "(its zero padding puts Φ on a subspace; use a bijective preset such as 'digits-b')")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(model, train_set, test_set, options)

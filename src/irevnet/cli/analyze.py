@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 #: ``--only`` choices: the names of :data:`irevnet.analysis.suite.ANALYSES` (kept here so that
 #: parsing the command line does not import the analysis stack).
-ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
+ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
 
 
 def _load_data(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (not needed for digits)")
     p.add_argument("--out", required=True, type=dir_path, help="output folder for NAME.png / NAME.json")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=ANALYSIS_NAMES,
-                   help=f"run only these analyses, from {', '.join(ANALYSIS_NAMES)} (default: all)")
+                   help=f"run only these analyses, from {', '.join(ANALYSIS_NAMES)} (default: all that apply; "
+                   "metamers and ood need a bijective model)")
     p.add_argument("--seed", type=seed, default=0, help="subsampling, CV folds and the untrained baseline's "
                    "initialization (the seed the model was trained with gives its initial network)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -69,7 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float64", action="store_true",
                    help="reconstruct: in float64 (on a copy of the model), exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
-    p.add_argument("--pairs", type=int_range(1, 100), default=6, help="interpolate: number of pairs (1 to 100)")
+    p.add_argument("--pairs", type=int_range(1, 100), default=6,
+                   help="interpolate, metamers, edits: number of pairs shown (1 to 100)")
+    p.add_argument("--metamer-pairs", type=positive_int, default=100, help="metamers: number of pairs measured")
+    p.add_argument("--metamer-steps", type=nonnegative_int, default=600,
+                   help="metamers: Adam steps of the pixel-space search before the exact projection (0: none)")
     p.add_argument("--steps", type=int_range(2, 64), default=9, help="interpolate: images per row (2 to 64)")
     p.add_argument("--window", type=_window, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="spectrum: pixel window of the perturbation (default: whole image up to 100x100, "
@@ -78,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spectrum-method", choices=["auto", "exact", "lanczos"], default="auto",
                    help="spectrum: exact SVD (auto up to 4096 window dimensions) or Lanczos top-k")
     p.add_argument("--spectrum-k", type=positive_int, default=None, help="spectrum: number of top singular values (Lanczos)")
+    p.add_argument("--ood-noise", type=float, default=0.2,
+                   help="ood: noise standard deviation of the noised copies, as a fraction of the value range")
     p.add_argument("--every", type=positive_int, default=1, help="separability: evaluate every k-th block (and the last)")
     p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -101,10 +108,20 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         t = r["trained"]
         return (f"last block 1-NN {t['nn'][-1]:.4f}, SVM {t['svm'][-1]:.4f} "
                 f"(first block {t['nn'][0]:.4f}, {t['svm'][0]:.4f})")
+    if name == "metamers":
+        return (f"max logit rel. error {r['max_logit_relative_error']:.1e}; closer to x_b for "
+                f"{r['closer_to_b']:.0%} of {r['pairs']} pairs (mean distance to x_b {r['mean_distance_to_b']:.2f}, "
+                f"to x_a {r['mean_distance_to_a']:.2f})")
+    if name == "ood":
+        return "AUROC of log p(x): " + ", ".join(f"{k} {v:.3f}" for k, v in r["auroc"].items())
+    if name == "edits":
+        return "mean share of the x_a→x_b difference carried: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["mean_change"].items() if r["kind"][k] != "zero")
     return f"accuracy saturates at d = {r['saturation']['nn']} (1-NN), {r['saturation']['svm']} (SVM)"
 
 
 def run(args: argparse.Namespace) -> int:
+    # Without --only: every analysis that applies to the model (known once it is loaded).
     names = [n for n in ANALYSIS_NAMES if n in (args.only or ANALYSIS_NAMES)]
     out = Path(args.out)
     check_outputs([out / f"{n}{ext}" for n in names for ext in (f".{args.format}", ".json")], force=args.force,
@@ -123,13 +140,14 @@ def run(args: argparse.Namespace) -> int:
                          f"channel(s) (input_shape {model.input_shape})")
     opts = AnalysisOptions(
         num_images=args.num_images, pairs=args.pairs, steps=args.steps, window=args.window,
+        metamer_pairs=args.metamer_pairs, metamer_steps=args.metamer_steps, ood_noise=args.ood_noise,
         spectrum_images=args.spectrum_images, spectrum_method=args.spectrum_method, spectrum_k=args.spectrum_k,
         every=args.every, baseline=not args.no_baseline, max_train=args.max_train, max_test=args.max_test,
         batch_size=args.batch_size, workers=args.workers, seed=args.seed, progress=not args.no_progress,
         float64=args.float64,
         format=args.format,
     )
-    results = run_analyses(model, train_set, test_set, args.out, names, opts)
+    results = run_analyses(model, train_set, test_set, args.out, names if args.only else None, opts)
     for name, r in results.items():
         print(f"{name:12s} {_headline(name, r)}  -> {Path(args.out) / name}.{args.format}/.json")
     return 0

@@ -1,4 +1,9 @@
-"""``irevnet demo``: train the `digits` model on the bundled digits, run the paper's analyses, write a report."""
+"""``irevnet demo``: train the `digits` model on the bundled digits, run the paper's analyses, write a report.
+
+It then trains the bijective `digits-b` with the hybrid objective (cross-entropy + NLL) for
+the analyses that need an exact inverse everywhere or a density: metamers, OOD detection
+with exact log-densities, and edits in Φ.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,20 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import add_force_argument, add_format_argument, check_outputs, dir_path, positive_int, seed
 
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from ..training import Recipe
+
 log = logging.getLogger(__name__)
+
+#: The paper's analyses, on `digits`; then the ones that need a bijective model, on `digits-b`.
+PAPER_ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
+BIJECTIVE_ANALYSES = ("metamers", "ood", "edits")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "write plots and a report")
     p.add_argument("--out", default="runs/demo", type=dir_path, help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the digits recipe's epoch count")
+    p.add_argument("--epochs-b", type=positive_int, default=None, help="override the digits-b recipe's epoch count")
+    p.add_argument("--nll-weight", type=float, default=1.0,
+                   help="weight of the NLL per dimension in digits-b's hybrid objective (default: 1)")
     p.add_argument("--seed", type=seed, default=0,
                    help="seed of the initialization and data order (the train/test split is always the "
                    "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)")
@@ -28,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 #: What the demo writes into its folder, besides one PNG + JSON per analysis.
-DEMO_FILES = ("model.pt", "metrics.json", "report.md")
+DEMO_FILES = ("model.pt", "model_b.pt", "metrics.json", "report.md")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,52 +58,38 @@ def run(args: argparse.Namespace) -> int:
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from ..analysis.suite import AnalysisOptions, run_analyses
     from ..checkpoint import save_model
     from ..data import load_digits_split
-    from ..factory import create_model
-    from ..training import build_optimizer, evaluate, get_recipe, train_epoch
+    from ..training import get_recipe
 
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
     train_set, test_set = load_digits_split()
     recipe = get_recipe("digits")
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs)
-    model = create_model("digits", dropout=recipe.dropout)
-    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(args.seed))
-    test_loader = DataLoader(test_set, batch_size=512)
-    optimizer, scheduler, per_batch = build_optimizer(model.parameters(), recipe, len(loader))
-
-    log.info("training digits (%s parameters) on %d images for %d epochs",
-             f"{model.num_parameters():,}", len(train_set), recipe.epochs)
-    train_seconds = 0.0
-    bar = tqdm(range(recipe.epochs), desc="demo", unit="epoch", disable=args.no_progress)
-    for epoch in bar:
-        stats = train_epoch(model, loader, optimizer, scheduler=scheduler if per_batch else None,
-                            progress=False)
-        if not per_batch:
-            scheduler.step()
-        train_seconds += stats.seconds
-        bar.set_postfix(loss=f"{stats.loss:.3f}", train_acc=f"{stats.top1:.3f}",
-                        img_s=f"{stats.images_per_second:.0f}")
-    test = evaluate(model, test_loader)
-    log.info("test accuracy %.4f after %.1f s of training", test.top1, train_seconds)
-
+    model, train_seconds, test = _train("digits", recipe, train_set, test_set, args)
     save_model(model, out / "model.pt", recipe=recipe.to_dict())
 
     # The untrained baseline of the separability analysis is this run's initial network:
     # the same configuration drawn with the same seed. Files are named as `irevnet analyze` names them.
     start = time.perf_counter()
-    results = run_analyses(model, train_set, test_set, out,
-                           options=AnalysisOptions(seed=args.seed, progress=not args.no_progress,
-                                                           format=args.format))
+    options = AnalysisOptions(seed=args.seed, progress=not args.no_progress, format=args.format)
+    results = run_analyses(model, train_set, test_set, out, PAPER_ANALYSES, options)
     analysis_seconds = time.perf_counter() - start
+
+    # Beyond the paper: the bijective digits-b, trained with the hybrid objective.
+    recipe_b = get_recipe("digits-b").replace(nll_weight=args.nll_weight)
+    if args.epochs_b is not None:
+        recipe_b = recipe_b.replace(epochs=args.epochs_b)
+    model_b, train_seconds_b, test_b = _train("digits-b", recipe_b, train_set, test_set, args)
+    save_model(model_b, out / "model_b.pt", recipe=recipe_b.to_dict())
+    start = time.perf_counter()
+    results.update(run_analyses(model_b, train_set, test_set, out, BIJECTIVE_ANALYSES, options))
+    analysis_seconds_b = time.perf_counter() - start
     rec, spec, sep, pca = (results[k] for k in ("reconstruct", "spectrum", "separability", "pca"))
+    meta, ood = results["metamers"], results["ood"]
 
     metrics = {
         "test_accuracy": test.top1,
@@ -106,6 +110,18 @@ def run(args: argparse.Namespace) -> int:
         "analysis_seconds": round(analysis_seconds, 2),
         "epochs": recipe.epochs,
         "params": model.num_parameters(),
+        "digits_b_test_accuracy": test_b.top1,
+        "digits_b_nll_weight": recipe_b.nll_weight,
+        "digits_b_test_log_prob_per_dim": ood["mean_log_prob_per_dim"]["test"],
+        "digits_b_ood_auroc": ood["auroc"],
+        "metamer_max_logit_relative_error": meta["max_logit_relative_error"],
+        "metamer_closer_to_b": meta["closer_to_b"],
+        "metamer_mean_distance_to_a": meta["mean_distance_to_a"],
+        "metamer_mean_distance_to_b": meta["mean_distance_to_b"],
+        "digits_b_train_seconds": round(train_seconds_b, 2),
+        "digits_b_analysis_seconds": round(analysis_seconds_b, 2),
+        "digits_b_epochs": recipe_b.epochs,
+        "digits_b_params": model_b.num_parameters(),
         "train_images": len(train_set),
         "test_images": len(test_set),
         "seed": args.seed,
@@ -117,7 +133,47 @@ def run(args: argparse.Namespace) -> int:
     print(f"test accuracy {test.top1:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
           f"relative {rec['mean_relative_error']:.2e} (conditioning floor {rec['floor_relative_error']:.2e}) | "
           f"training {train_seconds:.1f} s, analyses {analysis_seconds:.1f} s | report: {out / 'report.md'}")
+    print(f"digits-b (hybrid): test accuracy {test_b.top1:.4f} | OOD AUROC "
+          + ", ".join(f"{k} {v:.3f}" for k, v in ood["auroc"].items())
+          + f" | metamers closer to x_b for {meta['closer_to_b']:.0%} | training {train_seconds_b:.1f} s")
     return 0
+
+
+def _train(preset: str, recipe: "Recipe", train_set: "Dataset", test_set: "Dataset",
+           args: argparse.Namespace) -> tuple[Any, float, Any]:
+    """Train ``preset`` with ``recipe`` from ``torch.manual_seed(args.seed)``: (model, seconds, test EpochStats)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from ..factory import create_model
+    from ..training import HybridCriterion, build_optimizer, evaluate, train_epoch
+
+    torch.manual_seed(args.seed)
+    model = create_model(preset, dropout=recipe.dropout)
+    criterion = HybridCriterion(model, recipe.nll_weight) if recipe.nll_weight else F.cross_entropy
+    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(args.seed))
+    optimizer, scheduler, per_batch = build_optimizer(model.parameters(), recipe, len(loader))
+    log.info("training %s (%s parameters) on %d images for %d epochs%s", preset, f"{model.num_parameters():,}",
+             len(train_set), recipe.epochs, f", hybrid objective (nll_weight {recipe.nll_weight:g})"
+             if recipe.nll_weight else "")
+    seconds = 0.0
+    bar = tqdm(range(recipe.epochs), desc=f"demo {preset}", unit="epoch", disable=args.no_progress)
+    for _ in bar:
+        stats = train_epoch(model, loader, optimizer, scheduler=scheduler if per_batch else None,
+                            criterion=criterion, progress=False)
+        if not per_batch:
+            scheduler.step()
+        seconds += stats.seconds
+        bar.set_postfix(loss=f"{stats.loss:.3f}", train_acc=f"{stats.top1:.3f}",
+                        img_s=f"{stats.images_per_second:.0f}")
+    if isinstance(criterion, HybridCriterion):
+        criterion.remove()
+    test = evaluate(model, DataLoader(test_set, batch_size=512))
+    log.info("%s: test accuracy %.4f after %.1f s of training", preset, test.top1, seconds)
+    return model, seconds, test
 
 
 def _depth_table(sep: dict) -> str:
@@ -131,6 +187,8 @@ def _depth_table(sep: dict) -> str:
 
 def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
     spec, pca = results["spectrum"], results["pca"]
+    meta, ood = results["metamers"], results["ood"]
+    ood_rows = "\n".join(f"| {k} | {v:.3f} | {ood['mean_log_prob_per_dim'][k]:.3f} |" for k, v in ood["auroc"].items())
     sat = pca["saturation"]
     kappa = ", ".join(f"{c:.3g}" for c in spec["condition_number"])
     top, left, h, w = spec["window"]
@@ -186,5 +244,42 @@ Accuracy on the top-d principal components of the final averaged features; dotte
 mark where accuracy comes within {pca['tolerance']:g} of its value with all components.
 
 ![pca](pca.{fmt})
+
+## Beyond the paper: the bijective `digits-b`
+
+`digits-b` ({m['digits_b_params']:,} parameters) has a Φ of 16×2×2 = 64 entries, as many as
+the image, so Φ⁻¹ is defined everywhere and log p(x) = log N(Φ(x); 0, I) is an exact
+density. It was trained with the hybrid objective, cross-entropy + {m['digits_b_nll_weight']:g} ×
+NLL per dimension ({m['digits_b_epochs']} epochs, {m['digits_b_train_seconds']:.1f} s), and reaches
+{m['digits_b_test_accuracy']:.4f} test accuracy; test digits average {m['digits_b_test_log_prob_per_dim']:.3f}
+nats per dimension. `irevnet analyze model_b.pt --data digits --only metamers ood edits`
+recomputes the figures below ({m['digits_b_analysis_seconds']:.1f} s here).
+
+### Metamers (Jacobsen et al., ICLR 2019)
+
+Each column: x_a, x_b, and a metamer with the logits of x_a (max relative error
+{m['metamer_max_logit_relative_error']:.1e}, eval mode) that keeps what the head discards from x_b.
+Mean pixel distance of the metamer to x_b: {m['metamer_mean_distance_to_b']:.2f}, to x_a:
+{m['metamer_mean_distance_to_a']:.2f}; closer to x_b for {m['metamer_closer_to_b']:.0%} of {meta['pairs']} pairs.
+
+![metamers](metamers.{fmt})
+
+### Out-of-distribution detection with exact densities (Nalisnick et al., ICML 2019)
+
+AUROC of log p(x) between the {ood['images']} test digits and copies of them (1: every test
+digit is denser than every copy; 0.5: chance):
+
+| copies | AUROC | mean log p(x) per dimension |
+|---|---|---|
+{ood_rows}
+
+![ood](ood.{fmt})
+
+### Edits in Φ
+
+Φ⁻¹ after swapping a quadrant of Φ or one half of its channels from x_b into x_a, or after
+zeroing half of the channels at the end of each stage.
+
+![edits](edits.{fmt})
 """
     (out / "report.md").write_text(text)

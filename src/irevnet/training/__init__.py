@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .hybrid import HybridCriterion
     from .loop import EpochStats, evaluate, train_epoch
     from .recipes import Recipe, build_optimizer, get_recipe, list_recipes, parse_overrides, recipe_for_preset
 
 _MODULE_OF = {
+    "HybridCriterion": "hybrid",
     **dict.fromkeys(["EpochStats", "evaluate", "train_epoch"], "loop"),
     **dict.fromkeys(["Recipe", "build_optimizer", "get_recipe", "list_recipes", "parse_overrides",
                      "recipe_for_preset"], "recipes"),

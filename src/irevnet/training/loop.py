@@ -55,8 +55,11 @@ def train_epoch(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
+    criterion: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
 ) -> EpochStats:
     """Train ``model`` for one pass over ``loader``; the scheduler (if any) steps per optimizer step.
+
+    ``criterion(logits, target)`` is the training loss (mean over the batch).
 
     With ``accum = K`` the gradients of K consecutive batches are summed (each loss divided by
     K) before one optimizer step; a trailing incomplete group still steps when ``len(loader)``
@@ -81,7 +84,7 @@ def train_epoch(
         with sync:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss = criterion(logits, y)
             scaled = loss / accum if accum > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if group_end:

@@ -17,6 +17,9 @@ class Recipe:
     ``schedule`` is ``"onecycle"`` (one-cycle cosine, stepped per batch) or ``"step"``
     (multiply the lr by ``lr_gamma`` at each epoch in ``lr_milestones``). ``batch_size`` is
     the global batch of one optimizer step, over all processes and accumulation steps.
+    ``nll_weight`` > 0 trains the hybrid objective, cross-entropy + ``nll_weight`` × the
+    negative log-density of the input per dimension (bijective models only; see
+    :class:`~irevnet.training.hybrid.HybridCriterion`).
     """
 
     name: str
@@ -30,6 +33,7 @@ class Recipe:
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     dropout: float = 0.0
+    nll_weight: float = 0.0
 
     def __post_init__(self) -> None:
         # Refuse values that would train nothing or train on NaN (``--epochs 0``, ``--set lr=nan``).
@@ -60,6 +64,10 @@ _RECIPES: dict[str, Recipe] = {
     # Bundled digits: reaches >= 0.96 test accuracy in well under a minute on 2 CPU cores.
     "digits": Recipe(name="digits", epochs=50, batch_size=64, lr=0.05, weight_decay=5e-4,
                      nesterov=True, schedule="onecycle"),
+    # Bijective digits-b (10,650 parameters): ~0.98 test accuracy in about 30 s on the CPU. Batches
+    # of 128 keep its BatchNorm running statistics steady (with 64 the final accuracy varied 0.93-0.96).
+    "digits-b": Recipe(name="digits-b", epochs=80, batch_size=128, lr=0.05, weight_decay=5e-4,
+                       nesterov=True, schedule="onecycle"),
     # The reference CIFAR code (PAPER.md): lr 0.1 x0.2 at epochs 60/120/160 of 200, dropout 0.1.
     "cifar10": Recipe(name="cifar10", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
                       schedule="step", lr_milestones=(60, 120, 160), lr_gamma=0.2, dropout=0.1),
@@ -70,7 +78,7 @@ _RECIPES: dict[str, Recipe] = {
 _RECIPES["cifar100"] = _RECIPES["cifar10"].replace(name="cifar100")
 
 # The recipe a model preset trains with unless --recipe says otherwise.
-_PRESET_RECIPES = {"digits": "digits", "cifar10": "cifar10", "cifar100": "cifar100",
+_PRESET_RECIPES = {"digits": "digits", "digits-b": "digits-b", "cifar10": "cifar10", "cifar100": "cifar100",
                    "imagenet-a": "imagenet", "imagenet-b": "imagenet"}
 
 

@@ -46,6 +46,7 @@ from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
 from ..factory import create_model
 from ..model import IRevNet
+from .hybrid import HybridCriterion
 from .loop import EpochStats, evaluate, train_epoch
 from .recipes import Recipe, build_optimizer
 
@@ -229,6 +230,9 @@ class _Trainer:
         steps_per_epoch = math.ceil(len(self.loader) / cfg.accum)
         self.optimizer, self.scheduler, self.per_batch = build_optimizer(self.model.parameters(), recipe,
                                                                          steps_per_epoch)
+        # The hybrid objective reads Φ from a hook on the head, so it sees through DDP and memory saving.
+        self.criterion = (HybridCriterion(self.model, recipe.nll_weight) if recipe.nll_weight
+                          else torch.nn.functional.cross_entropy)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.net: nn.Module = self.model
         if dist_ctx.enabled:
@@ -316,7 +320,9 @@ class _Trainer:
         state = payload.get("trainer")
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} holds weights only (no trainer state); it cannot be resumed")
-        saved_recipe, recipe = payload.get("recipe", {}), self.cfg.recipe.to_dict()
+        recipe = self.cfg.recipe.to_dict()
+        # A recipe field added after the checkpoint was written (nll_weight) had its default there.
+        saved_recipe = {"nll_weight": 0.0, **payload.get("recipe", {})}
         # The optimizer and scheduler states carry the old lr, milestones and step count,
         # so a changed recipe would be silently ignored; only more epochs of a step schedule resume.
         changed = sorted(k for k in recipe if saved_recipe.get(k) != recipe[k]
@@ -420,7 +426,8 @@ class _Trainer:
             self.net, self.loader, self.optimizer, device=self.device,
             scheduler=self.scheduler if self.per_batch else None, accum=cfg.accum, amp_dtype=self.amp_dtype,
             scaler=self.scaler if self.scaler.is_enabled() else None, channels_last=cfg.channels_last,
-            progress=cfg.progress and self.dist.is_main, desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}"))
+            progress=cfg.progress and self.dist.is_main, desc=f"epoch {epoch + 1}/{cfg.recipe.epochs}",
+            criterion=self.criterion))
         if not self.per_batch:
             self.scheduler.step()
         return {"epoch": epoch + 1, "loss": stats.loss, "top1": stats.top1, "top5": stats.top5, "lr": lr,

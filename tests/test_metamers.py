@@ -1,0 +1,135 @@
+"""Metamers: x_a's logits, everything else from x_b (irevnet.analysis.metamers, `irevnet analyze --only metamers`)."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import irevnet
+from irevnet.analysis import head_statistics, impose_head_statistics, metamer_report, metamers
+from irevnet.analysis.inversion import pairs_of_different_classes
+from irevnet.cli.main import main
+from irevnet.data import load_digits_split
+from irevnet.model import ClassifierHead
+from irevnet.training import build_optimizer, train_epoch
+from irevnet.training.recipes import get_recipe
+
+
+@pytest.fixture(scope="module")
+def trained_digits_b():
+    """digits-b after 8 epochs of its recipe (~0.9 test accuracy, a few seconds)."""
+    train_set, test_set = load_digits_split()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = irevnet.create_model("digits-b")
+        recipe = get_recipe("digits-b").replace(epochs=8)
+        loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True)
+        opt, sched, _ = build_optimizer(model.parameters(), recipe, len(loader))
+        for _ in range(recipe.epochs):
+            train_epoch(model, loader, opt, scheduler=sched, progress=False)
+    return model.eval(), test_set
+
+
+def _pairs(test_set, n):
+    x, y = test_set.tensors
+    pairs = pairs_of_different_classes(y[:200], n)
+    return x[[i for i, _ in pairs]], x[[j for _, j in pairs]]
+
+
+def test_projection_is_the_nearest_point_with_the_target_statistics():
+    """Against a brute-force solution: with 2 entries per channel and an identity BatchNorm the
+    feasible set {ReLU(v1) + ReLU(v2) = T} is a segment and two rays; project onto each."""
+    head = ClassifierHead(64, 3).eval()
+    head.norm.eps = 0.0
+    g = torch.Generator().manual_seed(0)
+    phi_b = torch.randn(4, 64, 1, 2, generator=g, dtype=torch.float64)
+    phi_a = torch.randn(4, 64, 1, 2, generator=g, dtype=torch.float64)
+    phi_a[0, :8] = -1.0  # zero targets: every positive entry of phi_b must go to 0
+    got = impose_head_statistics(head, phi_b, phi_a)
+    a, t = phi_b.flatten(2), torch.relu(phi_a.flatten(2)).sum(2, keepdim=True)  # (N, C, 2), (N, C, 1)
+    lo = a[..., :1] - a[..., 1:] + t  # segment v = (s, T - s), s in [0, T]: nearest s = clamp((a1 - a2 + T)/2)
+    s = (lo / 2).clamp(torch.zeros_like(t), t)
+    candidates = [torch.cat([s, t - s], 2),
+                  torch.cat([t, a[..., 1:].clamp_max(0)], 2),   # ray (T, ≤ 0)
+                  torch.cat([a[..., :1].clamp_max(0), t], 2)]   # ray (≤ 0, T)
+    dist = torch.stack([(c - a).norm(dim=2) for c in candidates])
+    # A zero target: the whole quadrant v <= 0 is feasible.
+    dist = torch.where(t.squeeze(2) == 0, (a.clamp_max(0) - a).norm(dim=2), dist)
+    best = dist.min(dim=0).values
+    torch.testing.assert_close((got.flatten(2) - a).norm(dim=2), best, rtol=0, atol=1e-12)
+    torch.testing.assert_close(head_statistics(head, got), head_statistics(head, phi_a), rtol=0, atol=1e-12)
+
+
+def test_projection_with_a_trained_head(trained_digits_b):
+    model, test_set = trained_digits_b
+    x_a, x_b = _pairs(test_set, 20)
+    with torch.no_grad():
+        phi_a, phi_b = model.forward_features(x_a).double(), model.forward_features(x_b).double()
+    head = model.head.double()
+    try:
+        got = impose_head_statistics(head, phi_b, phi_a)
+        torch.testing.assert_close(head_statistics(head, got), head_statistics(head, phi_a), rtol=0, atol=1e-12)
+        # No cheaper than the two obvious constructions: shift every entry of a channel, or
+        # rescale its positive part (both in BatchNorm coordinates).
+        scale = (head.norm.weight / torch.sqrt(head.norm.running_var + head.norm.eps)).view(1, -1, 1)
+        shift = head.norm.bias.view(1, -1, 1) - head.norm.running_mean.view(1, -1, 1) * scale
+        a, target = phi_b.flatten(2) * scale + shift, head_statistics(head, phi_a).unsqueeze(2) * 4
+        ratio = target / torch.relu(a).sum(2, keepdim=True)
+        rescaled = torch.where(a > 0, a * ratio, a)
+        ok = torch.isfinite(ratio).expand_as(a)
+        cost = ((got.flatten(2) * scale + shift - a) ** 2).sum(2)
+        assert torch.all(cost <= torch.where(ok, (rescaled - a) ** 2, torch.inf).sum(2) + 1e-12)
+        # Equal statistics already: nothing moves, bit for bit.
+        assert torch.equal(impose_head_statistics(head, phi_b, phi_b), phi_b)
+    finally:
+        head.float()
+
+
+def test_metamers_have_the_logits_of_x_a_and_look_like_x_b(trained_digits_b):
+    model, test_set = trained_digits_b
+    x_a, x_b = _pairs(test_set, 100)
+    model.train()
+    x_m, res = metamer_report(model, x_a, x_b)
+    assert model.training  # mode restored
+    model.eval()
+    assert all(p.grad is None for p in model.parameters())
+    assert x_m.shape == x_a.shape and res["pairs"] == 100
+    # float32: one inverse and one forward of rounding on logits of size ~10.
+    assert res["max_logit_relative_error"] <= 1e-4
+    with torch.no_grad():
+        assert torch.equal(model(x_m).argmax(1), model(x_a).argmax(1))
+    assert res["same_prediction_as_a"] == 1.0
+    assert res["closer_to_b"] > 0.8
+    assert res["mean_distance_to_b"] < res["mean_distance_to_a"] < res["mean_distance_a_b"]
+    # Without the pixel search (the nearest point in Φ alone) the logits are just as exact.
+    _, direct = metamer_report(model, x_a[:20], x_b[:20], steps=0)
+    assert direct["max_logit_relative_error"] <= 1e-4
+
+
+def test_metamers_refuse_injective_models_and_bad_pairs(trained_digits_b, tmp_path, capsys):
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="bijective model.*injective"):
+        metamers(irevnet.create_model("digits", blocks=(1, 1)), x, x)
+    with pytest.raises(ValueError, match="same shape"):
+        metamers(trained_digits_b[0], x, x[:1])
+    with pytest.raises(ValueError, match="penalty > 0"):
+        metamers(trained_digits_b[0], x, x, penalty=0)
+    ckpt = irevnet.save_model(irevnet.create_model("digits", blocks=(1, 1)), tmp_path / "inj.pt")
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(tmp_path / "o"), "--only", "metamers"]) == 2
+    assert "metamers need(s) a bijective model" in capsys.readouterr().err
+
+
+def test_cli_metamers(trained_digits_b, tmp_path, capsys):
+    ckpt = irevnet.save_model(trained_digits_b[0], tmp_path / "b.pt")
+    out = tmp_path / "out"
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "metamers",
+                 "--pairs", "4", "--metamer-pairs", "30", "--metamer-steps", "50", "--no-progress"]) == 0
+    assert "closer to x_b" in capsys.readouterr().out
+    res = json.loads((out / "metamers.json").read_text())
+    assert res["pairs"] == 30 and res["max_logit_relative_error"] <= 1e-4
+    assert all(a != b for a, b in res["labels"])
+    assert mpimg.imread(out / "metamers.png").shape[0] > 100
