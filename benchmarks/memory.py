@@ -70,11 +70,14 @@ def _logits(model: IRevNet, x: torch.Tensor, mode: str) -> torch.Tensor:
     return model.forward_head(merge(*pair))
 
 
-def _build(preset: str, blocks: tuple[int, ...] | None, mode: str, device: torch.device) -> IRevNet:
+def _build(
+    preset: str, blocks: tuple[int, ...] | None, mode: str, device: torch.device, compile_mode: str | None = None
+) -> IRevNet:
     torch.manual_seed(0)
     overrides = {} if blocks is None else {"blocks": blocks}
     model = irevnet.create_model(preset, dropout=0.1, memory_efficient=mode == "saving", **overrides)
-    return model.to(device).train()
+    model.to(device).train()
+    return model.compile_blocks(mode=compile_mode) if compile_mode else model
 
 
 def _train_step(model: IRevNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, mode: str) -> None:
@@ -123,10 +126,11 @@ class _PeakMeter:
 
 
 def measure_activation_memory(
-    preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, device: torch.device
+    preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, device: torch.device,
+    compile_mode: str | None = None,
 ) -> int:
     """Peak over forward+backward minus parameters, optimizer state and gradients, in bytes."""
-    model = _build(preset, blocks, mode, device)
+    model = _build(preset, blocks, mode, device, compile_mode)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch_size, *model.input_shape, device=device)
     y = torch.randint(0, model.config.num_classes, (batch_size,), device=device)
@@ -140,10 +144,12 @@ def measure_activation_memory(
     return meter.peak() - before - grad_bytes
 
 
-def _memory_in_subprocess(preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, threads: int) -> int:
+def _memory_in_subprocess(
+    preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, threads: int, compile_mode: str | None = None
+) -> int:
     """CPU: run :func:`measure_activation_memory` in a fresh process (see the module docstring)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--child", json.dumps([preset, list(blocks), mode, batch_size])]
+    cmd = [sys.executable, __file__, "--child", json.dumps([preset, list(blocks), mode, batch_size, compile_mode])]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1])
 
@@ -181,13 +187,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed train steps per mode")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads (CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
+    p.add_argument("--compile", default=None, metavar="MODE",
+                   help="compile the blocks (model.compile_blocks(mode=MODE), e.g. default or reduce-overhead) "
+                   "for the memory runs: memory-saving must stay flat in depth when compiled too")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.child:  # one CPU memory measurement, in its own process
-        preset, blocks, mode, batch_size = json.loads(args.child)
+        preset, blocks, mode, batch_size, compile_mode = json.loads(args.child)
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        print(measure_activation_memory(preset, tuple(blocks), mode, batch_size, torch.device("cpu")))
+        print(measure_activation_memory(preset, tuple(blocks), mode, batch_size, torch.device("cpu"), compile_mode))
         return
     if args.quick:
         args.depth, args.batch_size, args.steps = 1, 4, 1
@@ -195,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     stages = len(irevnet.create_model(args.preset).config.blocks)
 
-    print(f"# activation memory (MiB), preset {args.preset}, batch {args.batch_size}, device {args.device}")
+    print(f"# activation memory (MiB), preset {args.preset}, batch {args.batch_size}, device {args.device}"
+          f"{f', blocks compiled ({args.compile})' if args.compile else ''}")
     print(f"| blocks per stage | total blocks | {' | '.join(MODES)} |")
     print("|---:|---:|" + "---:|" * len(MODES))
     memory: dict[tuple[str, int], float] = {}
@@ -204,9 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         blocks = (depth,) * stages
         for mode in MODES:
             if device.type == "cpu":
-                used = _memory_in_subprocess(args.preset, blocks, mode, args.batch_size, args.threads)
+                used = _memory_in_subprocess(args.preset, blocks, mode, args.batch_size, args.threads, args.compile)
             else:
-                used = measure_activation_memory(args.preset, blocks, mode, args.batch_size, device)
+                used = measure_activation_memory(args.preset, blocks, mode, args.batch_size, device, args.compile)
             memory[mode, depth] = used / MiB
         row = " | ".join(f"{memory[m, depth]:.1f}" for m in MODES)
         print(f"| {depth} | {depth * stages} | {row} |", flush=True)
