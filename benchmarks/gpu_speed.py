@@ -159,18 +159,26 @@ def eval_speeds(preset: str, overrides: dict, batch: int, device: torch.device, 
     return batch / t_fwd, batch / t_inv
 
 
-def depth_check(device: torch.device, args: argparse.Namespace, smoke: bool) -> list[tuple[int, float]]:
-    """Compile + first step of compiled memory-saving cifar10 at d and 2d blocks per stage, fresh dynamo state."""
+def depth_check(device: torch.device, args: argparse.Namespace, smoke: bool) -> list[tuple[int, float, float, int]]:
+    """Compile + first step of compiled memory-saving cifar10 at d and 2d blocks per stage, fresh dynamo state.
+
+    Per depth: (blocks per stage, wall seconds, this process's CPU seconds, graphs compiled).
+    CPU seconds are what a loaded machine distorts least.
+    """
+    from torch._dynamo.utils import counters
+
     out = []
     base = SMOKE_OVERRIDES if smoke else {}
     d = 3 if smoke else 18  # from 3 blocks per stage on, no new kind of block appears
     batch = 8 if smoke else 128
     for depth in (d, 2 * d):
         torch._dynamo.reset()
+        counters.clear()
         overrides = {**base, "blocks": (depth,) * 3}
+        cpu = time.process_time()
         r = train_variant("cifar10", overrides, batch, device, argparse.Namespace(**{**vars(args), "steps": 1,
                           "repeats": 1, "warmup": 0}), saving=True, compiled=True, bf16=False)
-        out.append((depth, r.first_s))
+        out.append((depth, r.first_s, time.process_time() - cpu, counters["stats"]["unique_graphs"]))
     return out
 
 
@@ -269,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_depth_check and "compiled" in variants:
         print("\n== compile + first step, compiled memory-saving cifar10, fresh dynamo state, caches off", flush=True)
         try:
-            (d1, t1), (d2, t2) = depth_check(device, args, args.smoke)
-            print(f"{d1} blocks per stage: {t1:.1f} s; {d2} blocks per stage: {t2:.1f} s; ratio {t2 / t1:.2f}",
-                  flush=True)
+            (d1, t1, c1, g1), (d2, t2, c2, g2) = depth_check(device, args, args.smoke)
+            print(f"{d1} blocks per stage: {t1:.1f} s ({c1:.1f} CPU s, {g1} graphs); {d2} blocks per stage: "
+                  f"{t2:.1f} s ({c2:.1f} CPU s, {g2} graphs); ratio {t2 / t1:.2f} (CPU {c2 / c1:.2f})", flush=True)
         except Exception as e:
             print(f"depth check: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     if skips.messages:
