@@ -174,3 +174,18 @@ def test_the_cli_lists_of_names_match_the_library():
     assert ANALYSIS_NAMES == ANALYSES and FIGURE_FORMATS == FORMATS
     assert set(AMP_CHOICES) == {k for k in AMP_DTYPES if k}
     assert COMPILE_MODES == tuple(m for m in MODES if m)
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`irevnet info imagenet-b | head -1`: the reader is gone before irevnet writes (deterministically here)."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "irevnet", "info", "imagenet-b"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141 and r.stderr == "", r.stderr

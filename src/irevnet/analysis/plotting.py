@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from torch import Tensor
 
 __all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_log_prob_histograms", "plot_pca", "plot_separability",
@@ -215,7 +215,6 @@ def plot_pca(result: dict[str, Any], *, title: str | None = None) -> Figure:
         ax.axvline(result["saturation"][key], color=colour, ls=":", lw=1,
                    label=f"{label} saturates ($d$ = {result['saturation'][key]})")
     ax.set_xlabel("number of principal components $d$", fontsize=_FONT["label"])
-    ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 10, 100 rather than 10^0, 10^1, 10^2
     ax.set_ylabel("test accuracy", fontsize=_FONT["label"])
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
@@ -225,6 +224,7 @@ def plot_pca(result: dict[str, Any], *, title: str | None = None) -> Figure:
     var.set_ylabel("cumulative explained variance", color="grey", fontsize=_FONT["label"])
     var.tick_params(which="both", labelsize=_FONT["tick"])
     var.set_ylim(0, 1.02)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100, not 10^0 (after twinx's log scale)
     lines = ax.get_legend_handles_labels()
     extra = var.get_legend_handles_labels()
     ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=_FONT["legend"], loc="lower right")
