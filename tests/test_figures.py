@@ -136,3 +136,17 @@ def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkey
     ends = torch.stack([shown[1][1][0], shown[1][1][-1]])  # the pixel-space row starts and ends at pixels
     assert 0 <= float(ends.min()) and float(ends.max()) <= 1
     assert res["reconstruct"]["max_abs_error"] < 1e-5 and "pixel" in res["reconstruct"]["error_units"]
+
+
+def test_invert_shows_progress_per_image(tmp_path, capsys):
+    from irevnet import create_model, save_model
+    from irevnet.cli.main import main
+
+    save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    images = []
+    for k in range(3):
+        Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(tmp_path / f"{k}.png")
+        images.append(str(tmp_path / f"{k}.png"))
+    assert main(["invert", str(tmp_path / "m.pt"), *images, "--out", str(tmp_path / "o.png")]) == 0
+    err = capsys.readouterr().err
+    assert "reconstruct:" in err and "/3 [" in err  # one step per image

@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..model import IRevNet
 from ..precision import full_float32
@@ -83,6 +84,7 @@ def reconstruct(
     float64: bool = False,
     floor: bool = True,
     to_pixels: Callable[[Tensor], Tensor] | None = None,
+    progress: bool = False,
 ) -> Reconstruction:
     """Invert Φ on ``x`` (N, C, H, W) with the model in eval mode, in full float32 (no TF32).
 
@@ -91,9 +93,11 @@ def reconstruct(
     per-image max abs and relative errors and, with ``floor=True`` (the default), the
     conditioning floor of each image (see :func:`conditioning_floor`; costs one float64
     forward and inverse). ``to_pixels`` maps inputs and reconstructions before the errors
-    are measured (e.g. undoing a normalization, to report errors in pixel units).
+    are measured (e.g. undoing a normalization, to report errors in pixel units). ``progress``
+    shows a bar over the batches (large models take seconds per image on a CPU).
     """
-    parts = list(reconstruct_batches(model, x.split(batch_size), float64=float64, floor=floor, to_pixels=to_pixels))
+    batches = tqdm(x.split(batch_size), desc="reconstruct", unit="batch", disable=not progress, leave=False)
+    parts = list(reconstruct_batches(model, batches, float64=float64, floor=floor, to_pixels=to_pixels))
     floors = [r.floor_relative_error for r in parts]
     return Reconstruction(*(torch.cat([getattr(r, f) for r in parts]) for f in Reconstruction._fields[:3]),
                           None if floors[0] is None else torch.cat(floors))  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float64", action="store_true",
                    help="reconstruct in float64 (on a copy of the model): exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_force_argument(p)
     p.set_defaults(func=run)
 
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     x = _load(args.images, prep)
-    rec = reconstruct(model, x, batch_size=16, float64=args.float64, to_pixels=prep.denormalize)
+    rec = reconstruct(model, x, batch_size=1, float64=args.float64, to_pixels=prep.denormalize,
+                      progress=not args.no_progress)
     max_err, rel_err = rec.max_abs_error, rec.relative_error
     floor = rec.floor_relative_error.tolist() if rec.floor_relative_error is not None else [None] * len(x)
     names = [Path(p).name for p in args.images]
