@@ -14,7 +14,7 @@ from floor import assert_at_floor, briefly_trained_cifar, floor_factor, relative
 from irevnet import create_model, load_model, save_model
 from irevnet.cli.main import main
 from irevnet.config import get_preset
-from irevnet.data.preprocess import eval_preprocessing
+from irevnet.data.transforms import denormalize, eval_transform, resize_size
 from irevnet.export import load_exported
 
 
@@ -40,16 +40,17 @@ def small_b_checkpoint(tmp_path):
 
 
 def test_imagenet_preprocessing_is_the_reference_protocol():
-    prep = eval_preprocessing(get_preset("imagenet-b"))
-    assert prep.resize == 256 and prep.mean == (0.485, 0.456, 0.406) and prep.std == (0.229, 0.224, 0.225)
+    cfg = get_preset("imagenet-b")
+    assert resize_size(cfg) == 256
+    assert cfg.data_config["mean"] == (0.485, 0.456, 0.406) and cfg.data_config["std"] == (0.229, 0.224, 0.225)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
-    x = prep.transform(img)
+    x = eval_transform(cfg)(img)
     assert x.shape == (3, 224, 224)
     # Undoing the normalization gives back the resized, centre-cropped pixels in [0, 1].
     resized = np.asarray(img.resize((341, 256), Image.BILINEAR), dtype=np.float32) / 255  # short side 256
     top, left = (256 - 224) // 2, (341 - 224) // 2
     crop = torch.from_numpy(resized[top:top + 224, left:left + 224]).permute(2, 0, 1)
-    torch.testing.assert_close(prep.denormalize(x), crop, atol=2 / 255, rtol=0)
+    torch.testing.assert_close(denormalize(x, cfg), crop, atol=2 / 255, rtol=0)
 
 
 @pytest.mark.parametrize("preset, shape, mean", [
@@ -58,16 +59,16 @@ def test_imagenet_preprocessing_is_the_reference_protocol():
     ("digits", (1, 8, 8), (0.0,)),
 ])
 def test_other_presets_resize_to_their_input(tmp_path, preset, shape, mean):
-    prep = eval_preprocessing(get_preset(preset))
-    assert prep.mean == mean
-    x = prep.transform(Image.open(synthetic_images(tmp_path)[0]))
+    cfg = get_preset(preset)
+    assert cfg.data_config["mean"] == mean
+    x = eval_transform(cfg)(Image.open(synthetic_images(tmp_path)[0]))
     assert x.shape == shape
-    assert -1e-6 <= prep.denormalize(x).min() and prep.denormalize(x).max() <= 1 + 1e-6
+    assert -1e-6 <= denormalize(x, cfg).min() and denormalize(x, cfg).max() <= 1 + 1e-6
 
 
 def test_small_imagenet_uses_the_same_resize_ratio():
-    prep = eval_preprocessing(get_preset("imagenet-b").replace(input_shape=(3, 64, 64)))
-    assert prep.resize == 73 and prep.mean == (0.485, 0.456, 0.406)
+    cfg = get_preset("imagenet-b").replace(input_shape=(3, 64, 64))
+    assert resize_size(cfg) == 73 and cfg.data_config["mean"] == (0.485, 0.456, 0.406)
 
 
 def test_cli_invert_writes_grid_and_errors(small_b_checkpoint, tmp_path, capsys):

@@ -18,6 +18,7 @@ from torch import nn
 
 import irevnet.checkpoint as ckpt
 from irevnet import CheckpointError, create_model, load_model
+from irevnet.config import get_preset
 from irevnet.cli.main import main
 from irevnet.training import get_recipe, train_epoch
 from irevnet.training.trainer import TrainConfig, train
@@ -77,7 +78,8 @@ def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):
         for i in range(2):
             (tmp_path / "val" / c).mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (300, 260), color).save(tmp_path / "val" / c / f"{i}.JPEG")
-    model = create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224), num_classes=2)
+    model = create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224), num_classes=2,
+                         data=get_preset("imagenet-b").data)
     ckpt.save_model(model, tmp_path / "m.pt")
     assert main(["eval", str(tmp_path / "m.pt"), "--data", "imagefolder", "--data-dir", str(tmp_path / "val"),
                  "--no-progress"]) == 0

@@ -16,8 +16,12 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from irevnet.data import CorruptImageError, build_datasets, build_eval_dataset
 from irevnet.data.synthetic import SyntheticImages
-from irevnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
+from irevnet.config import IMAGENET_MEAN, IMAGENET_STD, get_preset
+from irevnet.data.transforms import eval_transform
 from irevnet.training import get_recipe, parse_overrides, recipe_for_preset
+
+
+CIFAR, IMAGENET = get_preset("cifar10"), get_preset("imagenet-b")
 
 
 def _md5(path: Path) -> str:
@@ -44,7 +48,7 @@ def _write_cifar(root: Path, cls: type[CIFAR10], monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("name, cls, classes", [("cifar10", CIFAR10, 10), ("cifar100", CIFAR100, 100)])
 def test_cifar_from_pickle_folder(tmp_path, monkeypatch, name, cls, classes):
     _write_cifar(tmp_path, cls, monkeypatch)
-    data = build_datasets(name, tmp_path)
+    data = build_datasets(name, tmp_path, config=get_preset(name))
     n_train = 4 * len(cls.train_list)
     assert (len(data.train), len(data.eval), data.num_classes, data.input_shape) == (n_train, 4, classes, (3, 32, 32))
     x, y = data.eval[0]
@@ -52,21 +56,21 @@ def test_cifar_from_pickle_folder(tmp_path, monkeypatch, name, cls, classes):
     # Normalized: raw pixels are in [0, 1], the normalized ones are not.
     assert x.min() < 0 < x.max() and x.abs().max() > 1
     # --data-dir may also name the batches folder itself.
-    assert len(build_datasets(name, tmp_path / cls.base_folder).train) == n_train
+    assert len(build_datasets(name, tmp_path / cls.base_folder, config=get_preset(name)).train) == n_train
 
 
 def test_cifar_missing_folder_says_what_to_put_where(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py.*data_batch_1.*cifar-10-python\.tar\.gz"):
-        build_datasets("cifar10", tmp_path)
+        build_datasets("cifar10", tmp_path, config=CIFAR)
     with pytest.raises(ValueError, match="needs --data-dir"):
-        build_datasets("cifar10")
+        build_datasets("cifar10", config=CIFAR)
 
 
 def test_cifar_corrupt_files_are_reported(tmp_path, monkeypatch):
     _write_cifar(tmp_path, CIFAR10, monkeypatch)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="corrupt or not the official"):
-        build_datasets("cifar10", tmp_path)
+        build_datasets("cifar10", tmp_path, config=CIFAR)
 
 
 def _png(path: Path, size=(40, 30), color=(200, 10, 10)) -> None:
@@ -83,7 +87,7 @@ def _tree(root: Path, classes=("cat", "dog"), per_class: int = 2) -> None:
 
 def test_imagefolder_train_val_with_paper_transforms(tmp_path):
     _tree(tmp_path)
-    data = build_datasets("imagefolder", tmp_path)
+    data = build_datasets("imagefolder", tmp_path, config=IMAGENET)
     assert (len(data.train), len(data.eval), data.num_classes) == (4, 4, 2)
     x, y = data.eval[3]
     assert x.shape == (3, 224, 224) and y == 1
@@ -95,8 +99,8 @@ def test_imagefolder_train_val_with_paper_transforms(tmp_path):
 
 def test_imagefolder_eval_accepts_val_or_a_class_tree(tmp_path):
     _tree(tmp_path)
-    assert len(build_eval_dataset("imagefolder", tmp_path).eval) == 4
-    only_val = build_eval_dataset("imagefolder", tmp_path / "val")
+    assert len(build_eval_dataset("imagefolder", tmp_path, config=IMAGENET).eval) == 4
+    only_val = build_eval_dataset("imagefolder", tmp_path / "val", config=IMAGENET)
     assert only_val.train is None and only_val.num_classes == 2 and len(only_val.eval) == 4
 
 
@@ -104,14 +108,14 @@ def test_imagefolder_class_mismatch_and_missing_split(tmp_path):
     _tree(tmp_path)
     _png(tmp_path / "train" / "emu" / "0.png")
     with pytest.raises(ValueError, match="different classes.*emu"):
-        build_datasets("imagefolder", tmp_path)
+        build_datasets("imagefolder", tmp_path, config=IMAGENET)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_datasets("imagefolder", tmp_path / "nowhere")
+        build_datasets("imagefolder", tmp_path / "nowhere", config=IMAGENET)
 
 
 def test_imagenet_eval_transform_resizes_256_and_crops_224():
     img = Image.new("RGB", (400, 300))
-    transform = imagenet_transform(train=False)
+    transform = eval_transform(IMAGENET)
     assert [type(t).__name__ for t in transform.transforms][:2] == ["Resize", "CenterCrop"]
     assert transform.transforms[0].size == 256 and transform(img).shape == (3, 224, 224)
 
@@ -126,7 +130,7 @@ def test_corrupt_image_error_names_the_file(tmp_path, damage):
         buf = io.BytesIO()
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
         bad.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    data = build_eval_dataset("imagefolder", tmp_path)
+    data = build_eval_dataset("imagefolder", tmp_path, config=IMAGENET)
     with pytest.raises(CorruptImageError, match=r"bad\.jpg"):
         list(DataLoader(data.eval, batch_size=2))
 
@@ -135,8 +139,8 @@ def test_synthetic_is_deterministic_and_shaped():
     a, b = SyntheticImages(8, (1, 8, 8), 10, seed=3), SyntheticImages(8, (1, 8, 8), 10, seed=3)
     assert torch.equal(a[5][0], b[5][0]) and a[5][0].shape == (1, 8, 8) and a[5][1] == 5
     assert not torch.equal(a[5][0], SyntheticImages(8, (1, 8, 8), 10, seed=4)[5][0])
-    data = build_datasets("synthetic", synthetic_shape=(3, 32, 32), synthetic_size=40)
-    assert (len(data.train), len(data.eval), data.input_shape) == (40, 10, (3, 32, 32))
+    data = build_datasets("synthetic", config=CIFAR.replace(num_classes=7), synthetic_size=40)
+    assert (len(data.train), len(data.eval), data.num_classes, data.input_shape) == (40, 10, 7, (3, 32, 32))
 
 
 def test_paper_recipes_and_overrides():

@@ -12,14 +12,14 @@ from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointError, init_weights_from, load_model, save_model
-    from .config import IRevNetConfig, list_presets
+    from .config import DataConfig, IRevNetConfig, list_presets
     from .factory import create_model
     from .model import IRevNet
 
 _MODULE_OF = {
     "CheckpointError": "checkpoint", "init_weights_from": "checkpoint", "load_model": "checkpoint",
     "save_model": "checkpoint",
-    "IRevNetConfig": "config", "list_presets": "config",
+    "DataConfig": "config", "IRevNetConfig": "config", "list_presets": "config",
     "create_model": "factory",
     "IRevNet": "model",
 }

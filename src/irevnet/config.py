@@ -3,10 +3,82 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["IRevNetConfig", "register_preset", "get_preset", "list_presets"]
+__all__ = ["DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# Per-channel statistics of the training sets (the values the reference code uses).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images become model inputs: the one definition of a model's preprocessing.
+
+    The fields are timm's ``pretrained_cfg`` fields (the input size is the model's
+    ``input_shape``): evaluation resizes the short side to ``floor(size / crop_pct)`` with
+    ``interpolation``, centre-crops ``size``, scales pixels to [0, 1] and normalizes with
+    ``(x - mean) / std`` per channel. ``mean``/``std`` ``None``: inputs are plain [0, 1]
+    pixels (mean 0, std 1 for any number of channels). Every pipeline derives from it:
+    :mod:`irevnet.data.transforms` (evaluation, training, ``irevnet invert``/``analyze``),
+    export metadata and timm's ``resolve_model_data_config``.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data config: give both mean and std, or neither (plain [0, 1] pixels)")
+        if self.mean is not None:
+            object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+            object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+            if len(self.mean) != len(self.std) or not self.mean:
+                raise ValueError(f"data config: mean and std need one entry per channel, got {self.mean} and {self.std}")
+            if any(s <= 0 for s in self.std):
+                raise ValueError(f"data config: std must be positive, got {self.std}")
+        object.__setattr__(self, "crop_pct", float(self.crop_pct))
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"data config: crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"data config: interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": None if self.mean is None else list(self.mean),
+                "std": None if self.std is None else list(self.std),
+                "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        return cls(**_checked_keys(cls, data, "data config"))
+
+
+def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of dataclass ``cls``; an unknown or missing key raises ``ValueError``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object (a dict), got {type(data).__name__}")
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{what} has an unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+    required = [f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{what} lacks the required key(s) {', '.join(map(repr, missing))}")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -15,7 +87,8 @@ class IRevNetConfig:
 
     ``blocks``, ``strides`` and ``channels`` are per stage: number of blocks, stride of
     the stage's first block, output channels per half. ``init_block_size`` is the block
-    size of the initial ψ (0 or 1: none). ``input_shape`` is (C, H, W).
+    size of the initial ψ (0 or 1: none). ``input_shape`` is (C, H, W). ``data`` is the
+    preprocessing that turns images into inputs (:class:`DataConfig`).
     """
 
     blocks: tuple[int, ...]
@@ -28,11 +101,15 @@ class IRevNetConfig:
     mult: int = 4
     name: str = "custom"
     description: str = field(default="", compare=False)
+    data: DataConfig = DataConfig()
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
         for key in ("blocks", "strides", "channels", "input_shape"):
-            object.__setattr__(self, key, tuple(int(v) for v in getattr(self, key)))
+            try:
+                object.__setattr__(self, key, tuple(int(v) for v in getattr(self, key)))
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be a sequence of integers, got {getattr(self, key)!r}") from None
         if not (len(self.blocks) == len(self.strides) == len(self.channels)) or not self.blocks:
             raise ValueError(
                 "blocks, strides and channels must be non-empty and of equal length (one entry per stage), "
@@ -46,6 +123,13 @@ class IRevNetConfig:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.mult < 1:
             raise ValueError(f"mult must be >= 1, got {self.mult}")
+        if isinstance(self.data, dict):
+            object.__setattr__(self, "data", DataConfig.from_dict(self.data))
+        if not isinstance(self.data, DataConfig):
+            raise TypeError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        if self.data.mean is not None and len(self.data.mean) != self.input_shape[0]:
+            raise ValueError(f"the data config's mean/std have {len(self.data.mean)} entries but input_shape "
+                             f"{self.input_shape} has {self.input_shape[0]} channel(s)")
 
     @property
     def downsampling(self) -> int:
@@ -58,13 +142,39 @@ class IRevNetConfig:
             raise TypeError(f"unknown model option(s): {sorted(unknown)}")
         return dataclasses.replace(self, **overrides)
 
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """The preprocessing as timm's data-config dict: ``input_size``, ``interpolation``,
+        ``mean``, ``std``, ``crop_pct``, ``crop_mode`` (what ``timm.data.resolve_model_data_config``
+        returns for this model, and what :mod:`irevnet.data.transforms` builds from)."""
+        c = self.input_shape[0]
+        d = self.data
+        return {"input_size": self.input_shape, "interpolation": d.interpolation,
+                "mean": d.mean if d.mean is not None else (0.0,) * c,
+                "std": d.std if d.std is not None else (1.0,) * c,
+                "crop_pct": d.crop_pct, "crop_mode": "center"}
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        out["data"] = self.data.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IRevNetConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Inverse of :meth:`to_dict` (e.g. a checkpoint's or ``config.json``'s configuration).
+
+        Strict: an unknown or misspelled key, a missing required key or a bad value raises
+        ``ValueError`` naming it. A dict without ``"data"`` (written before configurations
+        carried their preprocessing) takes the data config of the preset of the same name.
+        """
+        kwargs = _checked_keys(cls, data, "model config")
+        if "data" not in kwargs and kwargs.get("name") in _PRESETS:
+            kwargs["data"] = _PRESETS[kwargs["name"]].data
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # e.g. blocks=3 instead of [3]
+            raise ValueError(f"model config has a value of the wrong type: {e}") from None
 
 
 _PRESETS: dict[str, IRevNetConfig] = {}
@@ -105,21 +215,25 @@ register_preset(IRevNetConfig(
     description="reference CIFAR i-RevNet, injective (3 input channels zero-padded to 32)",
     blocks=(18, 18, 18), strides=(1, 2, 2), channels=(16, 64, 256),
     input_shape=(3, 32, 32), num_classes=10, init_block_size=0,
+    data=DataConfig(mean=CIFAR10_MEAN, std=CIFAR10_STD),
 ))
 register_preset(_PRESETS["cifar10"].replace(
     name="cifar100", num_classes=100,
     description="reference CIFAR i-RevNet with 100 classes",
+    data=DataConfig(mean=CIFAR100_MEAN, std=CIFAR100_STD),
 ))
+# The reference ImageNet evaluation: resize the short side to 256, centre crop 224.
+_IMAGENET_DATA = DataConfig(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875)
 register_preset(IRevNetConfig(
     name="imagenet-a",
     description="injective ImageNet i-RevNet (a): ψ twice (48 ch at 56x56), zero-padded to 96, "
     "down-sampling at blocks 5, 9 and 15 of 18",
     blocks=(4, 4, 6, 4), strides=(1, 2, 2, 2), channels=(48, 192, 768, 3072),
-    input_shape=(3, 224, 224), num_classes=1000, init_block_size=4,
+    input_shape=(3, 224, 224), num_classes=1000, init_block_size=4, data=_IMAGENET_DATA,
 ))
 register_preset(IRevNetConfig(
     name="imagenet-b",
     description="bijective ImageNet i-RevNet (b), i-RevNet-301, the authors' checkpoint",
     blocks=(6, 16, 72, 6), strides=(2, 2, 2, 2), channels=(24, 96, 384, 1536),
-    input_shape=(3, 224, 224), num_classes=1000, init_block_size=2,
+    input_shape=(3, 224, 224), num_classes=1000, init_block_size=2, data=_IMAGENET_DATA,
 ))

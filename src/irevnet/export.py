@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .data.preprocess import eval_preprocessing
 from .model import IRevNet
 
 __all__ = ["export_model", "load_exported"]
@@ -77,7 +76,7 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike) -> Pat
         "config": model.config.to_dict(),
         "input_shape": list(example.shape[1:]),
         "phi_shape": list(phi.shape[1:]),
-        "preprocessing": eval_preprocessing(model.config).to_dict(),
+        "preprocessing": model.config.data_config,
         "torch": torch.__version__,
     }
     (dst / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
-from .config import IRevNetConfig
+from .config import DataConfig, IRevNetConfig
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
@@ -73,12 +73,13 @@ class IRevNet(nn.Module):
         mult: int = 4,
         name: str = "custom",
         description: str = "",
+        data: DataConfig = DataConfig(),
     ) -> None:
         super().__init__()
         cfg = IRevNetConfig(
             blocks=blocks, strides=strides, channels=channels, input_shape=input_shape,
             num_classes=num_classes, init_block_size=init_block_size, dropout=dropout,
-            mult=mult, name=name, description=description,
+            mult=mult, name=name, description=description, data=data,
         )
         self.config = cfg
         in_chans, height, width = cfg.input_shape

@@ -18,22 +18,23 @@ from .common import add_force_argument, add_format_argument, check_outputs, dir_
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
+    from ..config import IRevNetConfig
+
 #: ``--only`` choices: the names of :data:`irevnet.analysis.suite.ANALYSES` (kept here so that
 #: parsing the command line does not import the analysis stack).
 ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
 
 
-def _load_data(name: str, data_dir: str | None) -> tuple[Dataset, Dataset]:
-    """``(train_set, test_set)`` of ``--data``, from the project's registry :func:`irevnet.data.build_datasets`."""
+def _load_data(name: str, data_dir: str | None, config: IRevNetConfig) -> tuple[Dataset, Dataset]:
+    """``(train_set, test_set)`` of ``--data`` through the model's evaluation preprocessing.
+
+    Features of the training split must not depend on random crops and flips: no augmentation.
+    """
     from ..data import build_datasets
 
-    splits = build_datasets(name, data_dir)
-    train = splits.train
-    assert train is not None  # only eval_only=True leaves it out
-    if hasattr(train, "transform") and hasattr(splits.eval, "transform"):
-        # Features of the training split must not depend on random crops and flips.
-        train.transform = splits.eval.transform
-    return train, splits.eval
+    splits = build_datasets(name, data_dir, config=config, augment=False)
+    assert splits.train is not None  # only eval_only=True leaves it out
+    return splits.train, splits.eval
 
 
 def _window(text: str) -> tuple[int, int, int, int]:
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import resolve_device
 
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
-    train_set, test_set = _load_data(args.data, args.data_dir)
+    train_set, test_set = _load_data(args.data, args.data_dir, model.config)
     image_shape = tuple(test_set[0][0].shape)
     if image_shape[0] != model.input_shape[0]:
         raise ValueError(f"{args.data} images are {image_shape}, but the checkpoint expects {model.input_shape[0]} "

@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="top-1 and top-5 accuracy of a checkpoint on a data set's evaluation split",
         description="Evaluate a checkpoint (irevnet's own, a training run's last.pt/best.pt, or a converted one). "
-        "--data imagefolder takes a folder with val/ or a folder of class subfolders, and applies the "
-        "ImageNet protocol (resize 256, centre crop 224, ImageNet mean/std).")
+        "--data imagefolder takes a folder with val/ or a folder of class subfolders. Images get the "
+        "model's evaluation preprocessing (its data config; ImageNet presets: resize 256, centre crop 224, "
+        "ImageNet mean/std).")
     p.add_argument("checkpoint", type=existing_file)
     add_common_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -33,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, map_location=device)
     cfg = model.config
-    data = build_eval_dataset(args.data, args.data_dir, synthetic_shape=cfg.input_shape,
-                              synthetic_classes=cfg.num_classes, synthetic_size=args.synthetic_size)
+    data = build_eval_dataset(args.data, args.data_dir, config=cfg, synthetic_size=args.synthetic_size)
     if data.num_classes != cfg.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {cfg.num_classes} classes but {args.data} has "
                          f"{data.num_classes}; class indices would not match")

@@ -14,7 +14,7 @@ from .common import FIGURE_SUFFIXES, add_force_argument, check_outputs, existing
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ..data.preprocess import Preprocessing
+    from ..config import IRevNetConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,18 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(paths: list[str], prep: Preprocessing) -> Tensor:
+def _load(paths: list[str], config: IRevNetConfig) -> Tensor:
     """``(N, C, H, W)`` model inputs from image files; errors name the file."""
     import torch
 
     from ..data.imagefolder import CorruptImageError, load_image
 
+    from ..data.transforms import eval_transform
+
+    transform = eval_transform(config)
     out = []
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {path!r} does not exist")
         try:
-            out.append(prep.transform(load_image(path)))
+            out.append(transform(load_image(path)))
         except CorruptImageError as e:
             raise ValueError(str(e)) from None
     return torch.stack(out)
@@ -71,27 +74,31 @@ def run(args: argparse.Namespace) -> int:
 
     from ..analysis import interpolate, reconstruct
     from ..analysis.plotting import image_grid, save_figure
-    from ..data.preprocess import eval_preprocessing
+    from ..data.transforms import denormalize
 
     model = model_from_spec(args.model)
-    prep = eval_preprocessing(model.config)
+    cfg = model.config
+
+    def to_pixels(t: Tensor) -> Tensor:
+        return denormalize(t, cfg)
+
     if args.interpolate:
-        strip = interpolate(model, *(_load([p], prep) for p in args.interpolate), steps=args.steps)[0]
+        strip = interpolate(model, *(_load([p], cfg) for p in args.interpolate), steps=args.steps)[0]
         ts = torch.linspace(1.0, 0.0, args.steps).tolist()
-        fig = image_grid([list(prep.denormalize(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
+        fig = image_grid([list(to_pixels(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
                          title=r"$\Phi^{-1}(t\,\Phi(A) + (1-t)\,\Phi(B))$, "
                          f"A = {Path(args.interpolate[0]).name}, B = {Path(args.interpolate[1]).name}", cell=1.6)
         save_figure(fig, out)
         print(f"wrote {out}")
         return 0
 
-    x = _load(args.images, prep)
-    rec = reconstruct(model, x, batch_size=1, float64=args.float64, to_pixels=prep.denormalize,
+    x = _load(args.images, cfg)
+    rec = reconstruct(model, x, batch_size=1, float64=args.float64, to_pixels=to_pixels,
                       progress=not args.no_progress)
     max_err, rel_err = rec.max_abs_error, rec.relative_error
     floor = rec.floor_relative_error.tolist() if rec.floor_relative_error is not None else [None] * len(x)
     names = [Path(p).name for p in args.images]
-    fig = image_grid([list(prep.denormalize(x)), list(prep.denormalize(rec.x_hat.float()))],
+    fig = image_grid([list(to_pixels(x)), list(to_pixels(rec.x_hat.float()))],
                      row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
                      col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())],
                      title=f"{model.config.name}: reconstructions from Φ (max abs pixel error {max_err.max():.1e})",
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "model": args.model,
         "preset": model.config.name,
-        "preprocessing": prep.to_dict(),
+        "preprocessing": cfg.data_config,
         "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
         "error_units": "pixel values in [0, 1], after undoing the normalization",
         "floor": "floor_relative_error: the exact (float64) inverse of Φ rounded to the model's dtype; "

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
+    from ..config import IRevNetConfig
+
 __all__ = ["DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
@@ -38,50 +40,55 @@ def build_datasets(
     name: str,
     data_dir: str | os.PathLike | None = None,
     *,
-    synthetic_shape: tuple[int, int, int] = (3, 32, 32),
-    synthetic_classes: int = 10,
+    config: IRevNetConfig,
     synthetic_size: int = 2560,
     eval_only: bool = False,
+    augment: bool = True,
 ) -> DataSplits:
-    """Build the splits of data set ``name`` (one of :data:`DATASETS`).
+    """Build the splits of data set ``name`` (one of :data:`DATASETS`) for the model ``config``.
 
-    - ``digits``: scikit-learn's 8x8 digits (bundled), the fixed stratified 75/25 split.
+    Image files become inputs through the model's data config (:mod:`irevnet.data.transforms`):
+    the evaluation split with :func:`~irevnet.data.transforms.eval_transform`, the training
+    split with the paper's augmentation for the data set (``augment=False``: the evaluation
+    transform, e.g. for features that must not depend on random crops).
+
+    - ``digits``: scikit-learn's 8x8 digits (bundled, [0, 1] pixels), the fixed stratified 75/25 split.
     - ``cifar10`` / ``cifar100``: ``data_dir`` holds ``cifar-10-batches-py/`` (``cifar-100-python/``).
     - ``imagefolder``: ``data_dir/train`` and ``data_dir/val`` class trees (ImageNet). With
       ``eval_only``, ``data_dir`` may also be the val class tree itself.
-    - ``synthetic``: random tensors of ``synthetic_shape`` (``synthetic_size`` train items,
-      a quarter of that for eval), for benchmarks.
+    - ``synthetic``: random tensors of ``config.input_shape`` with ``config.num_classes`` classes
+      (``synthetic_size`` train items, a quarter of that for eval), for benchmarks.
     """
-    # Imported here: torchvision and scikit-learn cost seconds, and listing DATASETS needs neither.
     from .cifar import CIFAR_CLASSES, load_cifar
     from .digits import load_digits_split
     from .imagefolder import eval_imagefolder, load_imagefolder
     from .synthetic import SyntheticImages
-    from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, cifar_transform, imagenet_transform
+    from .transforms import eval_transform, train_transform
 
-    cifar_stats = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
+    def train_tf(kind: str):
+        return train_transform(config, augment=kind) if augment else eval_transform(config)
+
     if name == "digits":
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8))
-    if name in cifar_stats:
-        mean, std = cifar_stats[name]
-        train, test = load_cifar(name, _need_dir(name, data_dir),
-                                 train_transform=cifar_transform(train=True, mean=mean, std=std),
-                                 eval_transform=cifar_transform(train=False, mean=mean, std=std))
-        return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], (3, 32, 32))
+    if name in CIFAR_CLASSES:
+        train, test = load_cifar(name, _need_dir(name, data_dir), train_transform=train_tf("cifar"),
+                                 eval_transform=eval_transform(config))
+        return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape)
     if name == "imagefolder":
         root = _need_dir(name, data_dir)
         if eval_only:
-            val = eval_imagefolder(root, transform=imagenet_transform(train=False))
-            return DataSplits(None, val, len(val.classes), (3, 224, 224))
-        train, val = load_imagefolder(root, train_transform=imagenet_transform(train=True),
-                                      eval_transform=imagenet_transform(train=False))
-        return DataSplits(train, val, len(train.classes), (3, 224, 224))
+            val = eval_imagefolder(root, transform=eval_transform(config))
+            return DataSplits(None, val, len(val.classes), config.input_shape)
+        train, val = load_imagefolder(root, train_transform=train_tf("imagenet"),
+                                      eval_transform=eval_transform(config))
+        return DataSplits(train, val, len(train.classes), config.input_shape)
     if name == "synthetic":
         # Different seeds so that the eval items are not copies of the first train items.
-        train = SyntheticImages(synthetic_size, synthetic_shape, synthetic_classes, seed=0)
-        val = SyntheticImages(max(synthetic_size // 4, 1), synthetic_shape, synthetic_classes, seed=1)
-        return DataSplits(None if eval_only else train, val, synthetic_classes, tuple(synthetic_shape))
+        shape, classes = config.input_shape, config.num_classes
+        train = SyntheticImages(synthetic_size, shape, classes, seed=0)
+        val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
+        return DataSplits(None if eval_only else train, val, classes, shape)
     raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
 
 

@@ -1,41 +1,77 @@
-"""The paper's input pipelines: CIFAR (crop + flip) and ImageNet (random-resized crop + jitter).
+"""Image pipelines, all derived from a model's :class:`~irevnet.config.DataConfig`.
 
-Every transform maps a PIL image to a float32 tensor ``(3, H, W)`` normalized per channel
-with the data set's mean and standard deviation.
+- :func:`eval_transform`: resize the short side to ``floor(size / crop_pct)``, centre crop
+  the input size, scale to [0, 1], normalize (timm's evaluation transform for the same data
+  config; at 224 with ``crop_pct=0.875``: resize 256, crop 224, the reference protocol).
+- :func:`train_transform`: the paper's augmentation for the kind of data set, ``"cifar"``
+  (random crop of the zero-padded image + flip) or ``"imagenet"`` (random-resized crop +
+  flip + colour jitter), then the same scaling and normalization.
+- :func:`denormalize`: model inputs back to pixel values, for display and pixel-space errors.
+
+Every transform maps a PIL image to a float32 tensor of the model's ``input_shape``.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
+from torch import Tensor
 from torchvision import transforms as T
 
-__all__ = [
-    "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
-    "cifar_transform", "imagenet_transform",
-]
+from ..config import IRevNetConfig
 
-Stats = tuple[float, float, float]
+__all__ = ["AUGMENTATIONS", "eval_transform", "train_transform", "denormalize", "resize_size"]
 
-# Per-channel statistics of the training sets (the values the reference code uses).
-CIFAR10_MEAN: Stats = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD: Stats = (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN: Stats = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD: Stats = (0.2673, 0.2564, 0.2762)
-IMAGENET_MEAN: Stats = (0.485, 0.456, 0.406)
-IMAGENET_STD: Stats = (0.229, 0.224, 0.225)
+AUGMENTATIONS = ("cifar", "imagenet")
+_INTERPOLATION = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
+                  "bicubic": T.InterpolationMode.BICUBIC}
 
 
-def cifar_transform(*, train: bool, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD) -> T.Compose:
-    """32x32 pipeline: train adds a random 32x32 crop of the 4-pixel zero-padded image and a flip."""
-    augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
-    return T.Compose([*augment, T.ToTensor(), T.Normalize(mean, std)])
+def resize_size(config: IRevNetConfig) -> int:
+    """Short side the evaluation resizes to before the centre crop (timm's ``scale_size``)."""
+    _, h, w = config.input_shape
+    return math.floor(min(h, w) / config.data.crop_pct)
 
 
-def imagenet_transform(*, train: bool, size: int = 224, resize: int = 256) -> T.Compose:
-    """ImageNet pipeline: train = random-resized crop ``size``, flip, colour jitter (0.4 each);
-    eval = resize the short side to ``resize``, centre crop ``size`` (the checkpoint's protocol)."""
-    if train:
-        head = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+def _to_input(config: IRevNetConfig) -> list:
+    """Channel conversion, [0, 1] scaling and normalization (the end of every pipeline)."""
+    dc = config.data_config
+    grey = [T.Grayscale(1)] if config.input_shape[0] == 1 else []
+    return [*grey, T.ToTensor(), T.Normalize(dc["mean"], dc["std"])]
+
+
+def eval_transform(config: IRevNetConfig) -> T.Compose:
+    """PIL image -> ``(C, H, W)`` model input of ``config.input_shape`` (deterministic)."""
+    _, h, w = config.input_shape
+    interpolation = _INTERPOLATION[config.data.interpolation]
+    return T.Compose([T.Resize(resize_size(config), interpolation=interpolation), T.CenterCrop((h, w)),
+                      *_to_input(config)])
+
+
+def train_transform(config: IRevNetConfig, *, augment: str) -> T.Compose:
+    """PIL image -> augmented ``(C, H, W)`` model input; ``augment`` is one of :data:`AUGMENTATIONS`.
+
+    ``"cifar"``: resize to the input size when the images are not already that size, random
+    crop of the image zero-padded by 1/8 of its side (4 pixels at 32), horizontal flip.
+    ``"imagenet"``: random-resized crop to the input size, flip, colour jitter (0.4 each).
+    """
+    _, h, w = config.input_shape
+    interpolation = _INTERPOLATION[config.data.interpolation]
+    if augment == "cifar":
+        head = [T.Resize((h, w), interpolation=interpolation), T.RandomCrop((h, w), padding=min(h, w) // 8),
+                T.RandomHorizontalFlip()]
+    elif augment == "imagenet":
+        head = [T.RandomResizedCrop((h, w), interpolation=interpolation), T.RandomHorizontalFlip(),
                 T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
     else:
-        head = [T.Resize(resize), T.CenterCrop(size)]
-    return T.Compose([*head, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        raise ValueError(f"unknown augmentation {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
+    return T.Compose([*head, *_to_input(config)])
+
+
+def denormalize(x: Tensor, config: IRevNetConfig) -> Tensor:
+    """``(..., C, H, W)`` model inputs -> pixel values (in [0, 1] for real images); undoes the normalization."""
+    dc = config.data_config
+    mean = torch.tensor(dc["mean"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(dc["std"], dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x * std + mean

@@ -208,11 +208,11 @@ class _Trainer:
         self.batch_per_rank = recipe.batch_size // denom
 
         _seed_everything(cfg.seed)  # identical initial weights on every rank
-        # The preset with the user's overrides: synthetic data takes its shape and classes.
+        # The preset with the user's overrides: images become inputs through its data config,
+        # synthetic data takes its shape and classes.
         preset = get_preset(cfg.preset).replace(**cfg.model_overrides)
-        self.data: DataSplits = build_datasets(
-            cfg.data, cfg.data_dir, synthetic_shape=preset.input_shape, synthetic_classes=preset.num_classes,
-            synthetic_size=cfg.synthetic_size)
+        self.data: DataSplits = build_datasets(cfg.data, cfg.data_dir, config=preset,
+                                               synthetic_size=cfg.synthetic_size)
         self.model = self._build_model(preset)
         # Per-rank streams from here on (dropout, augmentation): ranks see different data.
         _seed_everything(cfg.seed + 7919 * dist_ctx.rank)
