@@ -127,6 +127,19 @@ def test_cli_convert_writes_a_loadable_checkpoint(ref_b, tmp_path, capsys):
     assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
 
 
+def test_cli_convert_writes_a_model_folder(ref_b, tmp_path, capsys):
+    ref, path = ref_b
+    dst = tmp_path / "imagenet-b"
+    assert main(["convert", str(path), str(dst), *SMALL_B_ARGS]) == 0
+    assert f"wrote {dst}/config.json and model.safetensors" in capsys.readouterr().out
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
+    model = load_model(dst).eval()
+    assert model.config.data.crop_pct == 0.875
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x)[0], rtol=1e-6, atol=1e-6)
+
+
 def _corrupt(path, tmp_path, edit):
     payload = torch.load(path, weights_only=True)
     edit(payload["state_dict"])

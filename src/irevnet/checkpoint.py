@@ -25,7 +25,7 @@ from .config import IRevNetConfig
 from .model import ClassifierHead, IRevNet
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "init_weights_from",
-           "FORMAT", "VERSION"]
+           "unwrap_model", "config_of", "FORMAT", "VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def torch_file_problem(path: Path) -> str | None:
     return f"{str(path)!r} is not a checkpoint: not a file written by torch.save (it starts with {head!r})"
 
 
-def _unwrap(model: nn.Module) -> IRevNet:
-    # DDP / torch.compile wrappers keep the real model in .module / ._orig_mod
+def unwrap_model(model: nn.Module) -> IRevNet:
+    """The :class:`IRevNet` inside DDP / torch.compile wrappers (``.module`` / ``._orig_mod``)."""
     while not isinstance(model, IRevNet):
         inner = getattr(model, "_orig_mod", None)
         inner = getattr(model, "module", None) if inner is None else inner
@@ -99,10 +99,12 @@ def _unwrap(model: nn.Module) -> IRevNet:
     return model
 
 
-def _config_of(net: IRevNet) -> IRevNetConfig:
+def config_of(net: IRevNet) -> IRevNetConfig:
     """The configuration that rebuilds ``net``: ``num_classes`` follows a replaced classifier
     (``model.head.fc = nn.Linear(model.num_features, k)`` for fine-tuning)."""
     head, fc = net.head, getattr(net.head, "fc", None)
+    if net.config.num_classes == 0 and isinstance(head, ClassifierHead) and isinstance(fc, nn.Identity):
+        return net.config  # no classifier (reset_classifier(0)): the head returns pooled features
     if not isinstance(head, ClassifierHead) or not isinstance(fc, nn.Linear) or fc.bias is None \
             or fc.in_features != net.num_features:
         raise ValueError(
@@ -120,8 +122,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extras: Any) -> Path
     The configuration follows the model: a classifier replaced for fine-tuning (a new
     ``head.fc`` with another number of classes) is saved with its ``num_classes``.
     """
-    net = _unwrap(model)
-    payload = {"format": FORMAT, "version": VERSION, "config": _config_of(net).to_dict(),
+    net = unwrap_model(model)
+    payload = {"format": FORMAT, "version": VERSION, "config": config_of(net).to_dict(),
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     clash = set(extras) & set(payload)
     if clash:
@@ -159,11 +161,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> IRevNet:
-    """Rebuild the model saved by :func:`save_model` (or by the trainer) at ``path``.
+    """Rebuild the model saved at ``path``: a checkpoint file of :func:`save_model` (or the
+    trainer's), or a model folder of :meth:`IRevNet.save_pretrained` (``config.json`` +
+    ``model.safetensors``).
 
     The model is returned on ``map_location`` and, like any freshly built module, in train
     mode: call ``.eval()`` before inference.
     """
+    if Path(path).is_dir():
+        from .pretrained import load_pretrained
+
+        return load_pretrained(path, map_location=map_location)
     payload = read_checkpoint(path, map_location)
     try:
         model = IRevNet.from_config(IRevNetConfig.from_dict(payload["config"]))
@@ -198,7 +206,7 @@ def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
     freshly initialized classifier (the head's BatchNorm is still copied) and this is
     logged. Returns True when the classifier was copied too.
     """
-    net = _unwrap(model)
+    net = unwrap_model(model)
     path = _weights_file(Path(source))
     payload = read_checkpoint(path)
     try:

@@ -87,7 +87,8 @@ class IRevNetConfig:
 
     ``blocks``, ``strides`` and ``channels`` are per stage: number of blocks, stride of
     the stage's first block, output channels per half. ``init_block_size`` is the block
-    size of the initial ψ (0 or 1: none). ``input_shape`` is (C, H, W). ``data`` is the
+    size of the initial ψ (0 or 1: none). ``input_shape`` is (C, H, W). ``num_classes`` 0:
+    no classifier (the head returns pooled features, timm's convention). ``data`` is the
     preprocessing that turns images into inputs (:class:`DataConfig`).
     """
 
@@ -119,8 +120,8 @@ class IRevNetConfig:
             raise ValueError(f"every stage needs at least one block, got blocks={self.blocks}")
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.mult < 1:
             raise ValueError(f"mult must be >= 1, got {self.mult}")
         if isinstance(self.data, dict):

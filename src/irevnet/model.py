@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import math
 
@@ -18,13 +20,37 @@ from .config import DataConfig, IRevNetConfig
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
-__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob"]
+__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob", "take_indices"]
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``log N(z; 0, I)`` per example: ``(N, ...) -> (N,)``, summed over all other dimensions."""
     z = z.flatten(1)
     return -0.5 * (z.square().sum(dim=1) + z.shape[1] * math.log(2 * math.pi))
+
+
+def take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: ``(0-based block indices, the largest)``.
+
+    ``None``: all blocks; an int ``n``: the last ``n``; a sequence: those blocks (negative
+    ones count from the end). Out-of-range entries raise ``ValueError``.
+    """
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"last-n indices must be in 1..{num_blocks}, got {indices}")
+        take = list(range(num_blocks - indices, num_blocks))
+    else:
+        take = []
+        for i in indices:
+            j = num_blocks + int(i) if int(i) < 0 else int(i)
+            if not 0 <= j < num_blocks:
+                raise ValueError(f"block index {i} is out of range for a network of {num_blocks} blocks")
+            take.append(j)
+        if not take:
+            raise ValueError("indices must select at least one block")
+    return take, max(take)
 
 
 class ClassifierHead(nn.Module):
@@ -39,7 +65,8 @@ class ClassifierHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(in_features)
-        self.fc = nn.Linear(in_features, num_classes)
+        # num_classes 0: no classifier, the head returns the pooled features (timm's convention).
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
         x = F.relu(self.norm(phi)).mean(dim=(2, 3))
@@ -112,6 +139,12 @@ class IRevNet(nn.Module):
         self.head = ClassifierHead(channels_in, cfg.num_classes)
         self.memory_efficient = False
         self.full_float32 = True
+        # timm's per-feature description, one entry per block (Φ_j; stride relative to the input).
+        self.feature_info = [
+            {"num_chs": c, "reduction": height // h, "module": f"blocks.{j}", "stage": self.stage_index[j]}
+            for j, (c, h, _) in enumerate(self.block_output_shapes())
+        ]
+        self._pretrained_cfg: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: IRevNetConfig) -> "IRevNet":
@@ -302,19 +335,58 @@ class IRevNet(nn.Module):
             )
         return standard_normal_log_prob(self.forward_features(x))
 
-    def forward_intermediates(self, x: Tensor) -> list[Tensor]:
-        """The merged representation after every block (``depth`` tensors).
+    def iter_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None) -> Iterator[tuple[int, Tensor]]:
+        """Yield ``(j, Φ_{j+1}(x))`` for the selected blocks ``j`` (0-based), lazily.
 
-        Entry ``j-1`` is Φ_j(x), the output of block ``j``; ``inverse(z, depth=j)`` rebuilds
-        ``x`` from it, so each one carries all the information of the input.
+        ``indices`` as in :meth:`forward_intermediates`. The forward stops after the last
+        selected block, and only the current representation is alive: a consumer that keeps
+        only, say, spatial means can walk 100 ImageNet-size blocks in the memory of one.
         """
+        take, last = take_indices(self.depth, indices)
+        wanted = set(take)
         with self._precision():
             pair = self._embed(x)
-            out = []
-            for block in self.blocks:
+        for j, block in enumerate(self.blocks[: last + 1]):
+            # Full float32 per step, not across the yield: the consumer runs under its own flags.
+            with self._precision():
                 pair = block(pair)
-                out.append(merge(*pair))
-        return out
+                z = merge(*pair) if j in wanted else None
+            if z is not None:
+                yield j, z
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """The merged representations after the selected blocks, with timm's semantics.
+
+        ``indices``: ``None`` every block, an int ``n`` the last ``n`` blocks, a sequence the
+        given (0-based, negative from the end) blocks; entries follow :attr:`feature_info`.
+        Block ``j`` (0-based) outputs Φ_{j+1}(x); ``inverse(z, depth=j + 1)`` rebuilds ``x``
+        from it, so each one carries all the information of the input.
+
+        Returns ``(Φ(x), intermediates)``, or only the list with ``intermediates_only``
+        (then, as with ``stop_early``, the forward stops after the last selected block, and
+        the first element is the representation there). ``norm`` and ``output_fmt`` exist
+        for timm's feature wrappers: i-RevNet has no norm between Φ and the head.
+        """
+        if norm:
+            raise ValueError("norm=True is not supported: an i-RevNet has no norm layer before its head")
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, last = take_indices(self.depth, indices)
+        stop = last if (intermediates_only or stop_early) else self.depth - 1
+        wanted, out, z = set(take), [], None
+        for j, z in self.iter_intermediates(x, sorted(wanted | {stop})):
+            if j in wanted:
+                out.append(z)
+        return out if intermediates_only else (z, out)
 
     # -- inverse --------------------------------------------------------------------
     def inverse(self, phi: Tensor, *, depth: int | None = None) -> Tensor:
@@ -345,21 +417,58 @@ class IRevNet(nn.Module):
                 pair = self.blocks[j].inverse(pair)
             return self.init_psi.inverse(merge(*pair))
 
-    # -- classifier -----------------------------------------------------------------
+    # -- timm interface ----------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's ``pretrained_cfg``: the data config (``config.data_config``: input size, mean,
+        std, crop, interpolation) over any weight-source fields timm set (``file``, ``hf_hub_id``, ...)."""
+        return {**self._pretrained_cfg, **self.config.data_config, "num_classes": self.num_classes,
+                "classifier": "head.fc"}
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any] | Any) -> None:
+        # timm assigns its registry entry here; the data fields always come from self.config.
+        cfg = cfg if isinstance(cfg, dict) else dict(getattr(cfg, "__dict__", {}))
+        self._pretrained_cfg = {k: v for k, v in cfg.items() if k not in self.config.data_config}
+
+    default_cfg = pretrained_cfg  # timm's older name
+
     def get_classifier(self) -> nn.Module:
-        """The final linear layer (timm's convention)."""
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final linear layer by a freshly initialized one with ``num_classes`` outputs
-        (timm's convention; for fine-tuning). ``config.num_classes`` follows, so
-        :func:`~irevnet.save_model` and :func:`~irevnet.load_model` round-trip the new model.
-        Φ and its inverse are untouched."""
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        fc = self.head.fc
-        self.head.fc = nn.Linear(self.num_features, num_classes, device=fc.weight.device, dtype=fc.weight.dtype)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new, freshly initialized classifier for ``num_classes`` (0: none, the head returns
+        pooled features). The configuration follows, so saved models rebuild the new head."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"an i-RevNet pools by average only; global_pool={global_pool!r} is not supported")
+        old = self.head.fc
         self.config = self.config.replace(num_classes=num_classes)
+        ref = self.head.norm.weight
+        self.head.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+                        if num_classes > 0 else nn.Identity())
+        self.head.fc.train(old.training)
+
+    # -- model folders (Hugging Face convention) ---------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``folder/config.json`` and ``folder/model.safetensors`` (see :mod:`irevnet.pretrained`)."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, model_id: str | os.PathLike, **kwargs: Any) -> "IRevNet":
+        """Load a model folder or a Hugging Face Hub id (``owner/name[@revision]``).
+
+        Keyword arguments: ``map_location``, ``revision``, ``cache_dir``
+        (:func:`irevnet.pretrained.load_pretrained`). Returned in train mode.
+        """
+        from .pretrained import load_pretrained
+
+        return load_pretrained(model_id, **kwargs)
 
     # -- introspection --------------------------------------------------------------
     def num_parameters(self) -> int:

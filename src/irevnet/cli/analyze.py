@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.registry import DATASETS
-from .common import add_force_argument, add_format_argument, check_outputs, dir_path, existing_dir, existing_file, int_range, \
+from .common import add_force_argument, add_format_argument, check_outputs, dir_path, existing_dir, int_range, model_path, \
     nonnegative_int, positive_int, seed
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _window(text: str) -> tuple[int, int, int, int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="the paper's analyses of a checkpoint: reconstructions, interpolations, "
                        "Jacobian spectrum, separability and contraction with depth (PNG + JSON)")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=model_path)
     p.add_argument("--data", required=True, choices=DATASETS, help="data set to analyse on")
     p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (not needed for digits)")
     p.add_argument("--out", required=True, type=dir_path, help="output folder for NAME.png / NAME.json")

@@ -138,19 +138,58 @@ def figure_path(text: str) -> str:
     return text
 
 
+#: Model destinations ending in these are checkpoint files; any other name is a model folder.
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def model_path(text: str) -> str:
+    """An existing checkpoint file or model folder (``config.json`` + ``model.safetensors``)."""
+    p = Path(text)
+    if p.is_dir() and not (p / "config.json").is_file():
+        # A training run folder: its best.pt (else last.pt) is what a user means.
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder without config.json; give a checkpoint file "
+                                         f"(e.g. {text}/best.pt) or a model folder")
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    return text
+
+
 def model_spec(text: str) -> str:
-    """A preset name or an existing checkpoint file (checked without importing torch)."""
+    """A preset name, an existing checkpoint file or a model folder (checked without importing torch)."""
     from ..config import list_presets
 
     if text in list_presets():
         return text
-    if Path(text).is_dir():
-        # A training run folder: its best.pt (else last.pt) is what a user means.
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a checkpoint file (e.g. {text}/best.pt)")
-    if not Path(text).is_file():
+    if not Path(text).exists():
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file")
-    return text
+            f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file or "
+            "model folder")
+    return model_path(text)
+
+
+def model_output(text: str) -> str:
+    """Where to write a model: a checkpoint file (``.pt``/``.pth``) or a model folder (any other name)."""
+    return file_path(text) if Path(text).suffix in CHECKPOINT_SUFFIXES else dir_path(text)
+
+
+def model_output_files(dst: str) -> list[str]:
+    """The files that writing a model to ``dst`` creates (see :func:`model_output`)."""
+    if Path(dst).suffix in CHECKPOINT_SUFFIXES:
+        return [dst]
+    return [str(Path(dst) / "config.json"), str(Path(dst) / "model.safetensors")]
+
+
+def write_model(model: IRevNet, dst: str, **extras: Any) -> str:
+    """Write ``model`` to ``dst``: a checkpoint file when it ends in .pt/.pth (``extras`` ride
+    along), else a model folder (config.json + model.safetensors, the model alone). Returns
+    a description of what was written."""
+    from ..checkpoint import save_model
+
+    if Path(dst).suffix in CHECKPOINT_SUFFIXES:
+        save_model(model, dst, **extras)
+        return dst
+    model.save_pretrained(dst)
+    return f"{Path(dst) / 'config.json'} and model.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +230,7 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: It
 
 
 def model_from_spec(spec: str) -> IRevNet:
-    """A preset name builds a fresh model; anything else is read as a checkpoint path."""
+    """A preset name builds a fresh model; anything else is read as a checkpoint file or model folder."""
     from ..checkpoint import load_model
     from ..config import list_presets
     from ..factory import create_model
@@ -199,7 +238,8 @@ def model_from_spec(spec: str) -> IRevNet:
     if spec in list_presets():
         return create_model(spec)
     if not Path(spec).exists():
-        raise ValueError(f"{spec!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file")
+        raise ValueError(f"{spec!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint "
+                         "file or model folder")
     return load_model(spec)
 
 

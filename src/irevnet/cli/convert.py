@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..config import list_presets
-from .common import add_force_argument, add_model_overrides_argument, check_outputs, existing_file, file_path, \
-    model_overrides
+from .common import add_force_argument, add_model_overrides_argument, check_outputs, existing_file, model_output, \
+    model_output_files, model_overrides, write_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", type=existing_file,
                    help="reference checkpoint, e.g. the authors' ImageNet i-RevNet-301 .pth.tar")
-    p.add_argument("dst", type=file_path, help="irevnet checkpoint to write")
+    p.add_argument("dst", type=model_output,
+                   help="where to write: a .pt/.pth checkpoint file, or any other name for a model folder "
+                   "(config.json + model.safetensors, loadable with IRevNet.from_pretrained)")
     p.add_argument("--preset", default="imagenet-b", choices=list_presets(),
                    help="configuration of the reference model (default: imagenet-b, the authors' ImageNet model)")
     add_model_overrides_argument(p, "configuration override for custom reference models, as in `irevnet train` "
@@ -29,15 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs([args.dst], force=args.force, inputs=[args.src])
+    check_outputs(model_output_files(args.dst), force=args.force, inputs=[args.src])
     overrides = model_overrides(args)
 
-    from ..checkpoint import save_model
     from ..convert import convert_reference_checkpoint
 
     model, report, metadata = convert_reference_checkpoint(args.src, args.preset, **overrides)
-    save_model(model, args.dst, converted_from=str(args.src), reference_metadata=metadata)
+    written = write_model(model, args.dst, converted_from=str(args.src), reference_metadata=metadata)
     print(report.format())
     extra = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metadata.items())
-    print(f"wrote {args.dst}: {args.preset} ({model.num_parameters():,} parameters){' from ' + extra if extra else ''}")
+    print(f"wrote {written}: {args.preset} ({model.num_parameters():,} parameters){' from ' + extra if extra else ''}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import existing_file, positive_int
+from .common import model_path, positive_int
 from .train import add_common_arguments
 
 
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data imagefolder takes a folder with val/ or a folder of class subfolders. Images get the "
         "model's evaluation preprocessing (its data config; ImageNet presets: resize 256, centre crop 224, "
         "ImageNet mean/std).")
-    p.add_argument("checkpoint", type=existing_file)
+    p.add_argument("checkpoint", type=model_path)
     add_common_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
