@@ -9,8 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The exact versions of constraints.txt (torch and torchvision from this machine's local files);
+# pyproject.toml itself only states ranges, so irevnet installs beside any tested PyTorch.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,hub,timm,onnx]'
 
 demo: install
 	$(BIN)/irevnet demo --out runs/demo

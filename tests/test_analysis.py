@@ -160,7 +160,7 @@ def test_averaged_features_equal_forward_intermediates(small_splits):
     feats = averaged_features(model, ds, [1, 2], batch_size=50, progress=False)
     x, y = ds[:]
     with torch.no_grad():
-        inter = model.forward_intermediates(x)
+        _, inter = model.forward_intermediates(x)
     for j in (1, 2):
         np.testing.assert_allclose(feats.features[j], inter[j - 1].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(feats.labels, y.numpy())
@@ -298,8 +298,9 @@ def test_cli_only_and_errors(tmp_path, capsys):
     assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(out), "--only", "spectrum",
                  "--window", "6,6,4,4", "--force"]) == 2
     assert "does not fit" in capsys.readouterr().err
-    assert main(["analyze", str(ckpt), "--data", "synthetic", "--out", str(tmp_path / "synthetic")]) == 2
-    assert "expects 1 channel" in capsys.readouterr().err
+    rgb = irevnet.save_model(irevnet.create_model("cifar10", blocks=(1, 1, 1)), tmp_path / "rgb.pt")
+    assert main(["analyze", str(rgb), "--data", "digits", "--out", str(tmp_path / "rgb")]) == 2
+    assert "expects 3 channel" in capsys.readouterr().err
     model = irevnet.create_model("digits", blocks=(1, 1))
     with pytest.raises(ValueError, match="unknown analysis 'spectra'"):
         run_analyses(model, *load_digits_split(), out, ["spectra"], AnalysisOptions(progress=False))

@@ -123,12 +123,45 @@ def test_forward_head_and_intermediates():
     assert phi.shape == (2, 512, 8, 8)
     assert torch.equal(model(x), model.forward_head(phi))
     assert model.forward_head(phi, pre_logits=True).shape == (2, 512)
-    inter = model.forward_intermediates(x)
+    final, inter = model.forward_intermediates(x)
     assert len(inter) == model.depth
-    assert torch.equal(inter[-1], phi)
+    assert torch.equal(inter[-1], phi) and torch.equal(final, phi)
     assert [tuple(t.shape[1:]) for t in inter] == model.block_output_shapes()
+    assert [f["num_chs"] for f in model.feature_info] == [s[0] for s in model.block_output_shapes()]
     for depth, z in enumerate(inter, start=1):
         assert rel_err(model.inverse(z, depth=depth), x) < 1e-12
+
+
+def test_forward_intermediates_has_timms_semantics():
+    model = create_model("cifar10", blocks=(2, 2, 2)).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    _, every = model.forward_intermediates(x)
+    # An int takes the last n blocks, a list the given ones (negative from the end), in block order.
+    _, last2 = model.forward_intermediates(x, 2)
+    assert all(torch.equal(a, b) for a, b in zip(last2, every[-2:]))
+    only = model.forward_intermediates(x, [-1, 1], intermediates_only=True)
+    assert len(only) == 2 and torch.equal(only[0], every[1]) and torch.equal(only[1], every[-1])
+    # stop_early: the forward ends at the last selected block, which is then the final output.
+    final, early = model.forward_intermediates(x, [0, 2], stop_early=True)
+    assert torch.equal(final, every[2]) and torch.equal(early[0], every[0])
+    assert [j for j, _ in model.iter_intermediates(x, [3, 1])] == [1, 3]
+    for bad in ([6], [-7], 0, 7):
+        with pytest.raises(ValueError, match="out of range|must be in 1..6"):
+            model.forward_intermediates(x, bad)
+    with pytest.raises(ValueError, match="no norm layer"):
+        model.forward_intermediates(x, norm=True)
+
+
+def test_reset_classifier():
+    model = create_model("cifar10", blocks=(1, 1, 1)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and torch.equal(model(x), pooled)
+    model.reset_classifier(7)
+    assert model(x).shape == (2, 7) and model.config.num_classes == 7 and model.get_classifier().out_features == 7
+    with pytest.raises(ValueError, match="average only"):
+        model.reset_classifier(3, global_pool="max")
 
 
 @pytest.mark.parametrize(

@@ -28,3 +28,7 @@ __all__ = sorted(_MODULE_OF)
 __version__ = "0.1.0"
 
 __getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())
+
+from . import _timm_hook  # noqa: E402
+
+_timm_hook.install()  # timm.create_model("irevnet_301") once timm is imported (optional, lazy)

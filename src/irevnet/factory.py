@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import get_preset
+from .config import get_preset, list_presets
 from .model import IRevNet
 
-__all__ = ["create_model"]
+__all__ = ["create_model", "entrypoint_names"]
+
+# Names that differ from "irevnet_" + the preset name: the paper calls imagenet-b i-RevNet-301.
+_ENTRYPOINT_NAMES = {"imagenet-b": "irevnet_301"}
+
+
+def entrypoint_names() -> dict[str, str]:
+    """timm / torch.hub names of the presets: ``{"irevnet_301": "imagenet-b", "irevnet_cifar10": "cifar10", ...}``."""
+    return {_ENTRYPOINT_NAMES.get(p, "irevnet_" + p.replace("-", "_")): p for p in list_presets()}
 
 
 def create_model(preset: str, **overrides: Any) -> IRevNet:

@@ -3,24 +3,21 @@
 The paper measures separability on ``mean_{h,w} Φ_j(x)``: one vector of ``C_j`` numbers per
 image and per block ``j``. Extraction runs the model once per batch and keeps only those
 averages, so memory grows with ``N * sum_j C_j``, not with the activations.
-``Φ_j`` is entry ``j-1`` of :meth:`IRevNet.forward_intermediates`; forward hooks on the
-selected blocks give the same tensors without holding every block's output of a batch at
-once (100 blocks of ImageNet-size activations would not fit).
+``Φ_j`` is the output of block ``j-1`` (0-based) of :meth:`IRevNet.forward_intermediates`;
+:meth:`IRevNet.iter_intermediates` yields the same tensors one at a time, so a batch never
+holds every block's output at once (100 blocks of ImageNet-size activations would not fit).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..layers import Pair, merge
 from ..model import IRevNet
 
 __all__ = ["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample", "untrained_like"]
@@ -109,22 +106,15 @@ def averaged_features(
     chunks: dict[int, list[np.ndarray]] = {j: [] for j in blocks}
     labels: list[np.ndarray] = []
 
-    def keep(j: int) -> Callable[[nn.Module, Any, Pair], None]:
-        def hook(module: nn.Module, inputs: Any, pair: Pair) -> None:
-            chunks[j].append(merge(*pair).mean(dim=(2, 3)).float().cpu().numpy())
-        return hook
-
-    handles = [model.blocks[j - 1].register_forward_hook(keep(j)) for j in blocks]
     was_training = model.training
     model.eval()
     try:
         for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-            model.forward_features(x.to(device))
+            for j, z in model.iter_intermediates(x.to(device), [j - 1 for j in blocks]):
+                chunks[j + 1].append(z.mean(dim=(2, 3)).float().cpu().numpy())
             labels.append(np.asarray(y, dtype=np.int64))
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     log.debug("extracted features of %d images at %d blocks", sum(map(len, labels)), len(blocks))
     return FeatureSet({j: np.concatenate(c) for j, c in chunks.items()}, np.concatenate(labels))
 

@@ -1,0 +1,104 @@
+"""Every preset as a timm model: ``timm.create_model("irevnet_301")`` after ``import irevnet``.
+
+Imported (and so registered) only when timm is: :func:`irevnet._timm_hook.install` runs
+:func:`register` as soon as ``timm`` finishes importing, so ``import irevnet`` stays fast
+and needs no timm. Names are :func:`irevnet.factory.entrypoint_names` (``irevnet_301`` is
+the paper's name for the bijective ImageNet model ``imagenet-b``).
+
+timm's usual keyword arguments work: ``num_classes``, ``in_chans``, ``img_size``,
+``drop_rate``, ``features_only`` (per-stage feature maps: by default the last block of
+every stage; ``out_indices`` selects blocks), ``pretrained`` with
+``pretrained_cfg_overlay=dict(file="model/model.safetensors")``; any other keyword is an
+:class:`~irevnet.config.IRevNetConfig` override (``blocks=(2, 2, 2)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .extras import require
+
+require("timm", extra="timm", purpose="registering irevnet's models with timm")
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
+
+from .config import DataConfig, IRevNetConfig, get_preset
+from .factory import create_model, entrypoint_names
+from .model import IRevNet
+
+__all__: list[str] = []  # timm's register_model appends the entry points
+_PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", "paper_ids": "arXiv:1802.07088",
+          "origin_url": "https://github.com/jhjacobsen/pytorch-i-revnet"}
+
+
+def _cfg(config: IRevNetConfig) -> dict[str, Any]:
+    return {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc",
+            "description": config.description, **_PAPER}
+
+
+default_cfgs = generate_default_cfgs({name: _cfg(get_preset(preset)) for name, preset in entrypoint_names().items()})
+
+
+def _overrides(preset: IRevNetConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm's keyword arguments -> :class:`IRevNetConfig` overrides."""
+    out = dict(kwargs)
+    c, h, w = out.pop("input_shape", preset.input_shape)
+    in_chans = out.pop("in_chans", c)
+    img_size = out.pop("img_size", None)
+    if img_size is not None:
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if (in_chans, h, w) != preset.input_shape:
+        out["input_shape"] = (in_chans, h, w)
+    if in_chans != preset.input_shape[0] and "data" not in out and preset.data.mean is not None:
+        # Other channel counts: the per-channel statistics averaged over the preset's channels.
+        d = preset.data
+        out["data"] = DataConfig(mean=(sum(d.mean) / len(d.mean),) * in_chans, std=(sum(d.std) / len(d.std),) * in_chans,
+                                 crop_pct=d.crop_pct, interpolation=d.interpolation)
+    if "drop_rate" in out:
+        out["dropout"] = out.pop("drop_rate")
+    if out.pop("global_pool", None) not in (None, "", "avg"):
+        raise ValueError("an i-RevNet pools by average only (global_pool='avg')")
+    return out
+
+
+def _stage_ends(blocks: tuple[int, ...]) -> tuple[int, ...]:
+    ends, total = [], 0
+    for n in blocks:
+        total += n
+        ends.append(total - 1)
+    return tuple(ends)
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> IRevNet:
+    preset_name = entrypoint_names()[variant]
+    preset = get_preset(preset_name)
+    blocks = tuple(kwargs.get("blocks", preset.blocks))
+
+    def build(**model_kwargs: Any) -> IRevNet:
+        return create_model(preset_name, **_overrides(preset, model_kwargs))
+
+    return build_model_with_cfg(build, variant, pretrained,
+                                feature_cfg={"out_indices": _stage_ends(blocks), "feature_cls": "getter"}, **kwargs)
+
+
+def _entrypoint(name: str, preset: str):
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> IRevNet:
+        return _create(name, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = f"i-RevNet preset {preset!r}: {get_preset(preset).description}"
+    return entrypoint
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register every preset with timm (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for name, preset in entrypoint_names().items():
+        fn = _entrypoint(name, preset)
+        globals()[name] = register_model(fn)
+    _registered = True
