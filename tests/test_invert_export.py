@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +138,47 @@ def test_export_forward_and_inverse_match_eager(tmp_path):
         assert relative_error(inverse(phi), x) <= floor_factor(eager) * floor
     with pytest.raises(FileNotFoundError, match="not an irevnet export folder"):
         load_exported(tmp_path)
+
+
+def _onnx_exporter_available() -> bool:
+    import inspect
+    from importlib.util import find_spec
+
+    have = all(find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+    return have and "dynamo" in inspect.signature(torch.onnx.export).parameters
+
+
+@pytest.mark.skipif(not _onnx_exporter_available(), reason="needs irevnet[onnx] and PyTorch's dynamo ONNX exporter")
+@pytest.mark.parametrize("preset, overrides", [
+    ("cifar10", dict(blocks=(1, 1, 1))),  # injective: the inverse drops the zero-padded channels
+    ("imagenet-b", dict(blocks=(1, 1, 2, 1), input_shape=(3, 64, 64))),  # bijective, ψ first
+])
+def test_onnx_export_matches_eager_in_onnxruntime(tmp_path, capsys, preset, overrides):
+    import onnxruntime
+
+    model = ref_impl.randomize(create_model(preset, **overrides), seed=3).eval()
+    folder = model.save_pretrained(tmp_path / "model")  # export reads model folders too
+    dst = tmp_path / "onnx"
+    assert main(["export", str(folder), str(dst), "--format", "onnx"]) == 0
+    assert "forward.onnx, inverse.onnx and meta.json" in capsys.readouterr().out
+    assert sorted(p.name for p in dst.iterdir()) == ["forward.onnx", "inverse.onnx", "meta.json"]
+    meta = json.loads((dst / "meta.json").read_text())
+    assert meta["program_format"] == "onnx" and max(meta["onnx_relative_errors"].values()) <= 1e-5
+    # Independently: batch size 1 (traced with 2), against the eager model.
+    x = torch.randn(1, *model.input_shape)
+    forward = onnxruntime.InferenceSession(str(dst / "forward.onnx"), providers=["CPUExecutionProvider"])
+    inverse = onnxruntime.InferenceSession(str(dst / "inverse.onnx"), providers=["CPUExecutionProvider"])
+    logits, phi = (torch.from_numpy(a) for a in forward.run(None, {"x": x.numpy()}))
+    x_rec = torch.from_numpy(inverse.run(None, {"phi": phi.numpy()})[0])
+    with torch.no_grad():
+        eager_phi = model.forward_features(x)
+        for got, want in ((logits, model(x)), (phi, eager_phi), (x_rec, model.inverse(phi)), (x_rec, x)):
+            assert (got - want).norm() / want.norm() <= 1e-5
+
+
+def test_onnx_export_without_the_extra_names_it(tmp_path, capsys, monkeypatch):
+    ckpt = save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    assert main(["export", str(ckpt), str(tmp_path / "out"), "--format", "onnx"]) == 2
+    assert "pip install 'irevnet[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
