@@ -138,3 +138,12 @@ def test_hub_id_from_a_local_cache_offline(folder, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.endswith("OK\n")
     assert "cannot fetch 'someone/not-cached' from the Hugging Face Hub" in out.stdout
+
+
+def test_cli_commands_read_model_folders(folder, capsys):
+    from irevnet.cli.main import main
+
+    assert main(["info", str(folder)]) == 0
+    assert "4 classes" in capsys.readouterr().out
+    assert main(["eval", str(folder), "--data", "synthetic", "--synthetic-size", "16", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4
