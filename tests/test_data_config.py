@@ -53,6 +53,9 @@ def test_from_dict_names_missing_and_bad_values():
     bad = {**get_preset("cifar10").to_dict(), "blocks": 18}
     with pytest.raises(ValueError, match="blocks must be a sequence of integers"):
         IRevNetConfig.from_dict(bad)
+    bad = {**get_preset("cifar10").to_dict(), "num_classes": "ten"}
+    with pytest.raises(ValueError, match="key 'num_classes' must be int, got 'ten'"):
+        IRevNetConfig.from_dict(bad)
     with pytest.raises(ValueError, match="must be a JSON object"):
         IRevNetConfig.from_dict([1, 2])
 

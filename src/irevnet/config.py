@@ -170,6 +170,11 @@ class IRevNetConfig:
         carried their preprocessing) takes the data config of the preset of the same name.
         """
         kwargs = _checked_keys(cls, data, "model config")
+        for key, kinds in _SCALAR_TYPES.items():
+            value = kwargs.get(key)
+            if key in kwargs and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise ValueError(f"model config key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                 f"got {value!r}")
         if "data" not in kwargs and kwargs.get("name") in _PRESETS:
             kwargs["data"] = _PRESETS[kwargs["name"]].data
         try:
@@ -179,6 +184,9 @@ class IRevNetConfig:
 
 
 _PRESETS: dict[str, IRevNetConfig] = {}
+# JSON types of the scalar fields, checked by IRevNetConfig.from_dict.
+_SCALAR_TYPES = {"num_classes": (int,), "init_block_size": (int,), "mult": (int,), "dropout": (int, float),
+                 "name": (str,), "description": (str,)}
 
 
 def register_preset(config: IRevNetConfig) -> IRevNetConfig:
