@@ -119,13 +119,12 @@ def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkey
 
     import irevnet.analysis.suite as suite
     from irevnet import create_model
-    from irevnet.data.preprocess import eval_preprocessing
 
     torch.manual_seed(0)
     model = create_model("cifar10", blocks=(1, 1, 1))
-    prep = eval_preprocessing(model.config)
+    dc = model.config.data_config
     pixels = torch.rand(12, 3, 32, 32)
-    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (prep.mean, prep.std))
+    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (dc["mean"], dc["std"]))
     data = TensorDataset((pixels - mean) / std, torch.arange(12) % 3)
     shown = []
     monkeypatch.setattr(suite, "image_grid", lambda rows, **kw: shown.append(rows) or image_grid(rows[:1], **kw))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.preprocess import eval_preprocessing
+from ..data.transforms import denormalize
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .pca import pca_from_features
@@ -92,7 +92,7 @@ class _Run:
         self.test_set = subsample(test_set, opts.max_test, seed=opts.seed)
         self.device = next(model.parameters()).device
         # Figures and errors in pixel values: undo the normalization of the model's preprocessing.
-        self.pixels = eval_preprocessing(model.config).denormalize
+        self.pixels = partial(denormalize, config=model.config)
 
     def _leading_test(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = next(iter(DataLoader(self.test_set, batch_size=min(n, len(self.test_set)))))  # type: ignore[arg-type]

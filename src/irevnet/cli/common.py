@@ -167,14 +167,20 @@ def model_spec(text: str) -> str:
     return model_path(text)
 
 
+def _checkpoint_file(dst: str) -> bool:
+    """A model destination is a checkpoint file when it ends in .pt/.pth or is an existing file."""
+    return Path(dst).suffix in CHECKPOINT_SUFFIXES or Path(dst).is_file()
+
+
 def model_output(text: str) -> str:
-    """Where to write a model: a checkpoint file (``.pt``/``.pth``) or a model folder (any other name)."""
-    return file_path(text) if Path(text).suffix in CHECKPOINT_SUFFIXES else dir_path(text)
+    """Where to write a model: a checkpoint file (``.pt``/``.pth``, or an existing file) or a
+    model folder (any other name)."""
+    return file_path(text) if _checkpoint_file(text) else dir_path(text)
 
 
 def model_output_files(dst: str) -> list[str]:
     """The files that writing a model to ``dst`` creates (see :func:`model_output`)."""
-    if Path(dst).suffix in CHECKPOINT_SUFFIXES:
+    if _checkpoint_file(dst):
         return [dst]
     return [str(Path(dst) / "config.json"), str(Path(dst) / "model.safetensors")]
 
@@ -185,7 +191,7 @@ def write_model(model: IRevNet, dst: str, **extras: Any) -> str:
     a description of what was written."""
     from ..checkpoint import save_model
 
-    if Path(dst).suffix in CHECKPOINT_SUFFIXES:
+    if _checkpoint_file(dst):
         save_model(model, dst, **extras)
         return dst
     model.save_pretrained(dst)
