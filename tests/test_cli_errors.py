@@ -76,7 +76,7 @@ CASES = {
     "train set dropout one": ([*TRAIN, "--set", "dropout=1"], "recipe dropout must be in [0, 1)"),
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
-    "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder, expected a file"),
+    "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder without config.json"),
     "eval text checkpoint": (["eval", TXT, "--data", "digits"], "is not a checkpoint"),
     "eval batch zero": (["eval", M, "--data", "digits", "--batch-size", "0"], "argument --batch-size"),
     "eval data-dir is a file": (["eval", M, "--data", "cifar10", "--data-dir", TXT], "is a file, expected a folder"),
@@ -96,7 +96,8 @@ CASES = {
     "convert text src": (["convert", TXT, "{d}/out.pt"], "is not a checkpoint: not a file written by torch.save"),
     "convert src missing": (["convert", "{d}/nope.pth", "{d}/out.pt"], "'{d}/nope.pth' does not exist"),
     "convert src folder": (["convert", DIR, "{d}/out.pt"], "is a folder, expected a file"),
-    "convert dst folder": (["convert", M, DIR], "is a folder, expected a file name"),
+    # A folder is a model folder destination; a .pt destination must be a file name.
+    "convert dst folder": (["convert", M, "{d}/out.pt/"], "names a folder, expected a file name"),
     "convert dst is src": (["convert", M, M], "it is one of the inputs"),
     "convert dst exists": (["convert", M, IMG], "already exists; pass --force"),
     # invert
