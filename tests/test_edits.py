@@ -48,7 +48,7 @@ def test_edits_are_exact_preimages(model64):
     for depth in (2, 8):
         x_e = edit_and_invert(model64, x, halve, depth=depth)
         with torch.no_grad():
-            z, z_e = model64.forward_intermediates(x)[depth - 1], model64.forward_intermediates(x_e)[depth - 1]
+            z, z_e = (model64.forward_intermediates(v, [depth - 1], intermediates_only=True)[0] for v in (x, x_e))
         torch.testing.assert_close(z_e, halve(z.clone()), rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="depth must be in"):
         edit_and_invert(model64, x, halve, depth=0)
@@ -72,7 +72,7 @@ def test_representation_edits_compose_to_the_full_swap(model64):
         torch.testing.assert_close(z[:, :, :1, :1], phi_b[:, :, :1, :1], rtol=0, atol=1e-10)
         torch.testing.assert_close(z[:, :, 1:, :], phi_a[:, :, 1:, :], rtol=0, atol=1e-10)
         # Zeroing after block 2 zeroes exactly that group there.
-        z2 = model64.forward_intermediates(res["images"]["block 2: zero 1/2"])[1]
+        z2 = model64.forward_intermediates(res["images"]["block 2: zero 1/2"], [1], intermediates_only=True)[0]
         assert z2[:, :2].abs().max() <= 1e-10 and z2[:, 2:].abs().min() > 0
     # Swapping both channel halves is the full swap: the pixel change is the whole difference.
     assert all(0 < c < 1.5 for c in res["change"]["channels 1/2 ← x_b"])

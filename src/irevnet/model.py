@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-
-import math
 
 import torch
 import torch.nn.functional as F

@@ -39,7 +39,7 @@ def edit_and_invert(model: IRevNet, x: Tensor, edit: Edit, *, depth: int | None 
     was_training = model.training
     model.eval()
     try:
-        z = model.forward_features(x) if depth == model.depth else model.forward_intermediates(x)[depth - 1]
+        z = model.forward_intermediates(x, [depth - 1], intermediates_only=True)[0]
         return model.inverse(edit(z.clone()), depth=depth)
     finally:
         model.train(was_training)
@@ -86,7 +86,7 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
     model.eval()
     try:
         phi_b = model.forward_features(x_b)
-        inter_a = model.forward_intermediates(x_a)
+        _, inter_a = model.forward_intermediates(x_a)
     finally:
         model.train(was_training)
     images: dict[str, Tensor] = {}
