@@ -62,7 +62,7 @@ def test_cifar_from_pickle_folder(tmp_path, monkeypatch, name, cls, classes):
 def test_cifar_missing_folder_says_what_to_put_where(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py.*data_batch_1.*cifar-10-python\.tar\.gz"):
         build_datasets("cifar10", tmp_path, config=CIFAR)
-    with pytest.raises(ValueError, match="needs --data-dir"):
+    with pytest.raises(ValueError, match="needs data_dir"):
         build_datasets("cifar10", config=CIFAR)
 
 

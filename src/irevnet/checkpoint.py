@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import IRevNetConfig
+from .errors import CheckpointError
 from .model import ClassifierHead, IRevNet
 
 __all__ = ["CheckpointError", "save_model", "load_model", "read_checkpoint", "atomic_save", "init_weights_from",
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "irevnet"
 VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, unsafe or not an irevnet checkpoint."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

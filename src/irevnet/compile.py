@@ -31,12 +31,14 @@ from typing import Any, Callable
 
 import torch
 
+from .errors import IRevNetError
+
 __all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled"]
 
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-class CompileUnavailableError(RuntimeError):
+class CompileUnavailableError(IRevNetError, RuntimeError):
     """``torch.compile`` cannot work here (unsupported Python/torch, no C++ compiler, no Triton)."""
 
 

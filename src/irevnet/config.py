@@ -7,6 +7,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
 __all__ = ["DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -95,8 +97,8 @@ class IRevNetConfig:
     blocks: tuple[int, ...]
     strides: tuple[int, ...]
     channels: tuple[int, ...]
-    input_shape: tuple[int, int, int]
-    num_classes: int
+    input_shape: tuple[int, int, int] = (3, 224, 224)
+    num_classes: int = 1000
     init_block_size: int = 2
     dropout: float = 0.0
     mult: int = 4
@@ -112,18 +114,18 @@ class IRevNetConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"{key} must be a sequence of integers, got {getattr(self, key)!r}") from None
         if not (len(self.blocks) == len(self.strides) == len(self.channels)) or not self.blocks:
-            raise ValueError(
+            raise ConfigError(
                 "blocks, strides and channels must be non-empty and of equal length (one entry per stage), "
                 f"got {len(self.blocks)}, {len(self.strides)}, {len(self.channels)}"
             )
         if any(b < 1 for b in self.blocks):
-            raise ValueError(f"every stage needs at least one block, got blocks={self.blocks}")
+            raise ConfigError(f"every stage needs at least one block, got blocks={self.blocks}")
         if len(self.input_shape) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
+            raise ConfigError(f"input_shape must be (C, H, W), got {self.input_shape}")
         if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
+            raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.mult < 1:
-            raise ValueError(f"mult must be >= 1, got {self.mult}")
+            raise ConfigError(f"mult must be >= 1, got {self.mult}")
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         if not isinstance(self.data, DataConfig):
@@ -198,7 +200,7 @@ def get_preset(name: str) -> IRevNetConfig:
     try:
         return _PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}") from None
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}") from None
 
 
 def list_presets() -> list[str]:

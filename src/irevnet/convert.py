@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import torch_file_problem
+from .errors import IRevNetError
 from .factory import create_model
 from .model import IRevNet
 
@@ -54,7 +55,7 @@ _OPTIONAL_SUFFIX = ".num_batches_tracked"
 _DATA_PARALLEL_PREFIX = "module."
 
 
-class ConversionError(RuntimeError):
+class ConversionError(IRevNetError, RuntimeError):
     """A reference checkpoint cannot be read or does not match the requested configuration."""
 
 

@@ -30,7 +30,7 @@ def create_model(preset: str, **overrides: Any) -> IRevNet:
     config = get_preset(preset)
     if overrides:
         config = config.replace(**overrides)
-    model = IRevNet.from_config(config)
+    model = IRevNet(config)
     if memory_efficient:
         model.set_memory_efficient(True)
     return model

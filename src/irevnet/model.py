@@ -16,6 +16,7 @@ from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
 from .config import DataConfig, IRevNetConfig
+from .errors import ConfigError
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
@@ -82,42 +83,30 @@ class IRevNet(nn.Module):
     configurations have ``Φ.numel() == x.numel()``; injective ones (zero padding) are
     larger.
 
-    Use :func:`irevnet.create_model` to build a named preset. Keyword arguments are the
-    fields of :class:`~irevnet.config.IRevNetConfig`.
+    Build it from a configuration, ``IRevNet(config)``, from the configuration's fields as
+    keywords, ``IRevNet(blocks=..., strides=..., channels=..., ...)`` (the defaults are
+    :class:`~irevnet.config.IRevNetConfig`'s), or from a configuration with some fields
+    replaced, ``IRevNet(config, num_classes=10)``. :func:`irevnet.create_model` builds a
+    named preset.
     """
 
-    def __init__(
-        self,
-        *,
-        blocks: tuple[int, ...],
-        strides: tuple[int, ...],
-        channels: tuple[int, ...],
-        input_shape: tuple[int, int, int] = (3, 224, 224),
-        num_classes: int = 1000,
-        init_block_size: int = 2,
-        dropout: float = 0.0,
-        mult: int = 4,
-        name: str = "custom",
-        description: str = "",
-        data: DataConfig = DataConfig(),
-    ) -> None:
+    def __init__(self, config: IRevNetConfig | None = None, /, **fields: Any) -> None:
         super().__init__()
-        cfg = IRevNetConfig(
-            blocks=blocks, strides=strides, channels=channels, input_shape=input_shape,
-            num_classes=num_classes, init_block_size=init_block_size, dropout=dropout,
-            mult=mult, name=name, description=description, data=data,
-        )
-        self.config = cfg
+        if config is None:
+            config = IRevNetConfig(**fields)
+        elif fields:
+            config = config.replace(**fields)
+        self.config = cfg = config
         in_chans, height, width = cfg.input_shape
         if height % cfg.downsampling or width % cfg.downsampling:
-            raise ValueError(
+            raise ConfigError(
                 f"input_shape {cfg.input_shape} is not divisible by the network's total down-sampling "
                 f"{cfg.downsampling}"
             )
         self.init_psi = InvertibleDownsampling(cfg.init_block_size)
         channels_in = in_chans * self.init_psi.factor**2
         if channels_in < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"the initial representation has {channels_in} channel(s); at least 2 are needed to split "
                 "it into a pair (use init_block_size >= 2 for single-channel images)"
             )
@@ -147,7 +136,8 @@ class IRevNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: IRevNetConfig) -> "IRevNet":
-        return cls(**{k: getattr(config, k) for k in config.__dataclass_fields__})
+        """The same as ``IRevNet(config)``."""
+        return cls(config)
 
     # -- shapes ---------------------------------------------------------------------
     @property

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     from ..analysis.suite import AnalysisOptions, run_analyses
     from ..checkpoint import load_model
-    from ..training.trainer import resolve_device
+    from ..training.device import resolve_device
 
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
     train_set, test_set = _load_data(args.data, args.data_dir, model.config)

@@ -143,16 +143,15 @@ def _train(preset: str, recipe: "Recipe", train_set: "Dataset", test_set: "Datas
            args: argparse.Namespace) -> tuple[Any, float, Any]:
     """Train ``preset`` with ``recipe`` from ``torch.manual_seed(args.seed)``: (model, seconds, test EpochStats)."""
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from ..factory import create_model
-    from ..training import HybridCriterion, build_optimizer, evaluate, train_epoch
+    from ..training import HybridCriterion, build_criterion, build_optimizer, evaluate, train_epoch
 
     torch.manual_seed(args.seed)
     model = create_model(preset, dropout=recipe.dropout)
-    criterion = HybridCriterion(model, recipe.nll_weight) if recipe.nll_weight else F.cross_entropy
+    criterion = build_criterion(recipe, model)
     loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer, scheduler, per_batch = build_optimizer(model.parameters(), recipe, len(loader))

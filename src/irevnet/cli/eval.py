@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..data import build_eval_dataset
     from ..training import evaluate
-    from ..training.trainer import AMP_DTYPES, resolve_device
+    from ..training.data_loading import default_workers
+    from ..training.device import AMP_DTYPES, resolve_device
 
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, map_location=device)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if tuple(data.input_shape) != cfg.input_shape:
         raise ValueError(f"{args.checkpoint} expects inputs of shape {cfg.input_shape} but {args.data} "
                          f"yields {tuple(data.input_shape)}")
-    loader = DataLoader(data.eval, batch_size=args.batch_size, num_workers=args.workers,
+    workers = default_workers(args.data) if args.workers is None else args.workers
+    loader = DataLoader(data.eval, batch_size=args.batch_size, num_workers=workers,
                         pin_memory=device.type == "cuda")
     stats = evaluate(model, loader, device=device, progress=not args.no_progress, amp_dtype=AMP_DTYPES[args.amp])
     result = {"checkpoint": args.checkpoint, "data": args.data, "images": stats.samples,

@@ -12,13 +12,14 @@ import torch, torchvision, matplotlib and scikit-learn inside ``run`` when neede
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
 import sys
 
 from .. import __version__
-from .common import CLIError, Parser
+from .common import Parser
 
 COMMANDS = ["info", "demo", "convert", "invert", "export", "train", "eval", "analyze"]
 
@@ -27,10 +28,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="irevnet", description="i-RevNet: deep invertible networks (ICLR 2018).")
     parser.add_argument("--version", action="version", version=f"irevnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of handled errors too (bad options, unusable files, out of memory)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
+
+
+def _flag(option: str) -> str:
+    """The command-line spelling of a library option name."""
+    from ..config import IRevNetConfig
+    from ..training.recipes import Recipe
+
+    names = {"recipe": {f.name for f in dataclasses.fields(Recipe)},
+             "model": {f.name for f in dataclasses.fields(IRevNetConfig)}}
+    if option in names["recipe"]:
+        return f"--set {option}=..." if option not in ("epochs", "batch_size", "lr") else f"--{option.replace('_', '-')}"
+    if option in names["model"]:
+        return f"--model {option}=..."
+    return "--" + option.replace("_", "-")
+
+
+def _is_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # loaded whenever torch raised it; not imported for --help
+    return torch is not None and isinstance(e, torch.OutOfMemoryError)
+
+
+def handled(e: BaseException) -> bool:
+    """What the user can fix (bad option, unusable file, batch too big): reported in one line, exit 2.
+
+    Anything else is a bug or a failure of the system and propagates with its traceback.
+    """
+    from ..errors import IRevNetError
+
+    return isinstance(e, (IRevNetError, ValueError, FileNotFoundError)) or _is_oom(e)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an error the CLI handles: the library's message, with the flag it is about."""
+    from ..errors import ConfigError, IRevNetError, OutOfMemoryError
+
+    if isinstance(e, OutOfMemoryError):
+        return (f"{e}. Hint: lower the batch size (--batch-size; keep the global batch with --accum K), or "
+                "use --memory-efficient, --amp bf16")
+    if _is_oom(e):
+        return f"out of memory: {str(e).splitlines()[0]}. Hint: lower --batch-size"
+    message = str(e) or type(e).__name__
+    option = getattr(e, "option", None)
+    if isinstance(e, ConfigError) and option:
+        return f"{_flag(option)}: {message}"
+    if isinstance(e, IRevNetError) and option:
+        return f"{message} (see {_flag(option)})"
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `irevnet info ... | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
-    except (CLIError, ValueError, FileNotFoundError, RuntimeError) as e:
-        # Expected user errors (bad preset, unreadable checkpoint, ...): one line, no traceback.
-        if args.verbose:
+    except Exception as e:
+        if args.debug or not handled(e):
             raise
-        print(f"irevnet {args.command}: error: {e}", file=sys.stderr)
+        print(f"irevnet {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..config import list_presets
 from ..data.registry import DATASETS
+from ..training.preemption import PREEMPTED_EXIT_CODE
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
 from .common import add_model_overrides_argument, dir_path, existing_dir, existing_path, model_overrides, nonnegative_int, \
     positive_float, positive_int, seed
@@ -27,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a preset with the paper's recipe (single process or torchrun/DDP), resumable",
         description="Train a model preset. Under `torchrun --nproc-per-node N -m irevnet train ...` it runs "
-        "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt}.")
+        "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt}. "
+        f"On SIGTERM or SIGUSR1 it finishes the current step, writes RUN/last.pt and exits with status "
+        f"{PREEMPTED_EXIT_CODE}; run the same command with --resume to continue.")
     p.add_argument("--preset", required=True, choices=list_presets(), help="model preset")
     add_common_arguments(p)
     p.add_argument("--out", required=True, metavar="RUN", type=dir_path,
@@ -60,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "graphs, max-autotune, max-autotune-no-cudagraphs); exits with an error where compiling cannot work")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (CUDA only)")
     p.add_argument("--eval-every", type=nonnegative_int, default=1, metavar="N", help="evaluate every N epochs (0: never)")
+    p.add_argument("--save-every", type=nonnegative_int, default=0, metavar="N",
+                   help="also write RUN/last.pt every N optimizer steps (exact mid-epoch resume; default 0: at "
+                   "epoch ends only)")
+    p.add_argument("--skip-nonfinite", type=nonnegative_int, default=0, metavar="K",
+                   help="skip up to K optimizer steps whose loss or gradient is NaN/inf before stopping "
+                   "(default 0: stop at the first, keeping the last good checkpoint)")
+    p.add_argument("--raw-weights", action="store_true",
+                   help="with a recipe's ema_decay > 0: evaluate and write the trained weights as the model and keep "
+                   "the EMA in the trainer state (default: the EMA is the model)")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
     p.set_defaults(func=run)
 
@@ -73,7 +85,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="autocast dtype (training with fp16 adds a GradScaler)")
-    p.add_argument("--workers", type=nonnegative_int, default=0, metavar="N", help="data loader processes (per rank)")
+    p.add_argument("--workers", type=nonnegative_int, default=None, metavar="N",
+                   help="data loader processes per rank (default: 0 for in-memory data sets (digits, synthetic), "
+                   "else the rank's share of the CPUs less one, at most 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -92,7 +106,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
         workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32,
         compile=args.compile, sync_bn=args.sync_bn,
-        eval_every=args.eval_every, synthetic_size=args.synthetic_size, progress=not args.no_progress,
+        eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
+        ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,
         tensorboard=args.tensorboard, init_from=args.init_from,
     )
 
@@ -101,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     result = train(config_from_args(args))
+    if result.preempted:
+        return PREEMPTED_EXIT_CODE  # the trainer logged where it stopped; a requeued job continues with --resume
     if result.history and int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1]
         top1 = f", eval top-1 {last['eval_top1']:.4f}" if "eval_top1" in last else ""

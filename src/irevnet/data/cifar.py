@@ -8,6 +8,8 @@ from typing import Callable
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from ..errors import DataError
+
 __all__ = ["load_cifar", "CIFAR_CLASSES"]
 
 _DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
@@ -28,7 +30,7 @@ def _root(name: str, data_dir: str | os.PathLike) -> Path:
         raise FileNotFoundError(
             f"{name} not found: expected {root / cls.base_folder}/ holding {', '.join(expected)} "
             f"(missing: {', '.join(missing)}). Extract {cls.filename} from {cls.url} into {root}/ "
-            "(irevnet never downloads), or point --data-dir at the folder that holds it"
+            "(irevnet never downloads), or give the folder that holds it as data_dir"
         )
     return root
 
@@ -48,4 +50,4 @@ def load_cifar(
         return (cls(root, train=True, transform=train_transform, download=False),
                 cls(root, train=False, transform=eval_transform, download=False))
     except RuntimeError as e:  # torchvision's MD5 check failed
-        raise RuntimeError(f"{name} files in {root / cls.base_folder} are corrupt or not the official ones: {e}") from None
+        raise DataError(f"{name} files in {root / cls.base_folder} are corrupt or not the official ones: {e}") from None

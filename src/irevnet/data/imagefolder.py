@@ -11,16 +11,15 @@ import numpy as np
 from PIL import Image, ImageOps
 from torchvision.datasets import ImageFolder
 
+from ..errors import DataError
+
 __all__ = ["CorruptImageError", "decode_image", "load_image", "load_imagefolder", "eval_imagefolder"]
 
 log = logging.getLogger(__name__)
 
 
-class CorruptImageError(RuntimeError):
-    """An image file that cannot be decoded; the message names the file.
-
-    A ``RuntimeError`` (not ``OSError``) so that the CLI reports it as a user error in one line.
-    """
+class CorruptImageError(DataError):
+    """An image file that cannot be decoded; the message names the file."""
 
 
 #: Full-scale value of the integer modes PIL decodes high-bit-depth files to: 16-bit files

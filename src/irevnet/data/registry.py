@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
@@ -32,7 +34,7 @@ class DataSplits:
 
 def _need_dir(name: str, data_dir: str | os.PathLike | None) -> str | os.PathLike:
     if data_dir is None:
-        raise ValueError(f"--data {name} needs --data-dir (the folder that holds the data set)")
+        raise ConfigError(f"data set {name} needs data_dir (the folder that holds it)", option="data_dir")
     return data_dir
 
 

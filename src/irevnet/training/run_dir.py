@@ -1,0 +1,76 @@
+"""The run folder of ``irevnet train``: its files, each written atomically, and the metrics log.
+
+::
+
+    RUN/config.json     the resolved configuration (recipe, model, run options)
+    RUN/metrics.jsonl   one JSON object per finished epoch
+    RUN/last.pt         weights + trainer state, after every epoch, every ``save_every`` steps and on preemption
+    RUN/best.pt         the epoch with the best eval top-1 so far
+
+Only rank 0 writes here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import save_model
+
+__all__ = ["RunDir"]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and atomic writers of one run folder."""
+
+    LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def last(self) -> Path:
+        return self.path / self.LAST
+
+    @property
+    def best(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        _atomic_write_text(self.path / self.CONFIG, json.dumps(doc, indent=2) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
+        """Keep the records of epochs ``<= epochs_done`` (a run killed between the two writes logged one more)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] <= epochs_done]
+        _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save(self, model: nn.Module, *, best: bool = False, **extras: Any) -> Path:
+        """Write ``model`` and ``extras`` to ``best.pt`` (``best=True``) or ``last.pt``, atomically."""
+        return save_model(model, self.best if best else self.last, **extras)

@@ -1,0 +1,108 @@
+"""Training state: RNG streams, the run's position, and what a checkpoint must match to be resumed.
+
+Everything here is tensors and plain containers, so checkpoints load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import IRevNetConfig
+from ..errors import CheckpointError
+from .recipes import Recipe
+
+_RECIPE_DEFAULTS = {f.name: f.default for f in fields(Recipe) if f.default is not MISSING}
+
+__all__ = ["Progress", "rng_state", "set_rng_state", "seed_everything", "check_resumable"]
+
+
+@dataclass
+class Progress:
+    """Where a run stands. ``epoch``: epochs completed; ``batch``: micro-batches of epoch ``epoch``
+    (0-based) already trained; ``step``: optimizer steps so far; ``sums``: the running
+    ``[loss_sum, correct1, correct5, samples, seconds]`` of the unfinished epoch (this rank's);
+    ``skipped``: steps skipped for a non-finite loss or gradient.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_top1: float = -1.0
+    skipped: int = 0
+    sums: list[float] = field(default_factory=lambda: [0.0, 0, 0, 0, 0.0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Progress":
+        # Checkpoints written before mid-epoch saves hold only the epoch and best_top1.
+        return cls(epoch=int(state["epoch"]), batch=int(state.get("batch", 0)), step=int(state.get("step", 0)),
+                   best_top1=float(state["best_top1"]), skipped=int(state.get("skipped", 0)),
+                   sums=list(state.get("sums", [0.0, 0, 0, 0, 0.0])))
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's torch (CPU and ``device``'s CUDA), numpy and python RNG states."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"]), p["gauss"]))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetConfig,
+                    recipe: dict[str, Any]) -> dict[str, Any]:
+    """The trainer state of checkpoint ``payload``, if this run (model, recipe) may continue it.
+
+    The optimizer and scheduler states carry the old lr, milestones and step count, so a
+    changed recipe would be silently ignored: it is refused, except more epochs of a ``step``
+    schedule (the scheduler keeps its milestones).
+    """
+    saved = IRevNetConfig.from_dict(payload["config"])
+    if saved != model_config:
+        raise CheckpointError(f"{path} was trained with model {saved.to_dict()}, "
+                              f"but this run builds {model_config.to_dict()}")
+    state = payload.get("trainer")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds weights only (no trainer state); it cannot be resumed")
+    # A field added to recipes after a checkpoint was written had its default value there.
+    saved = {**_RECIPE_DEFAULTS, **payload.get("recipe", {})}
+    changed = sorted(k for k in recipe if saved.get(k) != recipe[k]
+                     and not (k == "epochs" and recipe["schedule"] == "step"))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {recipe[k]!r}" for k in changed)
+        raise CheckpointError(f"{path} was trained with a different recipe ({diffs}); resume with the same "
+                              "settings, or start a new run in another folder")
+    return state
+
