@@ -170,7 +170,7 @@ def test_the_cli_lists_of_names_match_the_library():
     from irevnet.cli.common import FIGURE_FORMATS
     from irevnet.cli.train import AMP_CHOICES, COMPILE_MODES
     from irevnet.compile import MODES
-    from irevnet.training.trainer import AMP_DTYPES
+    from irevnet.training.device import AMP_DTYPES
 
     assert ANALYSIS_NAMES == ANALYSES and FIGURE_FORMATS == FORMATS
     assert set(AMP_CHOICES) == {k for k in AMP_DTYPES if k}

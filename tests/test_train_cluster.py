@@ -97,13 +97,13 @@ def test_dropout_has_one_source_the_recipe(tmp_path):
 
 # -- CLI error reporting ------------------------------------------------------------------
 def test_cli_reports_library_errors_in_one_line_with_the_flag(tmp_path, capsys):
-    assert main(["train", *TINY, "--out", str(tmp_path), "--accum", "0"]) == 2
+    assert main(["train", *TINY, "--out", str(tmp_path), "--epochs", "2", "--set", "warmup_epochs=3"]) == 2
     err = capsys.readouterr().err
-    assert err == "irevnet train: error: --accum: accum must be >= 1, got 0\n"
+    assert err == "irevnet train: error: --set warmup_epochs=...: recipe warmup_epochs must be in [0, epochs=2], got 3.0\n"
     assert main(["train", *TINY, "--out", str(tmp_path), "--set", "optimizer=lion"]) == 2
     assert "--set optimizer=...: unknown optimizer 'lion'; use sgd or adamw" in capsys.readouterr().err
     with pytest.raises(ConfigError):  # --debug shows the traceback of handled errors too
-        main(["--debug", "train", *TINY, "--out", str(tmp_path), "--accum", "0"])
+        main(["--debug", "train", *TINY, "--out", str(tmp_path), "--epochs", "2", "--set", "warmup_epochs=3"])
 
 
 def test_cli_reports_out_of_memory_with_the_batch_and_lets_bugs_through(tmp_path, capsys, monkeypatch):

@@ -17,7 +17,7 @@ from .common import add_model_overrides_argument, dir_path, existing_dir, existi
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
 
-#: ``--amp`` values: the keys of :data:`irevnet.training.trainer.AMP_DTYPES` (kept here so that
+#: ``--amp`` values: the keys of :data:`irevnet.training.device.AMP_DTYPES` (kept here so that
 #: parsing the command line does not import torch).
 AMP_CHOICES = ("bf16", "fp16")
 #: ``--compile`` modes: the modes of :data:`irevnet.compile.MODES` (kept here for the same reason).
