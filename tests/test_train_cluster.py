@@ -194,7 +194,7 @@ def test_ema_is_evaluated_and_written_as_the_model(tmp_path):
     assert any(not torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
     assert all(torch.equal(v, ema[k]) for k, v in result.model.state_dict().items())
     evaluated = trainer_module.evaluate(load_model(tmp_path / "last.pt"),
-                                        DataLoader(trainer_module.build_datasets("synthetic", synthetic_shape=(1, 8, 8),
+                                        DataLoader(trainer_module.build_datasets("synthetic", config=result.model.config,
                                                                                  synthetic_size=128).eval,
                                                    batch_size=128))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
