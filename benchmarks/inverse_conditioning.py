@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {torch.backends.cpu.get_cpu_capability()}")
-    print("| seed | float32 relative error | float32 max abs error | floor (relative) | ratio | float64 relative error |")
+    print("| seed | float32 relative error | float32 max abs error | floor (relative) | ratio "
+          "| float64 relative error |")
     print("|---:|---:|---:|---:|---:|---:|")
     for seed in args.seeds:
         r = measure(seed, args.steps)

@@ -78,7 +78,7 @@ def assert_at_floor(model: torch.nn.Module, x: Tensor) -> tuple[float, float]:
     """Assert the reconstruction error is within :func:`floor_factor` of the floor; returns ``(error, floor)``."""
     err, floor = reconstruction_and_floor(model, x)
     factor = floor_factor(model)
-    assert err <= factor * floor, f"reconstruction error {err:.3g} is {err / floor:.1f}x the conditioning floor {floor:.3g}"
+    assert err <= factor * floor, f"error {err:.3g} is {err / floor:.1f}x the conditioning floor {floor:.3g}"
     return err, floor
 
 

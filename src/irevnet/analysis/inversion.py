@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from ..model import IRevNet
 from ..precision import full_float32
 
-__all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate", "pixel_interpolate",
-           "pairs_of_different_classes"]
+__all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate",
+           "pixel_interpolate", "pairs_of_different_classes"]
 
 
 class Reconstruction(NamedTuple):
@@ -99,8 +99,11 @@ def reconstruct(
     batches = tqdm(x.split(batch_size), desc="reconstruct", unit="batch", disable=not progress, leave=False)
     parts = list(reconstruct_batches(model, batches, float64=float64, floor=floor, to_pixels=to_pixels))
     floors = [r.floor_relative_error for r in parts]
-    return Reconstruction(*(torch.cat([getattr(r, f) for r in parts]) for f in Reconstruction._fields[:3]),
-                          None if floors[0] is None else torch.cat(floors))  # type: ignore[arg-type]
+    return Reconstruction(
+        torch.cat([r.x_hat for r in parts]), torch.cat([r.max_abs_error for r in parts]),
+        torch.cat([r.relative_error for r in parts]),
+        None if any(f is None for f in floors) else torch.cat(floors),  # type: ignore[arg-type]
+    )
 
 
 def reconstruct_batches(
@@ -113,25 +116,27 @@ def reconstruct_batches(
 ) -> Iterator[Reconstruction]:
     """:func:`reconstruct` of each (N, C, H, W) tensor of ``batches``, lazily; the float64 copy is made once.
 
-    The model stays in eval mode until the iteration ends (or the generator is closed).
+    Between batches the model, grad mode and precision flags are the caller's.
     """
     dtype = _dtype_of(model)
     float64 = float64 or dtype == torch.float64
     model64 = copy.deepcopy(model).double().eval() if float64 or floor else None
     measure = to_pixels or (lambda t: t)
-    with torch.no_grad(), _exact_eval(model):
-        for xb in batches:
+    for xb in batches:
+        with torch.no_grad(), _exact_eval(model):
             ref = measure(xb.double())
             if float64:
-                x_hat = model64.inverse(model64.forward_features(xb.double()))  # type: ignore[union-attr]
-                yield Reconstruction(x_hat, *_errors(measure(x_hat), ref), None)
-                continue
-            xb = xb.to(dtype)
-            x_hat = model.inverse(model.forward_features(xb))
-            floor_error = None
-            if floor:
-                floor_error = _errors(measure(_exact_inverse_of_rounded_phi(model64, xb, dtype)), ref)[1]  # type: ignore[arg-type]
-            yield Reconstruction(x_hat, *_errors(measure(x_hat.double()), ref), floor_error)
+                assert model64 is not None
+                x_hat = model64.inverse(model64.forward_features(xb.double()))
+                rec = Reconstruction(x_hat, *_errors(measure(x_hat), ref), None)
+            else:
+                xb = xb.to(dtype)
+                x_hat = model.inverse(model.forward_features(xb))
+                floor_error = None
+                if model64 is not None:
+                    floor_error = _errors(measure(_exact_inverse_of_rounded_phi(model64, xb, dtype)), ref)[1]
+                rec = Reconstruction(x_hat, *_errors(measure(x_hat.double()), ref), floor_error)
+        yield rec
 
 
 @torch.no_grad()

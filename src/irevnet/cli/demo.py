@@ -198,7 +198,7 @@ def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
 | test accuracy (top-1) | {m['test_accuracy']:.4f} |
 | reconstruction max abs error, test set, eval mode | {m['reconstruction_max_abs_error']:.2e} |
 | mean relative reconstruction error | {m['reconstruction_mean_relative_error']:.2e} |
-| conditioning floor: the same error of the exact (float64) inverse of Φ rounded to float32 | {m['reconstruction_floor_relative_error']:.2e} |
+| conditioning floor (exact float64 inverse of Φ rounded to float32) | {m['reconstruction_floor_relative_error']:.2e} |
 | condition number of ∂Φ/∂x ({len(spec['condition_number'])} test images) | {kappa} |
 | PCA components where accuracy saturates (1-NN / SVM) | {sat['nn']} / {sat['svm']} of {pca['dims'][-1]} |
 | training time | {m['train_seconds']:.1f} s for {m['epochs']} epochs ({m['threads']} threads) |
