@@ -9,8 +9,9 @@ representing Φ in float32 costs whatever the algorithm.
 Our float32 computation rounds in every one of the L blocks of the forward and again in the
 inverse; those roundings are independent and add up like a random walk, so our error is
 about sqrt(L) times the floor. Measured ratios (error / floor), Intel AVX-512 CPU:
-3.1-4.8 over seeds 0..7 of ``test_inverse_exact_after_training_steps`` (L = 6; 3-6 on an
-AMD EPYC CPU per issue 10; ``benchmarks/inverse_conditioning.py``), 2.9 on the trained
+2.9-4.8 over seeds 0..7 of ``test_inverse_exact_after_training_steps`` with 1 and 2 threads
+(L = 6, errors 9e-5..1.3e-2; 3-6 on an AMD EPYC CPU per issue 10;
+``benchmarks/inverse_conditioning.py``), 2.9 on the trained
 digits model of ``test_injective_fix.py`` (L = 4); at initialization in train mode 6.4
 (digits, L = 8), 9.6-10.4 (cifar, L = 54), 10.5 (imagenet-b at 64x64, L = 100), i.e.
 ratio / sqrt(L) <= 2.3 everywhere. :func:`floor_factor` allows 5 sqrt(L): at least 2x over
