@@ -57,6 +57,11 @@ def _exact_inverse_of_rounded_phi(model64: IRevNet, x: Tensor, dtype: torch.dtyp
     return model64.inverse(phi.to(dtype).double())
 
 
+def _float64_copy(model: IRevNet) -> IRevNet:
+    """An eager float64 copy: the reference needs no speed, and compiled blocks would recompile for float64."""
+    return copy.deepcopy(model).double().compile_blocks(False)
+
+
 def _dtype_of(model: IRevNet) -> torch.dtype:
     return next(model.parameters()).dtype
 
@@ -71,7 +76,7 @@ def conditioning_floor(model: IRevNet, x: Tensor) -> Tensor:
     expected to beat this floor: it is the error that representing Φ alone causes. The
     model and its buffers are left untouched.
     """
-    model64 = copy.deepcopy(model).double()
+    model64 = _float64_copy(model)
     return _errors(_exact_inverse_of_rounded_phi(model64, x, _dtype_of(model)), x)[1]
 
 
@@ -120,7 +125,7 @@ def reconstruct_batches(
     """
     dtype = _dtype_of(model)
     float64 = float64 or dtype == torch.float64
-    model64 = copy.deepcopy(model).double().eval() if float64 or floor else None
+    model64 = _float64_copy(model).eval() if float64 or floor else None
     measure = to_pixels or (lambda t: t)
     for xb in batches:
         with torch.no_grad(), _exact_eval(model):
