@@ -12,14 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import logging
+
 import pytest
 import torch
 from torch import nn
 
 import irevnet.checkpoint as ckpt
 from irevnet import CheckpointError, ConfigError, create_model, load_model
+from irevnet.analysis import reconstruct
 from irevnet.config import get_preset
 from irevnet.cli.main import main
+from irevnet.data import build_datasets
 from irevnet.training import get_recipe, train_epoch
 from irevnet.training.trainer import TrainConfig, train
 
@@ -69,6 +73,29 @@ def test_train_cli_writes_a_consistent_run_and_eval_reads_it(tmp_path, capsys):
     assert result["images"] == 64 and 0 <= result["top1"] <= result["top5"] <= 1
     best = max(r["eval_top1"] for r in rows)
     assert result["top1"] == pytest.approx(best)
+
+
+def test_train_monitors_reconstructions_and_warns_once(tmp_path, capsys, caplog):
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="irevnet"):
+        # blocks=1,1 reconstructs exactly (its first block moves the whole image to one half)
+        assert main(["train", *TINY, "--model", "blocks=2,2", "--out", str(run), "--epochs", "2",
+                     "--recon-threshold", "1e-12"]) == 0
+    rows = _metrics(run)
+    assert all(0 < r["recon_rel_error"] < 1e-5 and 0 < r["recon_floor"] < 1e-5 for r in rows)
+    # The figure is that of the first 64 eval images, in eval mode: reconstruct() gives it again.
+    model = load_model(run / "last.pt")
+    held_out = build_datasets("synthetic", synthetic_shape=model.input_shape, synthetic_size=256).eval
+    x = torch.stack([held_out[i][0] for i in range(64)])
+    assert rows[-1]["recon_rel_error"] == reconstruct(model, x).relative_error.mean().item()
+    warnings = [r.getMessage() for r in caplog.records if "losing precision" in r.getMessage()]
+    assert len(warnings) == 1 and f"{rows[0]['recon_rel_error']:.3g}" in warnings[0]
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("recon" in line and "floor" in line for line in epoch_lines)
+    assert "reconstruction error" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--out", str(tmp_path / "bad"), "--recon-threshold", "0"])
+    assert "expected a finite number > 0" in capsys.readouterr().err
 
 
 def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):

@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw-weights", action="store_true",
                    help="with a recipe's ema_decay > 0: evaluate and write the trained weights as the model and keep "
                    "the EMA in the trainer state (default: the EMA is the model)")
+    p.add_argument("--recon-threshold", type=_recon_threshold, default=None, metavar="X",
+                   help="warn once when the mean relative reconstruction error of 64 held-out images, measured at "
+                   "each evaluation, exceeds X (default: 1e-3; off: never warn)")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
     p.set_defaults(func=run)
 
@@ -89,6 +92,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="data loader processes per rank (default: 0 for in-memory data sets (digits, synthetic), "
                    "else the rank's share of the CPUs less one, at most 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _recon_threshold(text: str) -> float:
+    """``--recon-threshold``: a finite number > 0, or ``off`` (returned as 0.0: never warn)."""
+    return 0.0 if text == "off" else positive_float(text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -109,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
         ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,
         tensorboard=args.tensorboard, init_from=args.init_from,
+        **({} if args.recon_threshold is None else {"recon_threshold": args.recon_threshold or None}),
     )
 
 
@@ -121,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if result.history and int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1]
         top1 = f", eval top-1 {last['eval_top1']:.4f}" if "eval_top1" in last else ""
+        if "recon_rel_error" in last:
+            top1 += f", reconstruction error {last['recon_rel_error']:.1e} (floor {last['recon_floor']:.1e})"
         best = f"{result.best_top1:.4f}" if result.best_top1 >= 0 else "n/a"
         print(f"epoch {last['epoch']}: train loss {last['loss']:.4f}{top1}; best eval top-1 {best}; "
               f"run folder {args.out}")

@@ -50,6 +50,7 @@ from .distributed import (DistContext, any_flags, broadcast_buffers, gather_obje
                           reduce_stats)
 from .ema import ModelEma
 from .loop import EpochStats, evaluate, forward_backward, grads_finite, micro_batch_groups, optimizer_step
+from .monitor import DEFAULT_RECON_THRESHOLD, ReconstructionMonitor
 from .optim import build_criterion, build_optimizer
 from .preemption import StopSignals
 from .recipes import Recipe
@@ -80,6 +81,9 @@ class TrainConfig:
     ``ema_as_model``: when the recipe keeps an EMA of the weights, the EMA is the model that is
     evaluated and written to the checkpoints (the trained weights ride in the trainer state);
     False swaps the two.
+    ``recon_threshold``: at each evaluation rank 0 measures the reconstruction error of the
+    first 64 eval images (:class:`~irevnet.training.monitor.ReconstructionMonitor`) and warns
+    once when it exceeds this (None: never warns).
     """
 
     preset: str
@@ -98,6 +102,7 @@ class TrainConfig:
     memory_efficient: bool = False
     allow_tf32: bool = False
     compile: str | None = None  # torch.compile mode for the blocks ("default", "reduce-overhead", ...); None: eager
+    recon_threshold: float | None = DEFAULT_RECON_THRESHOLD
     sync_bn: bool = False
     eval_every: int = 1
     save_every: int = 0
@@ -194,6 +199,10 @@ class _Trainer:
         shard = Subset(self.data.eval, range(ctx.rank, len(self.data.eval), ctx.world_size))
         self.eval_loader = DataLoader(shard, batch_size=self.batch_per_rank * cfg.accum, num_workers=self.workers,
                                       pin_memory=pin, persistent_workers=self.workers > 0)
+        # A fixed held-out batch whose reconstruction error is recorded at each evaluation (rank 0).
+        self.monitor = (ReconstructionMonitor.from_dataset(self.data.eval, threshold=cfg.recon_threshold,
+                                                           device=self.device)
+                        if ctx.is_main and cfg.eval_every > 0 else None)
         self.batches_per_epoch = math.ceil(self.sampler.num_samples / self.batch_per_rank)
         steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum)
         self.optimizer, self.scheduler, self.per_step = build_optimizer(self.model, recipe, steps_per_epoch)
@@ -454,6 +463,8 @@ class _Trainer:
                                        amp_dtype=self.amp_dtype, channels_last=cfg.channels_last),
                               self.dist, self.device)
             record.update(eval_loss=ev.loss, eval_top1=ev.top1, eval_top5=ev.top5)
+            if self.monitor is not None:
+                record.update(self.monitor.measure(self.written_model))
         is_best = "eval_top1" in record and record["eval_top1"] > p.best_top1
         if is_best:
             p.best_top1 = record["eval_top1"]
@@ -467,6 +478,8 @@ class _Trainer:
                     writer.add_scalar(key, value, epoch)
         ev_text = (f" | eval top1 {record['eval_top1']:.4f} top5 {record['eval_top5']:.4f}"
                    if "eval_top1" in record else "")
+        if "recon_rel_error" in record:
+            ev_text += f" | recon {record['recon_rel_error']:.1e} (floor {record['recon_floor']:.1e})"
         log.info("epoch %d/%d: loss %.4f top1 %.4f lr %.3g | %.0f img/s, %.1f s%s", epoch, cfg.recipe.epochs,
                  record["loss"], record["top1"], record["lr"], record["img_per_s"], record["epoch_seconds"], ev_text)
         return record
