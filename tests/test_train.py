@@ -93,9 +93,20 @@ def test_train_monitors_reconstructions_and_warns_once(tmp_path, capsys, caplog)
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epoch_lines) == 2 and all("recon" in line and "floor" in line for line in epoch_lines)
     assert "reconstruction error" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["train", *TINY, "--out", str(tmp_path / "bad"), "--recon-threshold", "0"])
+    assert main(["train", *TINY, "--out", str(tmp_path / "bad"), "--recon-threshold", "0"]) == 2
     assert "expected a finite number > 0" in capsys.readouterr().err
+    assert _cli_config(["--recon-threshold", "off"]).recon_threshold is None
+    assert _cli_config([]).recon_threshold == 1e-3 and _cli_config(["--recon-threshold", "0.5"]).recon_threshold == 0.5
+
+
+def _cli_config(extra: list[str]):
+    import argparse
+
+    from irevnet.cli.train import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return config_from_args(parser.parse_args(["train", *TINY, "--out", "unused", *extra]))
 
 
 def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):
