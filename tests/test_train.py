@@ -85,7 +85,7 @@ def test_train_monitors_reconstructions_and_warns_once(tmp_path, capsys, caplog)
     assert all(0 < r["recon_rel_error"] < 1e-5 and 0 < r["recon_floor"] < 1e-5 for r in rows)
     # The figure is that of the first 64 eval images, in eval mode: reconstruct() gives it again.
     model = load_model(run / "last.pt")
-    held_out = build_datasets("synthetic", synthetic_shape=model.input_shape, synthetic_size=256).eval
+    held_out = build_datasets("synthetic", config=model.config, synthetic_size=256).eval
     x = torch.stack([held_out[i][0] for i in range(64)])
     assert rows[-1]["recon_rel_error"] == reconstruct(model, x).relative_error.mean().item()
     warnings = [r.getMessage() for r in caplog.records if "losing precision" in r.getMessage()]
