@@ -5,17 +5,24 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import IRevNetError
+
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 
 # Extra (pip install 'irevnet[EXTRA]') -> the modules it brings; pyproject.toml lists the same.
 EXTRAS = {"hub": ("huggingface_hub",), "timm": ("timm",), "onnx": ("onnx", "onnxscript", "onnxruntime")}
 
 
-class MissingExtraError(ImportError, RuntimeError):
+class MissingExtraError(IRevNetError, ImportError):
     """An optional dependency is not installed; the message says which extra brings it.
 
-    Also a ``RuntimeError``, so the command line reports it in one line.
+    An :class:`~irevnet.errors.IRevNetError`, so the command line reports it in one line;
+    ``name`` is the missing module, as for any ``ImportError``.
     """
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        IRevNetError.__init__(self, message)
+        self.name = name
 
 
 def require(module: str, *, extra: str, purpose: str) -> ModuleType:
