@@ -39,7 +39,7 @@ def test_python_dash_m_entry_point():
 
 def test_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--epochs", "2", "--epochs-b", "2", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_accuracy", "reconstruction_max_abs_error", "train_seconds", "params"):
         assert key in metrics
