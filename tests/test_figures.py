@@ -114,6 +114,22 @@ def test_analyze_writes_the_format_asked(tmp_path, capsys):
     assert "-> " + str(out / "spectrum") + ".svg/.json" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag, expected", [([], 3), (["--workers", "0"], 0)])
+def test_analyze_workers_default_to_trainings(tmp_path, monkeypatch, flag, expected):
+    """Without --workers, analyze loads with training's default_workers of its data set (not a fixed 0)."""
+    import irevnet.analysis.suite as suite
+    import irevnet.training.data_loading as data_loading
+    from irevnet import create_model, save_model
+    from irevnet.cli.main import main
+
+    asked, used = [], []
+    monkeypatch.setattr(data_loading, "default_workers", lambda data, *a: asked.append(data) or 3)
+    monkeypatch.setattr(suite, "run_analyses", lambda *a: used.append(a[-1].workers) or {})
+    ckpt = save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    assert main(["analyze", str(ckpt), "--data", "digits", "--out", str(tmp_path / "a"), *flag]) == 0
+    assert used == [expected] and asked == ([] if flag else ["digits"])
+
+
 def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkeypatch):
     """A CIFAR model's inputs are normalized; its reconstruct/interpolate figures show the pixels."""
     from torch.utils.data import TensorDataset

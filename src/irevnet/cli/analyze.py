@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.registry import DATASETS
-from .common import add_force_argument, add_format_argument, check_outputs, dir_path, existing_dir, int_range, model_path, \
-    nonnegative_int, positive_int, seed
+from .common import add_force_argument, add_format_argument, add_workers_argument, check_outputs, dir_path, \
+    existing_dir, int_range, model_path, nonnegative_int, positive_int, seed
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: the GPU when present (default), else the CPU")
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--workers", type=nonnegative_int, default=0, help="data-loading worker processes")
+    add_workers_argument(p)
     p.add_argument("--max-train", type=positive_int, default=None,
                    help="subsample the training split to this many images")
     p.add_argument("--max-test", type=positive_int, default=None, help="subsample the test split to this many images")
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     from ..analysis.suite import AnalysisOptions, run_analyses
     from ..checkpoint import load_model
+    from ..training.data_loading import default_workers
     from ..training.device import resolve_device
 
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
@@ -144,9 +145,8 @@ def run(args: argparse.Namespace) -> int:
         metamer_pairs=args.metamer_pairs, metamer_steps=args.metamer_steps, ood_noise=args.ood_noise,
         spectrum_images=args.spectrum_images, spectrum_method=args.spectrum_method, spectrum_k=args.spectrum_k,
         every=args.every, baseline=not args.no_baseline, max_train=args.max_train, max_test=args.max_test,
-        batch_size=args.batch_size, workers=args.workers, seed=args.seed, progress=not args.no_progress,
-        float64=args.float64,
-        format=args.format,
+        batch_size=args.batch_size, workers=default_workers(args.data) if args.workers is None else args.workers,
+        seed=args.seed, progress=not args.no_progress, float64=args.float64, format=args.format,
     )
     results = run_analyses(model, train_set, test_set, args.out, names if args.only else None, opts)
     for name, r in results.items():

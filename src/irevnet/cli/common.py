@@ -249,6 +249,14 @@ def model_from_spec(spec: str) -> IRevNet:
     return load_model(spec)
 
 
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``; ``None`` when absent: the command then takes
+    :func:`irevnet.training.data_loading.default_workers` of its data set."""
+    parser.add_argument("--workers", type=nonnegative_int, default=None, metavar="N",
+                        help="data loader processes (per rank under torchrun); default: 0 for in-memory data sets "
+                        "(digits, synthetic), else the CPUs (a rank's share) less one, at most 8")
+
+
 def add_model_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """``--model KEY=VALUE`` (repeatable): overrides of the ``--preset`` configuration."""
     parser.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -11,8 +11,8 @@ from ..config import list_presets
 from ..data.registry import DATASETS
 from ..training.preemption import PREEMPTED_EXIT_CODE
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
-from .common import add_model_overrides_argument, dir_path, existing_dir, existing_path, model_overrides, nonnegative_int, \
-    positive_float, positive_int, seed
+from .common import add_model_overrides_argument, add_workers_argument, dir_path, existing_dir, existing_path, \
+    model_overrides, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
@@ -88,9 +88,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="autocast dtype (training with fp16 adds a GradScaler)")
-    p.add_argument("--workers", type=nonnegative_int, default=None, metavar="N",
-                   help="data loader processes per rank (default: 0 for in-memory data sets (digits, synthetic), "
-                   "else the rank's share of the CPUs less one, at most 8)")
+    add_workers_argument(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
