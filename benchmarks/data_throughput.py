@@ -11,6 +11,12 @@ given GPU training rate needs::
 
     python benchmarks/data_throughput.py                      # 560 img/s: one H200 on imagenet-b
     python benchmarks/data_throughput.py --gpu-img-s 560 2000 --loader-workers 1 2
+    python benchmarks/data_throughput.py --decode-on cuda     # irevnet train --decode-on device
+
+``--decode-on DEVICE`` also measures the device-decoding pipeline (``irevnet train --decode-on
+device``): what a worker still does (read the file) per second, and batches of 64 decoded and
+augmented on DEVICE (nvJPEG on CUDA), with the largest pixel difference from the worker
+pipeline on the same items and augmentation draws (8-bit levels).
 
 Nothing is downloaded; the images are deleted afterwards (unless ``--dir`` is given).
 """
@@ -30,7 +36,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 
+from irevnet.config import get_preset
 from irevnet.data import build_datasets
+
+IMAGENET = get_preset("imagenet-b")  # its data config: random-resized crop 224 for training, 256/224 for eval
 
 
 def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -85,6 +94,39 @@ def loader_rate(dataset, workers: int, batch_size: int, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def device_decode_rates(train, device: torch.device, repeats: int, batch_size: int = 64) -> None:
+    """Print the worker's share (file reads) and the device's decode + augment rate for ``--decode-on device``."""
+    from irevnet.data.transforms import denormalize, train_transform
+    from irevnet.training.data_loading import seeded_rngs
+    from irevnet.training.device_decode import DeviceDecoder, EncodedImages, collate_encoded
+
+    encoded = EncodedImages(train)
+    read_rate = per_worker_rate(encoded, len(encoded), repeats)
+    config = IMAGENET
+    decoder = DeviceDecoder(train_transform(config, augment="imagenet", tensor_input=True), device)
+    batches = [collate_encoded([(*encoded[i], seed) for i in range(b, min(b + batch_size, len(encoded)))])
+               for seed, b in enumerate(range(0, len(encoded) - batch_size + 1, batch_size))]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    decoder(*batches[0][0::2], batches[0][3])  # warm-up (nvJPEG handles, kernels)
+    best = 0.0
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for images, _, seed, paths in batches:
+            decoder(images, seed, paths)
+        sync()
+        best = max(best, len(batches) * batch_size / (time.perf_counter() - start))
+    images, _, seed, paths = batches[0]
+    x = decoder(images, seed, paths).cpu()
+    with seeded_rngs(seed):  # the worker pipeline, same items, same draws
+        ref = torch.stack([train[i][0] for i in range(batch_size)])
+    levels = ((denormalize(x, config) - denormalize(ref, config)).abs() * 255).max().item()
+    print(f"\n| --decode-on device ({device}) | img/s |\n|---|---:|")
+    print(f"| worker: read files (per worker) | {read_rate:.0f} |")
+    print(f"| {device}: decode + train transform, batch {batch_size} | {best:.0f} |")
+    print(f"\nlargest difference from the worker pipeline on the same batch: {levels:.1f} levels of 255")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=200, help="JPEGs per split (default 200)")
@@ -96,6 +138,8 @@ def main() -> None:
                    "bf16, batch 64 on one H200)")
     p.add_argument("--loader-workers", type=int, nargs="*", default=[],
                    help="also time a DataLoader with these numbers of workers (batch 64)")
+    p.add_argument("--decode-on", default=None, metavar="DEVICE",
+                   help="also time decoding + augmentation on this device (cuda, or cpu to try it here)")
     p.add_argument("--dir", default=None, help="write the images here and keep them (default: a temporary folder)")
     args = p.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -107,7 +151,7 @@ def main() -> None:
         kb = write_imagefolder(root, images=args.images, classes=args.classes, width=width, height=height)
         print(f"wrote {2 * args.images} JPEGs of {width}x{height} ({kb:.0f} KB on average) to {root} "
               f"in {time.perf_counter() - t0:.1f} s")
-        splits = build_datasets("imagefolder", root)
+        splits = build_datasets("imagefolder", root, config=IMAGENET)
         try:
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:
@@ -128,6 +172,8 @@ def main() -> None:
             print("\n| DataLoader workers | train img/s |\n|---:|---:|")
             for w in args.loader_workers:
                 print(f"| {w} | {loader_rate(splits.train, w, 64, max(2, 2 * args.images // 64)):.0f} |")
+        if args.decode_on:
+            device_decode_rates(splits.train, torch.device(args.decode_on), args.repeats)
         print("\nEvery worker needs a CPU core of its own: with 8 GPUs per node, multiply the workers by 8.")
 
 

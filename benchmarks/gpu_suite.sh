@@ -3,7 +3,7 @@
 # PyTorch; irevnet runs from the source tree). Output goes to stdout and to $OUT if set.
 #   bash benchmarks/gpu_suite.sh                 # every section (more than 15 minutes)
 #   bash benchmarks/gpu_suite.sh checks speed    # only these sections, in this order
-# Sections: checks, compiled-checks, speed, throughput, memory, memory-compiled, train.
+# Sections: checks, compiled-checks, speed, throughput, memory, memory-compiled, train, decode.
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/irevnet-gpu}"; mkdir -p "$OUT"
@@ -31,7 +31,9 @@ SECTIONS=("$@"); [ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(checks speed throughput 
           timeout 150 $PY -m irevnet train --preset cifar10 --data synthetic --synthetic-size 12800 --epochs 1 \
             --eval-every 0 --no-progress --device cuda --out /tmp/gpu-train $flags 2>&1 | grep -E "img/s|error|Error" | head -3
         done ;;
-      *) echo "unknown section $section (checks, compiled-checks, speed, throughput, memory, memory-compiled, train)" ;;
+      decode) echo "== JPEG decoding: loader workers vs --decode-on device (nvJPEG)"
+              timeout 240 $PY benchmarks/data_throughput.py --images 512 --gpu-img-s 560 2000 --decode-on cuda ;;
+      *) echo "unknown section $section (checks, compiled-checks, speed, throughput, memory, memory-compiled, train, decode)" ;;
     esac
   done
 } 2>&1 | tee "$OUT/gpu_suite.log"

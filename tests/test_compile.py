@@ -186,3 +186,18 @@ def test_inductor_matches_eager_memory_saving() -> None:
     assert torch.equal(rng_c, rng_e)
     for (name, ref), (_, got) in zip(eager.named_buffers(), compiled.named_buffers(), strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_mark_step_only_for_cuda_graphs_on_cuda(monkeypatch):
+    from irevnet.compile import mark_step
+
+    calls = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for spec, device in ((None, cuda), (CompileSpec(), cuda), (CompileSpec(mode="max-autotune-no-cudagraphs"), cuda),
+                         (CompileSpec(mode="reduce-overhead"), cpu)):
+        mark_step(spec, device)
+    assert calls == []
+    mark_step(CompileSpec(mode="reduce-overhead"), cuda)
+    mark_step(CompileSpec(mode="max-autotune"), cuda)
+    assert len(calls) == 2

@@ -106,3 +106,19 @@ def test_cli_train_hybrid_and_analyze_ood(tmp_path, capsys):
     assert main(["train", "--preset", "digits", "--data", "digits", "--out", str(tmp_path / "bad"), "--epochs", "1",
                  "--set", "nll_weight=1", "--no-progress"]) == 2
     assert "needs a bijective model" in capsys.readouterr().err
+
+
+def test_checkpoints_from_before_the_hybrid_field_resume_with_its_default(tmp_path):
+    """A last.pt written before recipes had nll_weight (and the other newer fields) resumes a run
+    with their defaults, and refuses one that turns the hybrid objective on."""
+    from irevnet.errors import CheckpointError
+    from irevnet.training.state import check_resumable
+
+    model = irevnet.create_model("digits-b")
+    recipe = get_recipe("digits-b").to_dict()
+    newer = ("nll_weight", "optimizer", "warmup_epochs", "label_smoothing", "ema_decay")
+    old = {k: v for k, v in recipe.items() if k not in newer}
+    payload = {"config": model.config.to_dict(), "trainer": {"step": 3}, "recipe": old}
+    assert check_resumable(tmp_path / "last.pt", payload, model.config, recipe) == {"step": 3}
+    with pytest.raises(CheckpointError, match=r"nll_weight: 0\.0 -> 1\.0"):
+        check_resumable(tmp_path / "last.pt", payload, model.config, {**recipe, "nll_weight": 1.0})

@@ -33,7 +33,7 @@ import torch
 
 from .errors import IRevNetError
 
-__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled"]
+__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled", "mark_step"]
 
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -54,6 +54,11 @@ class CompileSpec:
 
     backend: str = "inductor"
     mode: str | None = None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the mode captures CUDA graphs (on CUDA devices)."""
+        return self.mode in ("reduce-overhead", "max-autotune")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +114,16 @@ def check_compile_support(spec: CompileSpec, device: torch.device) -> None:
                 "torch.compile's inductor backend needs Triton on CUDA and it is not installed or not usable "
                 "(pip install triton, matching your torch), or run without compiling"
             )
+
+
+def mark_step(spec: CompileSpec | None, device: torch.device) -> None:
+    """Tell CUDA-graph trees that a new step starts (before each training micro-batch or
+    evaluation batch): the outputs of the previous step's graph replays may be reused.
+
+    A no-op unless ``spec`` captures CUDA graphs on a CUDA ``device``.
+    """
+    if spec is not None and spec.cuda_graphs and device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 @functools.cache

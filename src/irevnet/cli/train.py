@@ -89,6 +89,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="autocast dtype (training with fp16 adds a GradScaler)")
     add_workers_argument(p)
+    p.add_argument("--decode-on", default="workers", choices=["workers", "device"],
+                   help="imagefolder JPEGs: decode and augment in the loader workers (default) or on the training "
+                   "device (CUDA: nvJPEG; the workers only read files; same augmentation, exact resume kept)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -110,7 +113,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         preset=args.preset, data=args.data, data_dir=args.data_dir, out=args.out, recipe=recipe.replace(**overrides),
         model_overrides=model_overrides(args), seed=args.seed,
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
-        workers=args.workers, memory_efficient=args.memory_efficient, allow_tf32=args.allow_tf32,
+        workers=args.workers, decode_on=args.decode_on, memory_efficient=args.memory_efficient,
+        allow_tf32=args.allow_tf32,
         compile=args.compile, sync_bn=args.sync_bn,
         eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
         ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,

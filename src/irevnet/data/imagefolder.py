@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -68,11 +69,17 @@ def load_image(path: str) -> Image.Image:
     be findable. We fail instead of skipping so that a run never silently trains on a
     different data set than the one on disk.
     """
+    with decoding(path), Image.open(path) as img:
+        return decode_image(img)  # converting forces the full decode inside the try
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike):
+    """Turn PIL's decoding errors inside the body into a :class:`CorruptImageError` naming ``path``."""
     try:
-        with Image.open(path) as img:
-            return decode_image(img)  # converting forces the full decode inside the try
+        yield
     except (OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image {path!r}: {e}") from None
+        raise CorruptImageError(f"cannot decode image {str(path)!r}: {e}") from None
 
 
 def _folder(path: Path, transform: Callable | None) -> ImageFolder:

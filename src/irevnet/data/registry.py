@@ -13,9 +13,11 @@ if TYPE_CHECKING:
 
     from ..config import IRevNetConfig
 
-__all__ = ["DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
+__all__ = ["AUGMENTATION", "DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+#: The paper's training augmentation (:data:`~irevnet.data.transforms.AUGMENTATIONS`) of each image data set.
+AUGMENTATION = {"cifar10": "cifar", "cifar100": "cifar", "imagefolder": "imagenet"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def build_datasets(
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8))
     if name in CIFAR_CLASSES:
-        train, test = load_cifar(name, _need_dir(name, data_dir), train_transform=train_tf("cifar"),
+        train, test = load_cifar(name, _need_dir(name, data_dir), train_transform=train_tf(AUGMENTATION[name]),
                                  eval_transform=eval_transform(config))
         return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape)
     if name == "imagefolder":
@@ -82,7 +84,7 @@ def build_datasets(
         if eval_only:
             val = eval_imagefolder(root, transform=eval_transform(config))
             return DataSplits(None, val, len(val.classes), config.input_shape)
-        train, val = load_imagefolder(root, train_transform=train_tf("imagenet"),
+        train, val = load_imagefolder(root, train_transform=train_tf(AUGMENTATION[name]),
                                       eval_transform=eval_transform(config))
         return DataSplits(train, val, len(train.classes), config.input_shape)
     if name == "synthetic":

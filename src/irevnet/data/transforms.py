@@ -8,7 +8,10 @@
   flip + colour jitter), then the same scaling and normalization.
 - :func:`denormalize`: model inputs back to pixel values, for display and pixel-space errors.
 
-Every transform maps a PIL image to a float32 tensor of the model's ``input_shape``.
+Every transform maps a PIL image to a float32 tensor of the model's ``input_shape``; with
+``tensor_input=True`` the same pipeline takes a ``uint8`` ``(C, H, W)`` image tensor on any
+device instead (GPU-decoded JPEGs, :mod:`irevnet.data.device_decode`): the same steps, with
+the same random parameters for the same RNG state.
 """
 
 from __future__ import annotations
@@ -34,23 +37,25 @@ def resize_size(config: IRevNetConfig) -> int:
     return math.floor(min(h, w) / config.data.crop_pct)
 
 
-def _to_input(config: IRevNetConfig) -> list:
+def _to_input(config: IRevNetConfig, tensor_input: bool) -> list:
     """Channel conversion, [0, 1] scaling and normalization (the end of every pipeline)."""
     dc = config.data_config
     grey = [T.Grayscale(1)] if config.input_shape[0] == 1 else []
-    return [*grey, T.ToTensor(), T.Normalize(dc["mean"], dc["std"])]
+    to_float = T.ConvertImageDtype(torch.float32) if tensor_input else T.ToTensor()  # both divide by 255
+    return [*grey, to_float, T.Normalize(dc["mean"], dc["std"])]
 
 
-def eval_transform(config: IRevNetConfig) -> T.Compose:
-    """PIL image -> ``(C, H, W)`` model input of ``config.input_shape`` (deterministic)."""
+def eval_transform(config: IRevNetConfig, *, tensor_input: bool = False) -> T.Compose:
+    """PIL image (or ``uint8`` tensor) -> ``(C, H, W)`` model input of ``config.input_shape`` (deterministic)."""
     _, h, w = config.input_shape
     interpolation = _INTERPOLATION[config.data.interpolation]
-    return T.Compose([T.Resize(resize_size(config), interpolation=interpolation), T.CenterCrop((h, w)),
-                      *_to_input(config)])
+    return T.Compose([T.Resize(resize_size(config), interpolation=interpolation, antialias=True),
+                      T.CenterCrop((h, w)), *_to_input(config, tensor_input)])
 
 
-def train_transform(config: IRevNetConfig, *, augment: str) -> T.Compose:
-    """PIL image -> augmented ``(C, H, W)`` model input; ``augment`` is one of :data:`AUGMENTATIONS`.
+def train_transform(config: IRevNetConfig, *, augment: str, tensor_input: bool = False) -> T.Compose:
+    """PIL image (or ``uint8`` tensor) -> augmented ``(C, H, W)`` model input; ``augment`` is one
+    of :data:`AUGMENTATIONS`.
 
     ``"cifar"``: resize to the input size when the images are not already that size, random
     crop of the image zero-padded by 1/8 of its side (4 pixels at 32), horizontal flip.
@@ -59,14 +64,14 @@ def train_transform(config: IRevNetConfig, *, augment: str) -> T.Compose:
     _, h, w = config.input_shape
     interpolation = _INTERPOLATION[config.data.interpolation]
     if augment == "cifar":
-        head = [T.Resize((h, w), interpolation=interpolation), T.RandomCrop((h, w), padding=min(h, w) // 8),
+        head = [T.Resize((h, w), interpolation=interpolation, antialias=True), T.RandomCrop((h, w), padding=min(h, w) // 8),
                 T.RandomHorizontalFlip()]
     elif augment == "imagenet":
-        head = [T.RandomResizedCrop((h, w), interpolation=interpolation), T.RandomHorizontalFlip(),
+        head = [T.RandomResizedCrop((h, w), interpolation=interpolation, antialias=True), T.RandomHorizontalFlip(),
                 T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
     else:
         raise ValueError(f"unknown augmentation {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
-    return T.Compose([*head, *_to_input(config)])
+    return T.Compose([*head, *_to_input(config, tensor_input)])
 
 
 def denormalize(x: Tensor, config: IRevNetConfig) -> Tensor:

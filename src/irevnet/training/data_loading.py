@@ -18,13 +18,13 @@ import contextlib
 import os
 import random
 import signal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-__all__ = ["ResumableSampler", "SeededItems", "default_workers", "train_loader", "item_seed"]
+__all__ = ["ResumableSampler", "SeededItems", "default_workers", "train_loader", "item_seed", "seeded_rngs"]
 
 # Data sets whose items are ready tensors in memory: worker processes would only add overhead.
 _IN_MEMORY = frozenset({"digits", "synthetic"})
@@ -82,7 +82,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded_rngs(seed: int) -> Iterator[None]:
     """Run the body with torch (CPU), numpy and python RNGs seeded by ``seed``; restore them after."""
     saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
     torch.random.default_generator.manual_seed(seed)  # the CPU generator only: CUDA streams stay untouched
@@ -100,22 +100,26 @@ class SeededItems(Dataset):
     """``dataset`` indexed by ``(index, seed)`` pairs: items with their random transforms drawn from ``seed``.
 
     The ``DataLoader`` fetches whole batches through :meth:`__getitems__`, seeded once per
-    batch (seeding costs ~50 µs, too much per item for in-memory data).
+    batch (seeding costs ~50 µs, too much per item for in-memory data). ``defer=True``: the
+    items are not transformed here but later on the device (:mod:`~irevnet.training.device_decode`),
+    so each item gets its batch's seed appended instead, for the consumer to seed with.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, *, defer: bool = False) -> None:
+        self.dataset, self.defer = dataset, defer
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        with _seeded(seed):
+        with seeded_rngs(seed):
             return self.dataset[index]
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
-        with _seeded(keys[0][1]):
+        if self.defer:
+            return [(*self.dataset[index], keys[0][1]) for index, _ in keys]
+        with seeded_rngs(keys[0][1]):
             return [self.dataset[index] for index, _ in keys]
 
 
@@ -139,10 +143,15 @@ def _quiet_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: Dataset, sampler: ResumableSampler, *, batch_size: int, workers: int, pin_memory: bool,
-                 prefetch_factor: int = 4) -> DataLoader:
-    """The training ``DataLoader``: persistent workers with prefetch, pinned memory on CUDA."""
+                 prefetch_factor: int = 4, collate_fn: Callable | None = None, defer_seeding: bool = False,
+                 ) -> DataLoader:
+    """The training ``DataLoader``: persistent workers with prefetch, pinned memory on CUDA.
+
+    ``defer_seeding``: see :class:`SeededItems` (``collate_fn`` then receives the seeds).
+    """
     extra: dict[str, Any] = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": _quiet_worker}
-    return DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(sampler.seed), **extra)
+    return DataLoader(SeededItems(dataset, defer=defer_seeding), batch_size=batch_size, sampler=sampler,
+                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate_fn,
+                      generator=torch.Generator().manual_seed(sampler.seed), **extra)

@@ -71,17 +71,22 @@ def forward_backward(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
+    before_batch: Callable[[], None] | None = None,
 ) -> StepStats:
     """Accumulate the gradients of one optimizer step (up to ``accum`` micro-batches) into ``.grad``.
 
     Each loss is divided by ``accum``, so a full group sums to the gradient of the big batch.
     A DDP-wrapped model all-reduces only on the group's last micro-batch (``no_sync``).
-    ``scaler`` (fp16) scales the loss. The optimizer is not touched: see :func:`optimizer_step`.
+    ``scaler`` (fp16) scales the loss. ``before_batch`` runs before each micro-batch's forward
+    (CUDA-graph step marks: :func:`irevnet.compile.mark_step`). The optimizer is not touched:
+    see :func:`optimizer_step`.
     """
     stats = StepStats(0.0, 0, 0, 0, True)
     for i, (x, y) in enumerate(micro_batches):
         x, y = _prepare(x, y, device, channels_last)
         last = i + 1 == len(micro_batches)
+        if before_batch is not None:
+            before_batch()
         # Skip DDP's gradient all-reduce on all but the last micro-batch of the group.
         sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
         with sync:
@@ -201,8 +206,10 @@ def evaluate(
     desc: str = "eval",
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    before_batch: Callable[[], None] | None = None,
 ) -> EpochStats:
-    """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``)."""
+    """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``);
+    ``before_batch`` as in :func:`forward_backward`."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -210,6 +217,8 @@ def evaluate(
     start = time.perf_counter()
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
         x, y = _prepare(x, y, device, channels_last)
+        if before_batch is not None:
+            before_batch()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
         total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()

@@ -30,21 +30,26 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
+from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
 from ..checkpoint import init_weights_from, read_checkpoint
+from ..compile import mark_step
 from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
+from ..data.registry import AUGMENTATION
+from ..data.transforms import eval_transform, train_transform
 from ..errors import CheckpointError, ConfigError, OutOfMemoryError, TrainingDivergedError
 from ..model import IRevNet
 from .data_loading import ResumableSampler, default_workers, train_loader
+from .device_decode import DeviceDecodedLoader, DeviceDecoder, EncodedImages, collate_encoded
 from .device import amp_dtype, grad_scaler, resolve_device
 from .distributed import (DistContext, any_flags, broadcast_buffers, gather_objects, init_distributed, max_int,
                           reduce_stats)
@@ -73,7 +78,9 @@ class TrainConfig:
     (0: never). ``save_every``: also write ``last.pt`` every N optimizer steps (0: at epoch
     ends only). ``skip_nonfinite``: optimizer steps with a non-finite loss or gradient that
     may be skipped before the run stops (0: stop at the first). ``workers``: loader processes
-    per rank (``None``: :func:`~irevnet.training.data_loading.default_workers`).
+    per rank (``None``: :func:`~irevnet.training.data_loading.default_workers`). ``decode_on``:
+    ``"device"`` decodes ImageFolder JPEGs and augments them on the training device
+    (:mod:`~irevnet.training.device_decode`; nvJPEG on CUDA), the workers only read files.
     ``allow_tf32``: let Φ, Φ⁻¹ and the memory-saving recompute follow PyTorch's global TF32
     flags (:meth:`~irevnet.model.IRevNet.set_full_float32`); by default they run in IEEE float32.
     ``init_from``: a checkpoint or run folder whose weights start the run (fine-tuning; see
@@ -99,6 +106,7 @@ class TrainConfig:
     channels_last: bool = False
     accum: int = 1
     workers: int | None = None
+    decode_on: Literal["workers", "device"] = "workers"
     memory_efficient: bool = False
     allow_tf32: bool = False
     compile: str | None = None  # torch.compile mode for the blocks ("default", "reduce-overhead", ...); None: eager
@@ -191,14 +199,8 @@ class _Trainer:
         seed_everything(cfg.seed + 7919 * ctx.rank)
 
         self.workers = default_workers(cfg.data, ctx.local_world_size) if cfg.workers is None else cfg.workers
-        pin = self.device.type == "cuda"
         self.sampler = ResumableSampler(self.data.train, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
-        self.loader = train_loader(self.data.train, self.sampler, batch_size=self.batch_per_rank,
-                                   workers=self.workers, pin_memory=pin)
-        # Each rank evaluates a disjoint shard; the sums are all-reduced (exact, no padding).
-        shard = Subset(self.data.eval, range(ctx.rank, len(self.data.eval), ctx.world_size))
-        self.eval_loader = DataLoader(shard, batch_size=self.batch_per_rank * cfg.accum, num_workers=self.workers,
-                                      pin_memory=pin, persistent_workers=self.workers > 0)
+        self.loader, self.eval_loader = self._loaders()
         # A fixed held-out batch whose reconstruction error is recorded at each evaluation (rank 0).
         self.monitor = (ReconstructionMonitor.from_dataset(self.data.eval, threshold=cfg.recon_threshold,
                                                            device=self.device)
@@ -210,9 +212,38 @@ class _Trainer:
         self.scaler = grad_scaler(self.device, cfg.amp)
         self.net: nn.Module = self.model
         if ctx.enabled:
-            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if pin else None)
+            cuda = self.device.type == "cuda"
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None)
         self.progress = Progress()
         self.last_saved: tuple[Path, int] | None = None  # the last good checkpoint and its optimizer step
+
+    def _mark_step(self) -> None:
+        mark_step(self.model.compile_spec, self.device)  # CUDA graphs (--compile reduce-overhead): a new step
+
+    def _loaders(self) -> tuple[Iterable[tuple[Tensor, Tensor]], Iterable[tuple[Tensor, Tensor]]]:
+        """The training loader (resumable order, seeded augmentation) and this rank's evaluation loader."""
+        cfg, ctx, pin = self.cfg, self.dist, self.device.type == "cuda"
+        train_set, eval_set, collate = self.data.train, self.data.eval, None
+        if cfg.decode_on == "device":
+            if not isinstance(train_set, ImageFolder):
+                raise ConfigError(f"decoding on the device reads image files: it needs imagefolder data, not "
+                                  f"{cfg.data}", option="decode_on")
+            if self.device.type != "cuda":
+                log.warning("decoding JPEGs in the training process on %s: slower than loader workers (decode_on="
+                            "'device' is meant for CUDA, where nvJPEG decodes)", self.device)
+            train_set, eval_set, collate = EncodedImages(train_set), EncodedImages(eval_set), collate_encoded
+        loader = train_loader(train_set, self.sampler, batch_size=self.batch_per_rank, workers=self.workers,
+                              pin_memory=pin, collate_fn=collate, defer_seeding=collate is not None)
+        # Each rank evaluates a disjoint shard; the sums are all-reduced (exact, no padding).
+        shard = Subset(eval_set, range(ctx.rank, len(eval_set), ctx.world_size))
+        eval_loader = DataLoader(shard, batch_size=self.batch_per_rank * cfg.accum, num_workers=self.workers,
+                                 pin_memory=pin, persistent_workers=self.workers > 0, collate_fn=collate)
+        if collate is None:
+            return loader, eval_loader
+        config = self.model.config
+        return (DeviceDecodedLoader(loader, DeviceDecoder(train_transform(config, augment=AUGMENTATION[cfg.data],
+                                                                          tensor_input=True), self.device)),
+                DeviceDecodedLoader(eval_loader, DeviceDecoder(eval_transform(config, tensor_input=True), self.device)))
 
     def _build_model(self, config: IRevNetConfig) -> IRevNet:
         cfg = self.cfg
@@ -397,7 +428,7 @@ class _Trainer:
         for group in bar:
             s = forward_backward(self.net, group, accum=cfg.accum, device=self.device, criterion=self.criterion,
                                  amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
-                                 channels_last=cfg.channels_last)
+                                 channels_last=cfg.channels_last, before_batch=self._mark_step)
             # With fp16 the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
             bad = not s.loss_finite or (not self.scaler.is_enabled() and not grads_finite(self.model.parameters()))
             stop_now, bad = any_flags([stop.requested, bad], self.dist, self.device)
@@ -460,10 +491,12 @@ class _Trainer:
         if cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.recipe.epochs):
             # The bare model: DDP's forward is a collective, and shards may differ by a batch.
             ev = reduce_stats(evaluate(self.written_model, self.eval_loader, device=self.device,
-                                       amp_dtype=self.amp_dtype, channels_last=cfg.channels_last),
+                                       amp_dtype=self.amp_dtype, channels_last=cfg.channels_last,
+                                       before_batch=self._mark_step),
                               self.dist, self.device)
             record.update(eval_loss=ev.loss, eval_top1=ev.top1, eval_top5=ev.top5)
             if self.monitor is not None:
+                self._mark_step()
                 record.update(self.monitor.measure(self.written_model))
         is_best = "eval_top1" in record and record["eval_top1"] > p.best_top1
         if is_best:
