@@ -71,14 +71,15 @@ def collate_encoded(items: list[tuple]) -> tuple[list[Tensor], Tensor, int | Non
 
 
 def _decode_jpegs(data: list[Tensor], device: torch.device) -> list[Tensor]:
+    import torchvision
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    batched = tuple(int(v) for v in torchvision.__version__.split(".")[:2]) >= (0, 20)  # lists since 0.20
     with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec; decode_jpeg still works
         warnings.simplefilter("ignore", UserWarning)
-        try:
+        if batched:
             return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-        except TypeError:  # torchvision < 0.20 decodes one image per call
-            return [decode_jpeg(d, mode=ImageReadMode.RGB, device=device) for d in data]
+        return [decode_jpeg(d, mode=ImageReadMode.RGB, device=device) for d in data]
 
 
 class DeviceDecoder:

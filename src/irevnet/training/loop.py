@@ -129,7 +129,11 @@ def optimizer_step(
 def grads_finite(params: Iterable[nn.Parameter]) -> bool:
     """True when every gradient is finite: their total norm is (fused per-tensor norms, one device sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.nn.utils.get_total_norm(grads).isfinite())
+    if not grads:
+        return True
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    norm = total_norm(grads) if total_norm else torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    return bool(norm.isfinite())
 
 
 def micro_batch_groups(loader: Iterable[tuple[Tensor, Tensor]], accum: int) -> Iterator[list[tuple[Tensor, Tensor]]]:
