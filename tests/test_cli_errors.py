@@ -74,6 +74,11 @@ CASES = {
     "train set lr nan": ([*TRAIN, "--set", "lr=nan"], "recipe lr must be a finite number > 0, got nan"),
     "train set epochs zero": ([*TRAIN, "--set", "epochs=0"], "recipe epochs must be >= 1, got 0"),
     "train set dropout one": ([*TRAIN, "--set", "dropout=1"], "recipe dropout must be in [0, 1)"),
+    "train model unknown data key": ([*TRAIN, "--model", "data.crop_pc=1"], "did you mean 'crop_pct'?"),
+    "train model data value": ([*TRAIN, "--model", "data.crop_pct=big"],
+                               "--model data.crop_pct=...: bad value in override 'data.crop_pct=big': expected a number"),
+    "train model data range": ([*TRAIN, "--model", "data.crop_pct=2"], "crop_pct must be in (0, 1], got 2.0"),
+    "train model data mean alone": ([*TRAIN, "--model", "data.mean=0.5"], "give both mean and std"),
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
     "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder without config.json"),

@@ -75,6 +75,39 @@ def test_data_config_is_strict_and_consistent_with_the_input():
         DataConfig(mean=(0.5,))
 
 
+def test_model_overrides_set_fields_of_the_data_config():
+    """`--model data.FIELD=VALUE`: parsed to the field's type, merged into the preset's data config."""
+    from irevnet.training import parse_overrides
+
+    cifar = get_preset("cifar10")
+    got = parse_overrides(cifar, ["data.crop_pct=0.9", "data.interpolation=bicubic", "blocks=1,1,1"])
+    assert got == {"data": {"crop_pct": 0.9, "interpolation": "bicubic"}, "blocks": (1, 1, 1)}
+    assert cifar.replace(**got).data == DataConfig(mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=0.9,
+                                                   interpolation="bicubic")
+    # digits has no mean/std (None): the field's annotation gives the type; `none` clears them again.
+    digits = get_preset("digits")
+    got = parse_overrides(digits, ["data.mean=0.5", "data.std=0.25"])
+    assert digits.replace(**got).data == DataConfig(mean=(0.5,), std=(0.25,))
+    assert parse_overrides(cifar, ["data.mean=none", "data.std=none"]) == {"data": {"mean": None, "std": None}}
+    assert cifar.replace(data={"mean": None, "std": None}).data == DataConfig()
+
+
+@pytest.mark.parametrize("item, message", [
+    ("data.crop=1", r"DataConfig has an unknown key 'crop' \(did you mean 'crop_pct'\?\); valid keys: mean, std"),
+    ("num_clases=3", r"IRevNetConfig has an unknown key 'num_clases' \(did you mean 'num_classes'\?\)"),
+    ("data.crop_pct=big", r"bad value in override 'data.crop_pct=big': expected a number, got 'big'"),
+    ("data.mean=0.5,x,0.5", r"expected comma-separated numbers, got '0.5,x,0.5'"),
+    ("data=1", r"data is a group of fields \(mean, std, crop_pct, interpolation\); set them one by one"),
+    ("blocks.first=1", r"blocks has no fields"),
+])
+def test_model_overrides_name_the_bad_key_or_value(item, message):
+    from irevnet.errors import ConfigError
+    from irevnet.training import parse_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        parse_overrides(get_preset("cifar10"), [item])
+
+
 def test_a_config_without_data_takes_its_presets():
     """Checkpoints written before configurations carried their preprocessing still load it."""
     legacy = get_preset("imagenet-b").to_dict()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import irevnet.checkpoint as ckpt
-from irevnet import CheckpointError, ConfigError, create_model, load_model
+from irevnet import CheckpointError, ConfigError, DataConfig, create_model, load_model
 from irevnet.analysis import reconstruct
 from irevnet.config import get_preset
 from irevnet.cli.main import main
@@ -107,6 +107,16 @@ def _cli_config(extra: list[str]):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     return config_from_args(parser.parse_args(["train", *TINY, "--out", "unused", *extra]))
+
+
+def test_train_model_overrides_reach_the_data_config():
+    """`--model data.FIELD=VALUE` changes the trained model's preprocessing; config.json records it."""
+    from irevnet.training.trainer import resolve_model_config
+
+    cfg = _cli_config(["--model", "data.mean=0.5", "--model", "data.std=0.25", "--model", "data.crop_pct=0.75"])
+    assert cfg.model_overrides["data"] == {"mean": (0.5,), "std": (0.25,), "crop_pct": 0.75}
+    assert resolve_model_config(cfg).data == DataConfig(mean=(0.5,), std=(0.25,), crop_pct=0.75)
+    assert json.loads(json.dumps(cfg.to_dict()))["model_overrides"]["data"]["mean"] == [0.5]
 
 
 def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):

@@ -151,7 +151,9 @@ def test_paper_recipes_and_overrides():
         "imagenet", 0.1, 1e-4, 256, 128, (32, 64, 96), 0.1)
     got = parse_overrides(c, ["lr=0.2", "lr_milestones=30,60", "nesterov=true", "batch-size=64"])
     assert got == {"lr": 0.2, "lr_milestones": (30, 60), "nesterov": True, "batch_size": 64}
-    with pytest.raises(ValueError, match="KEY=VALUE"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         parse_overrides(c, ["learning_rate=1"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_overrides(c, ["lr"])
     with pytest.raises(ValueError, match="bad value"):
         parse_overrides(c, ["epochs=ten"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import ConfigError
 
@@ -64,6 +64,13 @@ class DataConfig:
         return cls(**_checked_keys(cls, data, "data config"))
 
 
+def unknown_key_error(key: str, names: Sequence[str], what: str) -> ConfigError:
+    """The error for ``key``, which is none of ``names``: it names the key, the closest valid one and all of them."""
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{what} has an unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+
+
 def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
     """``data`` as keyword arguments of dataclass ``cls``; an unknown or missing key raises ``ValueError``."""
     if not isinstance(data, dict):
@@ -72,9 +79,7 @@ def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
     names = [f.name for f in fields]
     for key in data:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{what} has an unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+            raise unknown_key_error(key, names, what)
     required = [f.name for f in fields
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [k for k in required if k not in data]
@@ -140,9 +145,13 @@ class IRevNetConfig:
         return max(self.init_block_size, 1) * 2 ** sum(1 for s in self.strides if s == 2)
 
     def replace(self, **overrides: Any) -> "IRevNetConfig":
+        """A copy with ``overrides``; ``data`` as a dict changes only the data-config fields it names
+        (e.g. ``replace(data={"crop_pct": 1.0})``; an unknown one raises ``ValueError``)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"unknown model option(s): {sorted(unknown)}")
+        if isinstance(overrides.get("data"), dict):
+            overrides["data"] = DataConfig.from_dict({**self.data.to_dict(), **overrides["data"]})
         return dataclasses.replace(self, **overrides)
 
     @property

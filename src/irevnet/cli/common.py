@@ -264,8 +264,12 @@ def add_model_overrides_argument(parser: argparse.ArgumentParser, help: str) -> 
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--model`` overrides, parsed to the types of ``--preset``'s configuration fields."""
+    """The ``--model`` overrides, parsed to the types of ``--preset``'s configuration fields
+    (``data.FIELD=VALUE``: a field of its data config) and checked against that configuration."""
     from ..config import get_preset
     from ..training.recipes import parse_overrides
 
-    return parse_overrides(get_preset(args.preset), args.model_overrides)
+    preset = get_preset(args.preset)
+    overrides = parse_overrides(preset, args.model_overrides)
+    preset.replace(**overrides)  # a bad value (crop_pct=2, mean without std, ...) fails here, before any work
+    return overrides

@@ -45,7 +45,7 @@ def _flag(option: str) -> str:
              "model": {f.name for f in dataclasses.fields(IRevNetConfig)}}
     if option in names["recipe"]:
         return f"--set {option}=..." if option not in ("epochs", "batch_size", "lr") else f"--{option.replace('_', '-')}"
-    if option in names["model"]:
+    if option.split(".")[0] in names["model"]:  # data.crop_pct: a field of the nested data config
         return f"--model {option}=..."
     return "--" + option.replace("_", "-")
 

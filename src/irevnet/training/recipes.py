@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import unknown_key_error
 from ..errors import ConfigError
 
 __all__ = ["Recipe", "get_recipe", "list_recipes", "recipe_for_preset", "parse_overrides", "OPTIMIZERS", "SCHEDULES"]
@@ -140,34 +142,66 @@ def recipe_for_preset(preset: str) -> Recipe:
     return get_recipe(_PRESET_RECIPES[preset])
 
 
-def _parse_value(text: str, current: Any) -> Any:
-    """Parse ``text`` to the type of ``current`` (tuples: comma-separated, e.g. ``60,120,160``)."""
-    if isinstance(current, bool):
+def _parse_value(text: str, kind: Any) -> Any:
+    """Parse ``text`` to the annotated type ``kind``: bool, int, float, str, ``tuple[T, ...]``
+    (comma-separated, e.g. ``60,120,160``), or ``X | None`` (``none``)."""
+    options = typing.get_args(kind)
+    if type(None) in options:
+        if text.lower() == "none":
+            return None
+        kind = next(k for k in options if k is not type(None))
+    if kind is bool:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"expected a boolean, got {text!r}")
         return text.lower() in ("true", "1", "yes")
-    if isinstance(current, tuple):
-        kind = type(current[0]) if current else int
-        return tuple(kind(v) for v in text.split(",") if v.strip())
-    return type(current)(text)
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        try:
+            return tuple(item(v) for v in values)
+        except ValueError:
+            raise ValueError(f"expected comma-separated {_NAMES[item][1]}, got {text!r}") from None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"expected {_NAMES[kind][0]}, got {text!r}") from None
+
+
+_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers")}
 
 
 def parse_overrides(defaults: Any, items: list[str]) -> dict[str, Any]:
     """``["lr=0.2", "lr_milestones=30,60"]`` -> ``{"lr": 0.2, "lr_milestones": (30, 60)}``.
 
     ``defaults`` is a dataclass instance (a :class:`Recipe` or a model config); each value is
-    parsed to the type of its current field, and unknown keys raise ``ValueError`` listing
-    the valid ones.
+    parsed to the annotated type of its field. ``KEY.FIELD=VALUE`` sets a field of a nested
+    dataclass (``data.crop_pct=1.0`` -> ``{"data": {"crop_pct": 1.0}}``, for
+    :meth:`IRevNetConfig.replace <irevnet.config.IRevNetConfig.replace>`). An unknown key or a
+    value of the wrong type raises :class:`~irevnet.errors.ConfigError` naming it.
     """
-    fields = {f.name for f in dataclasses.fields(defaults)}
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ConfigError(f"bad override {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        if not sep or not key:
+            raise ConfigError(f"bad override {item!r}: expected KEY=VALUE")
+        path = key.split(".")
+        obj, target = defaults, out
+        for depth, part in enumerate(path):
+            fields = [f.name for f in dataclasses.fields(obj)]
+            if part not in fields:
+                raise ConfigError(f"bad override {item!r}: {unknown_key_error(part, fields, type(obj).__name__)}")
+            if depth < len(path) - 1:
+                obj, target = getattr(obj, part), target.setdefault(part, {})
+                if not dataclasses.is_dataclass(obj):
+                    raise ConfigError(f"bad override {item!r}: {'.'.join(path[:depth + 1])} has no fields")
+        name = path[-1]
+        if dataclasses.is_dataclass(getattr(obj, name)):
+            sub = [f.name for f in dataclasses.fields(getattr(obj, name))]
+            raise ConfigError(f"bad override {item!r}: {key} is a group of fields ({', '.join(sub)}); set them one "
+                              f"by one, e.g. {key}.{sub[-1]}=...")
         try:
-            out[key] = _parse_value(text.strip(), getattr(defaults, key))
+            target[name] = _parse_value(text.strip(), typing.get_type_hints(type(obj))[name])
         except ValueError as e:
             raise ConfigError(f"bad value in override {item!r}: {e}", option=key) from None
     return out
