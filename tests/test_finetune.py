@@ -67,12 +67,27 @@ def test_init_weights_from_copies_phi_and_replaces_a_head_of_another_size(tmp_pa
         assert torch.equal(same(x), source(x))
 
 
+def test_init_weights_from_a_model_folder(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("digits", blocks=(1, 1))
+    _randomize_bn(source)
+    source.save_pretrained(tmp_path / "model")
+    target = create_model("digits", blocks=(1, 1))
+    assert init_weights_from(target, tmp_path / "model") is True
+    source.eval(), target.eval()
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(target(x), source(x))
+    with pytest.raises(CheckpointError, match=r"architecture differs .*blocks \(1, 1\) vs \(1, 2\)"):
+        init_weights_from(create_model("digits", blocks=(1, 2)), tmp_path / "model")
+
+
 def test_init_weights_from_refuses_another_architecture(tmp_path):
     save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match=r"architecture differs .*blocks \(1, 1\) vs \(1, 2\)"):
         init_weights_from(create_model("digits", blocks=(1, 2)), tmp_path / "m.pt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="without best.pt or last.pt"):
+    with pytest.raises(CheckpointError, match="without model.safetensors, best.pt or last.pt"):
         init_weights_from(create_model("digits", blocks=(1, 1)), tmp_path / "empty")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import irevnet.checkpoint as ckpt
-from irevnet import CheckpointError, ConfigError, DataConfig, create_model, load_model
+from irevnet import CheckpointError, ConfigError, DataConfig, IRevNet, create_model, load_model
 from irevnet.analysis import reconstruct
 from irevnet.config import get_preset
 from irevnet.cli.main import main
@@ -56,8 +56,10 @@ def _env() -> dict[str, str]:
 
 def test_train_cli_writes_a_consistent_run_and_eval_reads_it(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--out", str(run), "--epochs", "2", "--lr", "0.02", "--set", "weight_decay=1e-4"]) == 0
-    assert {p.name for p in run.iterdir()} == FILES  # no temp files left behind
+    assert main(["train", *TINY, "--out", str(run), "--epochs", "2", "--lr", "0.02", "--set", "weight_decay=1e-4",
+                 "--save-pretrained"]) == 0
+    assert {p.name for p in run.iterdir()} == FILES | {"model"}  # no temp files left behind
+    assert {p.name for p in (run / "model").iterdir()} == {"config.json", "model.safetensors"}
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"loss", "top1", "top5", "lr", "img_per_s", "epoch_seconds", "eval_top1", "eval_top5"} <= rows[0].keys()
@@ -73,6 +75,28 @@ def test_train_cli_writes_a_consistent_run_and_eval_reads_it(tmp_path, capsys):
     assert result["images"] == 64 and 0 <= result["top1"] <= result["top5"] <= 1
     best = max(r["eval_top1"] for r in rows)
     assert result["top1"] == pytest.approx(best)
+    # best.pt is the model alone; RUN/model is the same model as a save_pretrained folder.
+    assert set(ckpt.read_checkpoint(run / "best.pt")) == {"format", "version", "config", "state_dict"}
+    assert main(["eval", str(run / "model"), "--data", "synthetic", "--synthetic-size", "256", "--no-progress",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == result["top1"]
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(IRevNet.from_pretrained(run / "model").eval()(x), load_model(run / "best.pt").eval()(x))
+
+
+def test_train_fine_tunes_from_a_model_folder_and_writes_its_final_model_as_one(tmp_path, capsys, caplog):
+    create_model("digits", blocks=(1, 1)).save_pretrained(tmp_path / "pre")
+    run, final = tmp_path / "run", tmp_path / "final"
+    with caplog.at_level(logging.INFO, logger="irevnet"):
+        assert main(["train", *TINY, "--out", str(run), "--epochs", "1", "--eval-every", "0",
+                     "--init-from", str(tmp_path / "pre"), "--save-pretrained", str(final)]) == 0
+    assert f"initialized all weights from {tmp_path / 'pre'}" in caplog.text
+    # Never evaluated: no best.pt, and the folder holds the final model (last.pt's weights).
+    assert not (run / "best.pt").exists() and "wrote the final model" in caplog.text
+    _assert_same_weights(IRevNet.from_pretrained(final).state_dict(), load_model(run / "last.pt").state_dict())
+    assert main(["train", *TINY, "--out", str(tmp_path / "r2"), "--save-pretrained", str(tmp_path / "r2")]) == 2
+    assert "cannot be the run folder itself" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
 def test_train_monitors_reconstructions_and_warns_once(tmp_path, capsys, caplog):

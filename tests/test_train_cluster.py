@@ -187,12 +187,17 @@ def test_cosine_schedule_with_warmup_adamw_and_label_smoothing():
 
 
 def test_ema_is_evaluated_and_written_as_the_model(tmp_path):
-    result = train(_cfg(tmp_path, epochs=2, recipe={"ema_decay": 0.5}))
+    # Evaluated once, after epoch 2: best.pt and the model folder hold the final EMA.
+    result = train(_cfg(tmp_path, epochs=2, recipe={"ema_decay": 0.5}, eval_every=2,
+                        save_pretrained=str(tmp_path / "model")))
     payload = ckpt.read_checkpoint(tmp_path / "last.pt")
     raw = payload["trainer"]["model"]
     ema = payload["state_dict"]
     assert any(not torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
     assert all(torch.equal(v, ema[k]) for k, v in result.model.state_dict().items())
+    best = ckpt.read_checkpoint(tmp_path / "best.pt")
+    assert "trainer" not in best and all(torch.equal(best["state_dict"][k], v) for k, v in ema.items())
+    assert all(torch.equal(IRevNet.from_pretrained(tmp_path / "model").state_dict()[k], v) for k, v in ema.items())
     evaluated = trainer_module.evaluate(load_model(tmp_path / "last.pt"),
                                         DataLoader(trainer_module.build_datasets("synthetic", config=result.model.config,
                                                                                  synthetic_size=128).eval,
@@ -200,7 +205,7 @@ def test_ema_is_evaluated_and_written_as_the_model(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval_top1"] == evaluated.top1 and rows[-1]["eval_loss"] == pytest.approx(evaluated.loss)
     # --raw-weights: the trained weights are the model, the EMA rides in the trainer state.
-    swapped = train(_cfg(tmp_path / "raw", epochs=2, recipe={"ema_decay": 0.5}, ema_as_model=False))
+    swapped = train(_cfg(tmp_path / "raw", epochs=2, recipe={"ema_decay": 0.5}, eval_every=2, ema_as_model=False))
     payload_raw = ckpt.read_checkpoint(tmp_path / "raw" / "last.pt")
     assert all(torch.equal(payload_raw["state_dict"][k], raw[k]) for k in raw)
     assert all(torch.equal(payload_raw["trainer"]["ema"][k], ema[k]) for k in ema) and "model" not in payload_raw["trainer"]
@@ -316,8 +321,10 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
     for name in ("term", "kill"):
         _assert_same_state(reference, ckpt.read_checkpoint(tmp_path / name / "last.pt"))
         assert [(r["loss"], r["eval_top1"]) for r in rows(name)] == [(r["loss"], r["eval_top1"]) for r in rows("ref")]
-        _assert_same_state(ckpt.read_checkpoint(tmp_path / "ref" / "best.pt"),
-                           ckpt.read_checkpoint(tmp_path / name / "best.pt"))
+        # best.pt: the same model alone (no trainer state)
+        best_ref, best = (ckpt.read_checkpoint(tmp_path / run / "best.pt") for run in ("ref", name))
+        assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict"}
+        assert all(torch.equal(best_ref["state_dict"][k], v) for k, v in best["state_dict"].items())
 
 
 @pytest.mark.slow

@@ -182,20 +182,32 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 _ARCHITECTURE_FIELDS = ("blocks", "strides", "channels", "init_block_size", "mult")
 
 
-def _weights_file(source: Path) -> Path:
-    """A checkpoint file, or the checkpoint a training run folder holds (best.pt, else last.pt)."""
+def _read_weights(source: Path) -> tuple[Path, IRevNetConfig, dict[str, torch.Tensor]]:
+    """The configuration and weights of a checkpoint file, a model folder, or a training run
+    folder (its best.pt, else last.pt), and the path they were read from."""
+    from .pretrained import WEIGHTS_NAME, load_pretrained
+
+    if source.is_dir() and (source / WEIGHTS_NAME).is_file():
+        saved = load_pretrained(source)
+        return source, saved.config, saved.state_dict()
+    path = source
     if source.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (source / name).is_file():
-                return source / name
-        raise CheckpointError(f"{str(source)!r} is a folder without best.pt or last.pt (not a training run folder)")
-    return source
+        found = [source / name for name in ("best.pt", "last.pt") if (source / name).is_file()]
+        if not found:
+            raise CheckpointError(f"{str(source)!r} is a folder without {WEIGHTS_NAME}, best.pt or last.pt "
+                                  "(neither a model folder nor a training run folder)")
+        path = found[0]
+    payload = read_checkpoint(path)
+    try:
+        return path, IRevNetConfig.from_dict(payload["config"]), payload["state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not describe a valid model: {e}") from None
 
 
 def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
-    """Copy the weights of the checkpoint ``source`` (a file, or a training run folder: its
-    ``best.pt``, else ``last.pt``) into ``model``, for fine-tuning. Weights only: no optimizer
-    state, epoch or schedule.
+    """Copy the weights of ``source`` (a checkpoint file, a model folder of
+    :meth:`IRevNet.save_pretrained`, or a training run folder: its ``best.pt``, else ``last.pt``)
+    into ``model``, for fine-tuning. Weights only: no optimizer state, epoch or schedule.
 
     The invertible part Φ must have the same architecture (blocks, strides, channels,
     initial ψ, mult, input channels); the input's height and width may differ (the weights
@@ -204,12 +216,7 @@ def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
     logged. Returns True when the classifier was copied too.
     """
     net = unwrap_model(model)
-    path = _weights_file(Path(source))
-    payload = read_checkpoint(path)
-    try:
-        theirs = IRevNetConfig.from_dict(payload["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not describe a valid model: {e}") from None
+    path, theirs, state = _read_weights(Path(source))
     ours = net.config
     differ = [f"{k} {getattr(theirs, k)} vs {getattr(ours, k)}" for k in _ARCHITECTURE_FIELDS
               if getattr(theirs, k) != getattr(ours, k)]
@@ -218,7 +225,6 @@ def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
     if differ:
         raise CheckpointError(f"cannot initialize from {str(path)!r}: its architecture differs from this model's "
                               f"({'; '.join(differ)})")
-    state = payload["state_dict"]
     same_head = theirs.num_classes == ours.num_classes
     if not same_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}

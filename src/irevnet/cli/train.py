@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a preset with the paper's recipe (single process or torchrun/DDP), resumable",
         description="Train a model preset. Under `torchrun --nproc-per-node N -m irevnet train ...` it runs "
-        "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt}. "
+        "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt} "
+        "(last.pt: the resumable training state; best.pt: the best model alone). "
         f"On SIGTERM or SIGUSR1 it finishes the current step, writes RUN/last.pt and exits with status "
         f"{PREEMPTED_EXIT_CODE}; run the same command with --resume to continue.")
     p.add_argument("--preset", required=True, choices=list_presets(), help="model preset")
@@ -44,9 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
                    "(repeatable)")
     add_model_overrides_argument(p, "override a model config field, e.g. --model blocks=2,2 (repeatable)")
-    p.add_argument("--init-from", type=existing_path, default=None, metavar="CKPT_OR_RUN",
-                   help="fine-tune: start from these weights (a checkpoint, or a run folder's best.pt/last.pt); "
-                   "weights only, and a new classifier when the number of classes differs")
+    p.add_argument("--init-from", type=existing_path, default=None, metavar="MODEL_OR_RUN",
+                   help="fine-tune: start from these weights (a checkpoint, a model folder, or a run folder: its "
+                   "best.pt, else last.pt); weights only, and a new classifier when the number of classes differs")
+    p.add_argument("--save-pretrained", nargs="?", const="", default=None, type=dir_path, metavar="DIR",
+                   help="when the run completes, also write its model (best.pt's, else the final one) as a model "
+                   "folder: DIR/config.json + DIR/model.safetensors, loadable with IRevNet.from_pretrained, "
+                   "irevnet eval and --init-from (DIR defaults to RUN/model)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
                    help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
@@ -119,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
         ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,
         tensorboard=args.tensorboard, init_from=args.init_from,
+        save_pretrained=os.path.join(args.out, "model") if args.save_pretrained == "" else args.save_pretrained,
         **({} if args.recon_threshold is None else {"recon_threshold": args.recon_threshold or None}),
     )
 

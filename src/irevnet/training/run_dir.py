@@ -5,7 +5,8 @@
     RUN/config.json     the resolved configuration (recipe, model, run options)
     RUN/metrics.jsonl   one JSON object per finished epoch
     RUN/last.pt         weights + trainer state, after every epoch, every ``save_every`` steps and on preemption
-    RUN/best.pt         the epoch with the best eval top-1 so far
+    RUN/best.pt         the model alone (configuration + weights, no trainer state) of the epoch with the best
+                        eval top-1 so far: what ``irevnet eval``, ``load_model`` and fine-tuning read
 
 Only rank 0 writes here.
 """
@@ -71,6 +72,10 @@ class RunDir:
         with self.metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def save(self, model: nn.Module, *, best: bool = False, **extras: Any) -> Path:
-        """Write ``model`` and ``extras`` to ``best.pt`` (``best=True``) or ``last.pt``, atomically."""
-        return save_model(model, self.best if best else self.last, **extras)
+    def save_last(self, model: nn.Module, **extras: Any) -> Path:
+        """Write ``model`` and ``extras`` (the trainer state) to ``last.pt``, atomically."""
+        return save_model(model, self.last, **extras)
+
+    def save_best(self, model: nn.Module) -> Path:
+        """Write ``model`` alone to ``best.pt``, atomically."""
+        return save_model(model, self.best)

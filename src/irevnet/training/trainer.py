@@ -14,7 +14,8 @@ Invariants:
   mid-epoch included, fixes every later batch.
 - ``last.pt`` carries the optimizer, scheduler, grad scaler, the position (epoch, micro-batch,
   optimizer step), every rank's RNG states and the EMA; resuming from it continues exactly
-  as if the run had not stopped (bit-identical on CPU with the same world size).
+  as if the run had not stopped (bit-identical on CPU with the same world size). ``best.pt``
+  holds the model alone (no trainer state), so reading it never loads optimizer momentum.
 - Ranks take every stop decision together (a stop signal, a non-finite loss): one small
   all-reduce per optimizer step.
 - The recipe's ``batch_size`` is the global batch: each rank loads
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
-from ..checkpoint import init_weights_from, read_checkpoint
+from ..checkpoint import init_weights_from, load_model, read_checkpoint
 from ..compile import mark_step
 from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
@@ -48,6 +49,7 @@ from ..data.registry import AUGMENTATION
 from ..data.transforms import eval_transform, train_transform
 from ..errors import CheckpointError, ConfigError, OutOfMemoryError, TrainingDivergedError
 from ..model import IRevNet
+from ..pretrained import save_pretrained
 from .data_loading import ResumableSampler, default_workers, train_loader
 from .device_decode import DeviceDecodedLoader, DeviceDecoder, EncodedImages, collate_encoded
 from .device import amp_dtype, grad_scaler, resolve_device
@@ -91,6 +93,9 @@ class TrainConfig:
     ``recon_threshold``: at each evaluation rank 0 measures the reconstruction error of the
     first 64 eval images (:class:`~irevnet.training.monitor.ReconstructionMonitor`) and warns
     once when it exceeds this (None: never warns).
+    ``save_pretrained``: when the run completes, also write its model -- ``best.pt``'s, else
+    (never evaluated) the final one -- as a model folder there (``config.json`` +
+    ``model.safetensors``, see :meth:`~irevnet.model.IRevNet.save_pretrained`).
     """
 
     preset: str
@@ -120,6 +125,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     init_from: str | None = None
+    save_pretrained: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -183,6 +189,14 @@ class _Trainer:
                                    ("save_every", cfg.save_every, 0), ("skip_nonfinite", cfg.skip_nonfinite, 0)):
             if value < least:
                 raise ConfigError(f"{name} must be >= {least}, got {value}", option=name)
+        if cfg.save_pretrained is not None:
+            folder = Path(cfg.save_pretrained)
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"{folder} is a file; save_pretrained names the model folder to write",
+                                  option="save_pretrained")
+            if folder.resolve() == self.run.path.resolve():
+                raise ConfigError("save_pretrained cannot be the run folder itself (its config.json is the run's); "
+                                  f"use e.g. {self.run.path / 'model'}", option="save_pretrained")
         denom = ctx.world_size * cfg.accum
         if recipe.batch_size % denom:
             raise ConfigError(f"batch_size {recipe.batch_size} is not divisible by world_size x accum = {denom}",
@@ -352,8 +366,8 @@ class _Trainer:
             # best.pt before last.pt: if we die in between, the resumed run redoes this epoch
             # (deterministically) and rewrites best.pt; the reverse order could lose it.
             if best:
-                self.run.save(self.written_model, best=True, **extras)
-            self.run.save(self.written_model, **extras)
+                self.run.save_best(self.written_model)
+            self.run.save_last(self.written_model, **extras)
         self.last_saved = (self.run.last, self.progress.step)
 
     def _write_config(self) -> None:
@@ -401,7 +415,15 @@ class _Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        if main and cfg.save_pretrained:
+            self._save_pretrained(cfg.save_pretrained)
         return TrainResult(self.written_model, history, self.progress.best_top1, step=self.progress.step)
+
+    def _save_pretrained(self, folder: str) -> None:
+        """Write the run's model (``best.pt``'s, else the final one) as a model folder."""
+        best = self.run.best.is_file()
+        save_pretrained(load_model(self.run.best) if best else self.written_model, folder)
+        log.info("wrote the %s model to %s (config.json + model.safetensors)", "best" if best else "final", folder)
 
     def _stop_requested(self, stop: StopSignals) -> bool:
         return any_flags([stop.requested], self.dist, self.device)[0]
