@@ -160,11 +160,13 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
         path = save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+        folder = create_model("digits", blocks=(1, 1)).save_pretrained(tmp_path / "folder")
         (tmp_path / "plain").write_text("x")
     finally:
         os.umask(old)
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {mode}  # model folders too
 
 
 def test_the_cli_lists_of_names_match_the_library():

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, VERSION, CheckpointError, config_of, unwrap_model
+from .checkpoint import FORMAT, VERSION, CheckpointError, _umask, config_of, unwrap_model
 from .config import IRevNetConfig
 from .extras import require
 from .model import IRevNet
@@ -37,8 +37,9 @@ def _write_atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        write(tmp)  # safetensors replaces the file: its mode is set after writing
         with open(tmp, "rb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # any new file's mode, as checkpoints get (not 0o600)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
