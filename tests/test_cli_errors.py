@@ -26,6 +26,8 @@ def files(tmp_path_factory):
     Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(root / "img.png")
     (root / "notes.txt").write_text("hello, not a checkpoint\n")
     (root / "folder").mkdir()
+    save_model(create_model("digits", blocks=(1, 1)), root / "run" / "best.pt")  # a training run folder
+    (root / "run" / "config.json").write_text("{}")
     (root / "existing.png").write_bytes(b"precious")
     return root
 
@@ -82,6 +84,7 @@ CASES = {
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
     "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder without config.json"),
+    "eval run folder": (["eval", "{d}/run", "--data", "digits"], "is a training run folder; give its best.pt"),
     "eval text checkpoint": (["eval", TXT, "--data", "digits"], "is not a checkpoint"),
     "eval batch zero": (["eval", M, "--data", "digits", "--batch-size", "0"], "argument --batch-size"),
     "eval data-dir is a file": (["eval", M, "--data", "cifar10", "--data-dir", TXT], "is a file, expected a folder"),

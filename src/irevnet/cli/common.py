@@ -145,8 +145,11 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 def model_path(text: str) -> str:
     """An existing checkpoint file or model folder (``config.json`` + ``model.safetensors``)."""
     p = Path(text)
+    run_files = ("best.pt", "last.pt")
+    if p.is_dir() and not (p / "model.safetensors").is_file() and any((p / n).is_file() for n in run_files):
+        raise argparse.ArgumentTypeError(f"{text!r} is a training run folder; give its best.pt (the model), "
+                                         "last.pt or model folder (irevnet train --save-pretrained)")
     if p.is_dir() and not (p / "config.json").is_file():
-        # A training run folder: its best.pt (else last.pt) is what a user means.
         raise argparse.ArgumentTypeError(f"{text!r} is a folder without config.json; give a checkpoint file "
                                          f"(e.g. {text}/best.pt) or a model folder")
     if not p.exists():
