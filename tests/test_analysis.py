@@ -143,13 +143,15 @@ def test_reconstruct_reports_the_floor_and_float64_is_exact():
     rec = reconstruct(model, x, batch_size=4)
     assert model.training and rec.x_hat.dtype == torch.float32 and rec.relative_error.shape == (6,)
     floor = rec.floor_relative_error
-    assert floor is not None and floor.shape == (6,) and floor.min() > 1e-6  # ill-conditioned in float32
+    # The floor of this model depends on the kernels its training ran (2e-7 with torch 2.4 on 2
+    # threads, 3e-5..3e-3 with torch 2.14): every bound here is relative to it.
+    assert floor is not None and floor.shape == (6,) and floor.min() > 0
     assert (rec.relative_error <= floor_factor(model) * floor).all()
     diff = (rec.x_hat.double() - x.double()).flatten(1)
     torch.testing.assert_close(rec.max_abs_error, diff.abs().amax(dim=1), rtol=0, atol=0)
     rec64 = reconstruct(model, x, batch_size=4, float64=True)
     assert rec64.x_hat.dtype == torch.float64 and rec64.floor_relative_error is None
-    assert rec64.relative_error.max() <= 1e-10
+    assert rec64.relative_error.max() <= 1e-10 and rec64.relative_error.max() < 1e-3 * rec.relative_error.min()
     assert next(model.parameters()).dtype == torch.float32 and model.training  # the model is not changed
 
 

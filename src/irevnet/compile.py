@@ -95,11 +95,11 @@ def check_compile_support(spec: CompileSpec, device: torch.device) -> None:
     if spec.backend != "inductor":
         return
     if device.type == "cpu":
-        from torch._inductor import config
-        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor import config, cpp_builder
 
+        find_compiler = getattr(cpp_builder, "get_cpp_compiler", None) or cpp_builder._get_cpp_compiler  # < 2.5
         try:
-            get_cpp_compiler()
+            find_compiler()
         except Exception as e:
             raise CompileUnavailableError(
                 f"torch.compile's inductor backend needs a C++ compiler on the CPU and found none "
@@ -132,7 +132,12 @@ def compiled(spec: CompileSpec, fn: Callable[..., Any]) -> Callable[..., Any]:
     # The cache key (per code object) holds one entry per kind of block and grad/train
     # mode; a model with many stages needs more than dynamo's default of 8.
     _raise_recompile_limit(64)
-    return spec.compile(fn)
+    fn = spec.compile(fn)
+    if not getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", True):
+        # Before torch 2.5 dynamo specializes on each module instance (one graph per block,
+        # compile time growing with depth) unless told to trace modules' parameters as inputs.
+        fn = torch._dynamo.config.patch(inline_inbuilt_nn_modules=True)(fn)
+    return fn
 
 
 def _raise_recompile_limit(limit: int) -> None:

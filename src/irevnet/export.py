@@ -79,18 +79,21 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, for
         _check_onnx_available()
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
+    was_training, full_float32 = model.training, model.full_float32
     model.eval()
     meta_extra = {}
     try:
         with torch.no_grad():
             phi = model.forward_features(example)
+            # The float32 flags are global backend state, not graph operations: the programs are
+            # the same without them, and tracing their context manager fails before torch 2.5.
+            model.set_full_float32(False)
             if format == "torch":
                 _export_torch(model, example, phi, dst)
             else:
                 meta_extra["onnx_relative_errors"] = _export_onnx(model, example, phi, dst)
     finally:
-        model.train(was_training)
+        model.train(was_training).set_full_float32(full_float32)
     meta = {
         "format": "irevnet-export",
         "program_format": format,

@@ -560,7 +560,10 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[int, dict[str, Any]], Non
     if not ctx.is_main:
         logging.getLogger("irevnet").setLevel(logging.WARNING)  # rank 0 alone logs
     try:
-        return _Trainer(cfg, ctx).fit(on_epoch_end)
+        result = _Trainer(cfg, ctx).fit(on_epoch_end)
+        if created:
+            dist.barrier()  # gloo's teardown can hang while a peer is still in flight (torch 2.4)
+        return result
     finally:
         if created:
             dist.destroy_process_group()
