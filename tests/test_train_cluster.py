@@ -95,6 +95,13 @@ def test_dropout_has_one_source_the_recipe(tmp_path):
         train(cfg)
 
 
+def test_evaluating_does_not_change_the_training(tmp_path):
+    """Evaluation draws nothing from the RNG that dropout uses: the weights do not depend on --eval-every."""
+    weights = [train(_cfg(tmp_path / str(every), epochs=2, eval_every=every, recon_threshold=None)).model.state_dict()
+               for every in (0, 1)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 # -- CLI error reporting ------------------------------------------------------------------
 def test_cli_reports_library_errors_in_one_line_with_the_flag(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path), "--epochs", "2", "--set", "warmup_epochs=3"]) == 2

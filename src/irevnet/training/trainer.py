@@ -250,8 +250,10 @@ class _Trainer:
                               pin_memory=pin, collate_fn=collate, defer_seeding=collate is not None)
         # Each rank evaluates a disjoint shard; the sums are all-reduced (exact, no padding).
         shard = Subset(eval_set, range(ctx.rank, len(eval_set), ctx.world_size))
+        # Its own generator: drawing the workers' base seed must not advance the global RNG (dropout).
         eval_loader = DataLoader(shard, batch_size=self.batch_per_rank * cfg.accum, num_workers=self.workers,
-                                 pin_memory=pin, persistent_workers=self.workers > 0, collate_fn=collate)
+                                 pin_memory=pin, persistent_workers=self.workers > 0, collate_fn=collate,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
         if collate is None:
             return loader, eval_loader
         config = self.model.config
