@@ -126,7 +126,8 @@ class IRevNetConfig:
         if any(b < 1 for b in self.blocks):
             raise ConfigError(f"every stage needs at least one block, got blocks={self.blocks}")
         if len(self.input_shape) != 3:
-            raise ConfigError(f"input_shape must be (C, H, W), got {self.input_shape}")
+            raise ConfigError(f"input_shape must be (C, H, W), got {self.input_shape}", option="input_shape")
+        self._check_input_size()
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.mult < 1:
@@ -143,6 +144,19 @@ class IRevNetConfig:
     def downsampling(self) -> int:
         """Total spatial reduction factor of the invertible part."""
         return max(self.init_block_size, 1) * 2 ** sum(1 for s in self.strides if s == 2)
+
+    def _check_input_size(self) -> None:
+        """Height and width must be positive multiples of :attr:`downsampling` (every ψ halves them exactly)."""
+        f = self.downsampling
+        _, h, w = self.input_shape
+        if h >= f and w >= f and not h % f and not w % f:
+            return
+        halvings = sum(1 for s in self.strides if s == 2)
+        near = (self.input_shape[0], *(max(f, round(v / f) * f) for v in (h, w)))
+        raise ConfigError(
+            f"input_shape {self.input_shape}: height and width must be multiples of {f}, the model's total "
+            f"down-sampling (initial ψ block size {max(self.init_block_size, 1)} x 2^{halvings} from its "
+            f"{halvings} stride-2 stage(s)); the nearest valid input_shape is {near}", option="input_shape")
 
     def replace(self, **overrides: Any) -> "IRevNetConfig":
         """A copy with ``overrides``; ``data`` as a dict changes only the data-config fields it names

@@ -97,12 +97,7 @@ class IRevNet(nn.Module):
         elif fields:
             config = config.replace(**fields)
         self.config = cfg = config
-        in_chans, height, width = cfg.input_shape
-        if height % cfg.downsampling or width % cfg.downsampling:
-            raise ConfigError(
-                f"input_shape {cfg.input_shape} is not divisible by the network's total down-sampling "
-                f"{cfg.downsampling}"
-            )
+        in_chans, height, width = cfg.input_shape  # divisible by cfg.downsampling (checked by the config)
         self.init_psi = InvertibleDownsampling(cfg.init_block_size)
         channels_in = in_chans * self.init_psi.factor**2
         if channels_in < 2:

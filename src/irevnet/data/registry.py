@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from ..config import IRevNetConfig
 
 __all__ = ["AUGMENTATION", "DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
 #: The paper's training augmentation (:data:`~irevnet.data.transforms.AUGMENTATIONS`) of each image data set.
@@ -81,6 +84,10 @@ def build_datasets(
         return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape)
     if name == "imagefolder":
         root = _need_dir(name, data_dir)
+        # Images of any size become inputs of the model's size: say which (a preset's 32x32 or 224x224).
+        log.info("imagefolder: images are resized and centre-cropped to %s's input_shape %s (crop_pct %g)%s",
+                 config.name, config.input_shape, config.data.crop_pct,
+                 "" if eval_only or not augment else "; training takes random-resized crops of that size")
         if eval_only:
             val = eval_imagefolder(root, transform=eval_transform(config))
             return DataSplits(None, val, len(val.classes), config.input_shape)

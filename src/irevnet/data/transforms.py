@@ -2,7 +2,10 @@
 
 - :func:`eval_transform`: resize the short side to ``floor(size / crop_pct)``, centre crop
   the input size, scale to [0, 1], normalize (timm's evaluation transform for the same data
-  config; at 224 with ``crop_pct=0.875``: resize 256, crop 224, the reference protocol).
+  config; at 224 with ``crop_pct=0.875``: resize 256, crop 224, the reference protocol). A
+  non-square input size ``H x W`` resizes, keeping the aspect ratio, to the smallest image
+  that covers ``floor(H / crop_pct) x floor(W / crop_pct)`` (timm's ``ResizeKeepRatio``), so
+  the crop never pads.
 - :func:`train_transform`: the paper's augmentation for the kind of data set, ``"cifar"``
   (random crop of the zero-padded image + flip) or ``"imagenet"`` (random-resized crop +
   flip + colour jitter), then the same scaling and normalization.
@@ -21,6 +24,7 @@ import math
 import torch
 from torch import Tensor
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ..config import IRevNetConfig
 
@@ -45,12 +49,30 @@ def _to_input(config: IRevNetConfig, tensor_input: bool) -> list:
     return [*grey, to_float, T.Normalize(dc["mean"], dc["std"])]
 
 
+class _ResizeToCover(torch.nn.Module):
+    """Resize, keeping the aspect ratio, to the smallest size that covers ``(height, width)``."""
+
+    def __init__(self, size: tuple[int, int], interpolation: T.InterpolationMode) -> None:
+        super().__init__()
+        self.size, self.interpolation = size, interpolation
+
+    def forward(self, img):
+        w, h = TF.get_image_size(img)
+        scale = max(self.size[0] / h, self.size[1] / w)
+        out = [max(t, round(v * scale)) for v, t in ((h, self.size[0]), (w, self.size[1]))]
+        return TF.resize(img, out, interpolation=self.interpolation, antialias=True)
+
+
 def eval_transform(config: IRevNetConfig, *, tensor_input: bool = False) -> T.Compose:
     """PIL image (or ``uint8`` tensor) -> ``(C, H, W)`` model input of ``config.input_shape`` (deterministic)."""
     _, h, w = config.input_shape
     interpolation = _INTERPOLATION[config.data.interpolation]
-    return T.Compose([T.Resize(resize_size(config), interpolation=interpolation, antialias=True),
-                      T.CenterCrop((h, w)), *_to_input(config, tensor_input)])
+    if h == w:
+        resize = T.Resize(resize_size(config), interpolation=interpolation, antialias=True)
+    else:  # the short side alone could leave the long side of the crop uncovered (padded with zeros)
+        crop_pct = config.data.crop_pct
+        resize = _ResizeToCover((math.floor(h / crop_pct), math.floor(w / crop_pct)), interpolation)
+    return T.Compose([resize, T.CenterCrop((h, w)), *_to_input(config, tensor_input)])
 
 
 def train_transform(config: IRevNetConfig, *, augment: str, tensor_input: bool = False) -> T.Compose:
