@@ -91,19 +91,22 @@ def test_init_weights_from_refuses_another_architecture(tmp_path):
         init_weights_from(create_model("digits", blocks=(1, 1)), tmp_path / "empty")
 
 
-def test_train_init_from_fine_tunes_with_a_new_head(tmp_path, caplog):
+@pytest.mark.parametrize("kind", ["checkpoint", "model folder"])
+def test_train_init_from_fine_tunes_with_a_new_head(tmp_path, caplog, kind):
     """`irevnet train --init-from`: the run starts from the given weights (Φ), with a fresh classifier."""
     from irevnet.cli.main import main
 
     torch.manual_seed(0)
     source = create_model("digits", blocks=(1, 1), num_classes=3)
     _randomize_bn(source)
-    save_model(source, tmp_path / "pre.pt")
+    pretrained = save_model(source, tmp_path / "pre.pt") if kind == "checkpoint" else source.save_pretrained(
+        tmp_path / "pre")
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO):
         assert main(["train", "--preset", "digits", "--data", "digits", "--model", "blocks=1,1", "--init-from",
-                     str(tmp_path / "pre.pt"), "--out", str(run), "--epochs", "1", "--lr", "1e-12",
+                     str(pretrained), "--out", str(run), "--epochs", "1", "--lr", "1e-12",
                      "--no-progress"]) == 0
+    assert f"initialized Φ from {pretrained}; " in caplog.text
     assert "new classifier for 10 classes (the checkpoint's predicts 3)" in caplog.text
     tuned = load_model(run / "last.pt")
     # lr 1e-12: the weights of Φ are (to float32 rounding of a 1e-12 step) the initial ones.
