@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .extras import require
 from .model import IRevNet
@@ -66,12 +67,15 @@ class _Inverse(nn.Module):
         return self.model.inverse(phi)
 
 
-def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, format: str = "torch") -> Path:
+def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, format: str = "torch",
+                 progress: bool = False) -> Path:
     """Export ``model``'s forward and inverse, traced at ``example`` (N, C, H, W), into folder ``dst``.
 
     The model is exported in eval mode and left in the mode it was in. The batch size is
     dynamic (any N >= 1); H and W are fixed to the example's. ``format``: ``"torch"``
     (``torch.export``, the default) or ``"onnx"`` (checked in onnxruntime, see the module docs).
+    ``progress`` shows a bar over the steps (each program, and the ONNX check; tens of
+    seconds each for an ImageNet model).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
@@ -82,6 +86,8 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, for
     was_training, full_float32 = model.training, model.full_float32
     model.eval()
     meta_extra = {}
+    bar = tqdm(total=2 if format == "torch" else 3, desc=f"export ({format})", unit="step", disable=not progress,
+               leave=False)
     try:
         with torch.no_grad():
             phi = model.forward_features(example)
@@ -89,10 +95,11 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, for
             # the same without them, and tracing their context manager fails before torch 2.5.
             model.set_full_float32(False)
             if format == "torch":
-                _export_torch(model, example, phi, dst)
+                _export_torch(model, example, phi, dst, bar)
             else:
-                meta_extra["onnx_relative_errors"] = _export_onnx(model, example, phi, dst)
+                meta_extra["onnx_relative_errors"] = _export_onnx(model, example, phi, dst, bar)
     finally:
+        bar.close()
         model.train(was_training).set_full_float32(full_float32)
     meta = {
         "format": "irevnet-export",
@@ -109,12 +116,15 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, for
     return dst
 
 
-def _export_torch(model: IRevNet, example: Tensor, phi: Tensor, dst: Path) -> None:
+def _export_torch(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: tqdm) -> None:
     batch = torch.export.Dim("batch", min=1)
-    forward = torch.export.export(_Forward(model), (example,), dynamic_shapes=({0: batch},))
-    inverse = torch.export.export(_Inverse(model), (phi,), dynamic_shapes=({0: batch},))
-    torch.export.save(forward, dst / "forward.pt2")
-    torch.export.save(inverse, dst / "inverse.pt2")
+    programs = {}
+    for name, module, arg in (("forward", _Forward(model), example), ("inverse", _Inverse(model), phi)):
+        bar.set_postfix_str(name)
+        programs[name] = torch.export.export(module, (arg,), dynamic_shapes=({0: batch},))
+        bar.update()
+    for name, program in programs.items():  # both traced before anything is written
+        torch.export.save(program, dst / f"{name}.pt2")
 
 
 def _check_onnx_available() -> None:
@@ -131,7 +141,7 @@ def _relative_error(got, want: Tensor) -> float:
     return float(np.linalg.norm(got - want_np)) / denom if denom > 0 else float(np.linalg.norm(got))
 
 
-def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path) -> dict[str, float]:
+def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: tqdm) -> dict[str, float]:
     import onnxruntime
 
     batch = torch.export.Dim("batch", min=1)
@@ -145,10 +155,13 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path) -> dic
         for logger in quiet.values():
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         for name, (module, arg, inputs, outputs) in programs.items():
+            bar.set_postfix_str(name)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the exporter's notes on its own internals
                 torch.onnx.export(module, (arg,), str(tmp[name]), dynamo=True, dynamic_shapes=({0: batch},),
                                   input_names=inputs, output_names=outputs, external_data=False, verbose=False)
+            bar.update()
+        bar.set_postfix_str("onnxruntime check")
         # Check on a batch of another size than the traced one, with the eager model as reference.
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=gen).to(example)
@@ -163,6 +176,7 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path) -> dic
         if errors[worst] > ONNX_TOLERANCE:
             raise RuntimeError(f"the ONNX export of {model.config.name} disagrees with the eager model: relative "
                                f"error of {worst} {errors[worst]:.2e} > {ONNX_TOLERANCE:.0e} (all: {errors})")
+        bar.update()
         for name, path in tmp.items():
             os.replace(path, dst / f"{name}.onnx")
     finally:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..model import IRevNet
 
@@ -64,7 +65,8 @@ def _channel_groups(channels: int, groups: int) -> list[slice]:
 
 
 @torch.no_grad()
-def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_groups: int = 2) -> dict[str, Any]:
+def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_groups: int = 2,
+                         progress: bool = False) -> dict[str, Any]:
     """Every edit of the module docstring on the pairs ``(x_a, x_b)`` ``(N, C, H, W)``.
 
     Returns ``{"images": {name: (N, C, H, W) tensor}, "change": {name: [float] * N}, "kind":
@@ -76,7 +78,7 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
 
     On an injective model an edit generally leaves the subspace that Φ maps onto, and Φ⁻¹
     (which drops the padded channels) is then only a left inverse: the image is not an exact
-    preimage of the edited representation.
+    preimage of the edited representation. ``progress`` shows a bar over the edits (one inverse each).
     """
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
@@ -89,11 +91,10 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
         _, inter_a = model.forward_intermediates(x_a)
     finally:
         model.train(was_training)
-    images: dict[str, Tensor] = {}
-    kind: dict[str, str] = {}
+    edits: list[tuple[str, str, Edit, int | None]] = []  # (name, kind, edit, depth), inverted below
 
     def put(name: str, what: str, edit: Edit, depth: int | None = None) -> None:
-        images[name], kind[name] = edit_and_invert(model, x_a, edit, depth=depth), what
+        edits.append((name, what, edit, depth))
 
     for label, (rows, cols) in quadrants(*phi_b.shape[2:]).items():
         def swap_region(z: Tensor, rows: slice = rows, cols: slice = cols) -> Tensor:
@@ -112,6 +113,10 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
                 z[:, sl] = 0
                 return z
             put(f"block {j}: zero {k + 1}/{channel_groups}", "zero", zero_group, depth=j)
+    images: dict[str, Tensor] = {}
+    kind: dict[str, str] = {}
+    for name, what, edit, depth in tqdm(edits, desc="edits", unit="edit", disable=not progress, leave=False):
+        images[name], kind[name] = edit_and_invert(model, x_a, edit, depth=depth), what
     d_ab = (x_b - x_a).flatten(1).norm(dim=1).clamp_min(1e-30)
     n_a = x_a.flatten(1).norm(dim=1).clamp_min(1e-30)
     change = {name: ((img - x_a).flatten(1).norm(dim=1) / (n_a if kind[name] == "zero" else d_ab)).tolist()

@@ -20,10 +20,11 @@ channel's problem is solved exactly: see :func:`impose_head_statistics`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..model import ClassifierHead, IRevNet
 
@@ -91,8 +92,10 @@ def impose_head_statistics(head: ClassifierHead, phi_b: Tensor, phi_a: Tensor) -
     return (pb + delta).view(n, c, h, w).to(phi_b.dtype)
 
 
-def _pixel_search(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int, penalty: float, lr: float) -> Tensor:
-    """Adam from ``x_a`` on ``‖x − x_b‖² + penalty · ‖h(Φ(x)) − h(Φ(x_a))‖²`` (per pair, summed; eval mode)."""
+def _pixel_search(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int, penalty: float, lr: float,
+                  on_step: Callable[[], Any] = lambda: None) -> Tensor:
+    """Adam from ``x_a`` on ``‖x − x_b‖² + penalty · ‖h(Φ(x)) − h(Φ(x_a))‖²`` (per pair, summed; eval mode);
+    ``on_step`` is called after each step."""
     with torch.no_grad():
         target = head_statistics(model.head, model.forward_features(x_a))
     scale, shift = _bn_affine(model.head, target.new_empty(1, target.shape[1]))
@@ -105,12 +108,13 @@ def _pixel_search(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int, penal
             (grad,) = torch.autograd.grad(loss, x)  # the model's .grad fields stay untouched
         x.grad = grad
         opt.step()
+        on_step()
     return x.detach()
 
 
 @torch.no_grad()
 def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, penalty: float = 30.0,
-             lr: float = 0.02, batch_size: int = 256) -> Tensor:
+             lr: float = 0.02, batch_size: int = 256, progress: bool = False) -> Tensor:
     """Inputs the classifier cannot tell from ``x_a`` that look like ``x_b`` (what the head discards).
 
     ``x_a, x_b``: ``(N, C, H, W)`` pairs. Two steps:
@@ -126,6 +130,7 @@ def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, pena
     Step 2 makes the eval-mode logits of ``x_m`` equal those of ``x_a`` up to the rounding
     of one inverse and one forward, whatever step 1 found. The model runs in eval mode
     and is left in the mode it was in; its parameters and gradients are not touched.
+    ``progress`` shows a bar over the search steps of all batches.
 
     Raises ValueError for an injective model (its Φ⁻¹ is defined only on the image of Φ,
     a subspace that ``Φ_m`` generally leaves) and for pairs of different shapes.
@@ -142,13 +147,17 @@ def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, pena
         raise ValueError(f"need steps >= 0, penalty > 0 and lr > 0, got {steps}, {penalty}, {lr}")
     was_training = model.training
     model.eval()
+    bar = tqdm(total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step", disable=not progress,
+               leave=False)
     try:
         parts = []
         for xa, xb in zip(x_a.split(batch_size), x_b.split(batch_size)):
-            start = _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr) if steps else xb
+            start = _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr,
+                                  on_step=bar.update) if steps else xb
             phi_m = impose_head_statistics(model.head, model.forward_features(start), model.forward_features(xa))
             parts.append(model.inverse(phi_m))
     finally:
+        bar.close()
         model.train(was_training)
     return torch.cat(parts)
 

@@ -145,19 +145,20 @@ def reconstruct_batches(
 
 
 @torch.no_grad()
-def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9) -> Tensor:
+def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9, progress: bool = False) -> Tensor:
     """Images along the straight line between Φ(x0) and Φ(x1), mapped back by Φ⁻¹.
 
     ``x0, x1``: (N, C, H, W) pairs. Returns ``(N, steps, C, H, W)``; column ``k`` is
     ``Φ⁻¹(t Φ(x0) + (1 - t) Φ(x1))`` with ``t = 1 - k/(steps-1)``, so the row runs from
-    ``x0`` to ``x1``.
+    ``x0`` to ``x1``. ``progress`` shows a bar over the steps (one inverse of the N pairs each).
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     with _exact_eval(model):
         p0, p1 = model.forward_features(x0), model.forward_features(x1)
         ts = torch.linspace(1.0, 0.0, steps, dtype=p0.dtype, device=p0.device)
-        cols = [model.inverse(t * p0 + (1 - t) * p1) for t in ts]
+        cols = [model.inverse(t * p0 + (1 - t) * p1)
+                for t in tqdm(ts, desc="interpolate", unit="step", disable=not progress, leave=False)]
     return torch.stack(cols, dim=1)
 
 

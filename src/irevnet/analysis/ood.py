@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..model import IRevNet
 
@@ -47,12 +48,15 @@ def shifted_copies(x: Tensor, *, noise: float = 0.2, seed: int = 0) -> dict[str,
 
 
 @torch.no_grad()
-def log_prob_per_dim(model: IRevNet, x: Tensor, *, batch_size: int = 256) -> Tensor:
-    """Eval-mode ``log p(x) / D`` in nats per dimension, ``(N,)`` (``D = C·H·W``); mode restored."""
+def log_prob_per_dim(model: IRevNet, x: Tensor, *, batch_size: int = 256, progress: bool = False,
+                     desc: str = "log p(x)") -> Tensor:
+    """Eval-mode ``log p(x) / D`` in nats per dimension, ``(N,)`` (``D = C·H·W``); mode restored.
+    ``progress`` shows a bar over the batches (titled ``desc``)."""
     was_training = model.training
     model.eval()
     try:
-        logp = torch.cat([model.log_prob(xb) for xb in x.split(batch_size)])
+        batches = tqdm(x.split(batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
+        logp = torch.cat([model.log_prob(xb) for xb in batches])
     finally:
         model.train(was_training)
     return logp / math.prod(x.shape[1:])
@@ -69,15 +73,16 @@ def auroc(positive: np.ndarray | Tensor, negative: np.ndarray | Tensor) -> float
 
 
 def ood_detection(model: IRevNet, x: Tensor, *, noise: float = 0.2, seed: int = 0,
-                  batch_size: int = 256) -> dict[str, Any]:
+                  batch_size: int = 256, progress: bool = False) -> dict[str, Any]:
     """How well ``log p(x)`` tells the test images ``x`` from their :func:`shifted_copies`.
 
     Returns ``{"log_prob_per_dim": {"test": [...], "shifted": [...], ...}, "auroc": {shift:
     float}, "mean_log_prob_per_dim": {set: float}, "noise", "images"}`` (nats per dimension,
-    eval mode). Raises ValueError for an injective model.
+    eval mode). Raises ValueError for an injective model. ``progress``: a bar over the batches of each set.
     """
     sets = {"test": x, **shifted_copies(x, noise=noise, seed=seed)}
-    scores = {name: log_prob_per_dim(model, v, batch_size=batch_size).cpu().double() for name, v in sets.items()}
+    scores = {name: log_prob_per_dim(model, v, batch_size=batch_size, progress=progress,
+                                     desc=f"log p(x), {name}").cpu().double() for name, v in sets.items()}
     return {
         "images": len(x),
         "noise": noise,

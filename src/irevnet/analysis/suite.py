@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -138,7 +139,7 @@ class _Run:
         pairs = pairs_of_different_classes(y, self.opts.pairs)
         i0, i1 = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
         steps = self.opts.steps
-        in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps)).cpu()
+        in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps, progress=self.opts.progress)).cpu()
         in_pixels = self.pixels(pixel_interpolate(x[i0], x[i1], steps=steps)).cpu()
         rows, labels = [], []
         for k, (a, b) in enumerate(pairs):
@@ -183,7 +184,7 @@ class _Run:
         pairs = pairs_of_different_classes(y, max(self.opts.metamer_pairs, self.opts.pairs))
         ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
         x_m, res = metamer_report(self.model, x[ia], x[ib], batch_size=self.opts.batch_size,
-                                  steps=self.opts.metamer_steps)
+                                  steps=self.opts.metamer_steps, progress=self.opts.progress)
         k = self.opts.pairs
         shown = [self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])]
         labels = [[f"pred {p}" for p in res[key][:k]] for key in ("pred_a", "pred_b", "pred_m")]
@@ -200,7 +201,7 @@ class _Run:
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
         x = torch.cat([xb for xb, _ in loader]).to(self.device)
         res = ood_detection(self.model, x, noise=self.opts.ood_noise, seed=self.opts.seed,
-                            batch_size=self.opts.batch_size)
+                            batch_size=self.opts.batch_size, progress=self.opts.progress)
         save_figure(plot_log_prob_histograms(res), fig_path)
         return res
 
@@ -208,7 +209,7 @@ class _Run:
         x, y = self._leading_test(_PAIR_POOL)
         pairs = pairs_of_different_classes(y, self.opts.pairs)
         ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
-        res = representation_edits(self.model, x[ia], x[ib])
+        res = representation_edits(self.model, x[ia], x[ib], progress=self.opts.progress)
         names = list(res["images"])
         shown = [self.pixels(v).cpu() for v in (x[ia], x[ib], *(res["images"][n] for n in names))]
         rows = [[v[k] for v in shown] for k in range(len(pairs))]
@@ -261,10 +262,12 @@ def run_analyses(
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(model, train_set, test_set, options)
     results = {}
-    for name in names:
-        log.info("analysis %s ...", name)
+    for i, name in enumerate(names, 1):
+        log.info("analysis %d/%d: %s ...", i, len(names), name)
+        start = time.perf_counter()
         analysis: Callable[[Path], dict[str, Any]] = getattr(run, name)
         stem = (stems or {}).get(name, name)
         results[name] = analysis(out / f"{stem}.{options.format}")
         (out / f"{stem}.json").write_text(json.dumps(results[name], indent=1) + "\n")
+        log.info("analysis %d/%d: %s done in %.1f s", i, len(names), name, time.perf_counter() - start)
     return results

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=tuple(FORMAT_SUFFIX), default="torch",
                    help="torch: torch.export programs (default); onnx: ONNX via the dynamo exporter (needs "
                    "pip install 'irevnet[onnx]')")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_force_argument(p)
     p.set_defaults(func=run)
 
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_spec(args.model)
     c, h, w = model.input_shape
     h, w = args.size or (h, w)
-    export_model(model, torch.zeros(2, c, h, w), args.dst, format=args.format)
+    export_model(model, torch.zeros(2, c, h, w), args.dst, format=args.format, progress=not args.no_progress)
     print(f"wrote {Path(args.dst) / files[0]}, {files[1]} and meta.json ({model.config.name}, input {c}x{h}x{w})")
     return 0

@@ -38,14 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float64", action="store_true",
                    help="reconstruct in float64 (on a copy of the model): exact to ~1e-10 even where the "
                    "float32 inverse is ill-conditioned")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_force_argument(p)
     p.set_defaults(func=run)
 
 
-def _load(paths: list[str], config: IRevNetConfig) -> Tensor:
+def _load(paths: list[str], config: IRevNetConfig, *, progress: bool = False) -> Tensor:
     """``(N, C, H, W)`` model inputs from image files; errors name the file."""
     import torch
+    from tqdm.auto import tqdm
 
     from ..data.imagefolder import CorruptImageError, load_image
 
@@ -53,7 +54,7 @@ def _load(paths: list[str], config: IRevNetConfig) -> Tensor:
 
     transform = eval_transform(config)
     out = []
-    for path in paths:
+    for path in tqdm(paths, desc="read", unit="image", disable=not progress or len(paths) < 2, leave=False):
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {path!r} does not exist")
         try:
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         return denormalize(t, cfg)
 
     if args.interpolate:
-        strip = interpolate(model, *(_load([p], cfg) for p in args.interpolate), steps=args.steps)[0]
+        strip = interpolate(model, *(_load([p], cfg) for p in args.interpolate), steps=args.steps,
+                            progress=not args.no_progress)[0]
         ts = torch.linspace(1.0, 0.0, args.steps).tolist()
         fig = image_grid([list(to_pixels(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
                          title=r"$\Phi^{-1}(t\,\Phi(A) + (1-t)\,\Phi(B))$, "
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
 
-    x = _load(args.images, cfg)
+    x = _load(args.images, cfg, progress=not args.no_progress)
     rec = reconstruct(model, x, batch_size=1, float64=args.float64, to_pixels=to_pixels,
                       progress=not args.no_progress)
     max_err, rel_err = rec.max_abs_error, rec.relative_error

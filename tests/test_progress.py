@@ -1,0 +1,64 @@
+"""Progress of the long steps: a bar on stderr (hidden with progress=False / --no-progress) for
+each analysis that inverts or optimizes many times, for export, and a numbered, timed log line
+per analysis."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from irevnet import create_model, save_model
+from irevnet.analysis.suite import AnalysisOptions, run_analyses
+from irevnet.cli.main import main
+
+
+def _split(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.rand(n, 1, 8, 8, generator=g), torch.arange(n) % 10)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_analyses_show_a_bar_each_and_log_their_time(tmp_path, capsys, caplog, progress):
+    model = create_model("digits-b", blocks=(1, 1))
+    options = AnalysisOptions(pairs=2, metamer_pairs=2, metamer_steps=3, steps=3, batch_size=8, progress=progress)
+    with caplog.at_level(logging.INFO, logger="irevnet"):
+        run_analyses(model, _split(20, 0), _split(20, 1), tmp_path, ["interpolate", "metamers", "ood", "edits"],
+                     options)
+    err = capsys.readouterr().err
+    bars = ["interpolate:", "metamers:", "log p(x), test:", "log p(x), noised:", "edits:"]
+    if progress:
+        assert all(bar in err for bar in bars), err
+        # Bars with a total (so an ETA): the interpolation's 3 steps, the metamer search's 3 steps of its one batch.
+        assert "interpolate:   0%|          | 0/3 [" in err and "metamers:   0%|          | 0/3 [" in err
+    else:
+        assert not any(bar in err for bar in bars), err
+    for i, name in enumerate(["interpolate", "metamers", "ood", "edits"], 1):
+        assert f"analysis {i}/4: {name} done in " in caplog.text
+
+
+def test_export_shows_a_bar_over_its_programs(tmp_path, capsys):
+    save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    assert main(["export", str(tmp_path / "m.pt"), str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "export (torch):   0%|          | 0/2 [" in err
+    assert main(["export", str(tmp_path / "m.pt"), str(tmp_path / "b"), "--no-progress"]) == 0
+    assert "export (torch)" not in capsys.readouterr().err
+
+
+def test_invert_shows_the_reading_and_the_interpolation(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    save_model(create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")
+    images = []
+    for k in range(2):
+        Image.fromarray(np.full((8, 8), 90 * k, np.uint8)).save(tmp_path / f"{k}.png")
+        images.append(str(tmp_path / f"{k}.png"))
+    assert main(["invert", str(tmp_path / "m.pt"), *images, "--out", str(tmp_path / "r.png")]) == 0
+    assert "read:   0%|          | 0/2 [" in capsys.readouterr().err
+    assert main(["invert", str(tmp_path / "m.pt"), "--interpolate", *images, "--steps", "3",
+                 "--out", str(tmp_path / "i.png")]) == 0
+    assert "interpolate:   0%|          | 0/3 [" in capsys.readouterr().err
