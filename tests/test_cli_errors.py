@@ -100,6 +100,9 @@ CASES = {
     "analyze unknown analysis": ([*ANALYZE, "--only", "spectra"], "invalid choice: 'spectra'"),
     "analyze text checkpoint": (["analyze", TXT, "--data", "digits", "--out", "{d}/a"], "is not a checkpoint"),
     "analyze out is a file": (["analyze", M, "--data", "digits", "--out", IMG], "is a file, expected a folder"),
+    "analyze too few images per class": ([*ANALYZE, "--only", "separability", "--max-train", "12", "--max-test", "4",
+                                          "--no-progress"],
+                                         "needs at least 3 training images of every class, but class"),
     # convert
     "convert text src": (["convert", TXT, "{d}/out.pt"], "is not a checkpoint: not a file written by torch.save"),
     "convert src missing": (["convert", "{d}/nope.pth", "{d}/out.pt"], "'{d}/nope.pth' does not exist"),

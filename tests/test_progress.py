@@ -62,3 +62,10 @@ def test_invert_shows_the_reading_and_the_interpolation(tmp_path, capsys):
     assert main(["invert", str(tmp_path / "m.pt"), "--interpolate", *images, "--steps", "3",
                  "--out", str(tmp_path / "i.png")]) == 0
     assert "interpolate:   0%|          | 0/3 [" in capsys.readouterr().err
+
+
+def test_training_shows_its_evaluation_too(tmp_path, capsys):
+    assert main(["train", "--preset", "digits", "--data", "synthetic", "--synthetic-size", "64", "--model",
+                 "blocks=1,1", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1:   0%|" in err and "eval 1/1:   0%|" in err

@@ -76,6 +76,11 @@ def classifier_accuracies(
     cv_idx = np.arange(len(y_train))
     if len(cv_idx) > cv_samples:
         cv_idx = np.sort(rng.choice(len(y_train), size=cv_samples, replace=False))
+    classes, counts = np.unique(y_train[cv_idx], return_counts=True)
+    if counts.min() < cv_folds:  # scikit-learn's own message does not say which data or what to do
+        raise ValueError(f"the SVM's {cv_folds}-fold cross-validation needs at least {cv_folds} training images of "
+                         f"every class, but class {classes[counts.argmin()]} has {counts.min()}: use more training "
+                         "images (e.g. a larger max_train)")
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Small C on hard (early-block) features may stop at max_iter; the accuracy is still

@@ -516,7 +516,8 @@ class _Trainer:
             # The bare model: DDP's forward is a collective, and shards may differ by a batch.
             ev = reduce_stats(evaluate(self.written_model, self.eval_loader, device=self.device,
                                        amp_dtype=self.amp_dtype, channels_last=cfg.channels_last,
-                                       before_batch=self._mark_step),
+                                       before_batch=self._mark_step, desc=f"eval {epoch}/{cfg.recipe.epochs}",
+                                       progress=cfg.progress and self.dist.is_main),
                               self.dist, self.device)
             record.update(eval_loss=ev.loss, eval_top1=ev.top1, eval_top5=ev.top5)
             if self.monitor is not None:
