@@ -69,3 +69,14 @@ def test_training_shows_its_evaluation_too(tmp_path, capsys):
                  "blocks=1,1", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "epoch 1/1:   0%|" in err and "eval 1/1:   0%|" in err
+
+
+def test_convert_says_what_it_reads_and_writes(tmp_path, caplog):
+    import reference_impl as ref_impl
+
+    ref = ref_impl.imagenet_b(blocks=(1, 1, 1, 1), in_shape=(3, 32, 32), num_classes=10)
+    src = ref_impl.save_reference_checkpoint(ref, tmp_path / "ref.pth.tar")
+    with caplog.at_level(logging.INFO, logger="irevnet"):
+        assert main(["convert", str(src), str(tmp_path / "b.pt"), "--model", "blocks=1,1,1,1", "--model",
+                     "input_shape=3,32,32", "--model", "num_classes=10"]) == 0
+    assert f"converting {src} (" in caplog.text and f"writing {tmp_path / 'b.pt'} ..." in caplog.text
