@@ -57,6 +57,8 @@ CASES = {
     "demo seed negative": (["demo", "--seed", "-1"], "between 0 and 4294967295"),
     "demo seed huge": (["demo", "--seed", str(2**40)], "between 0 and 4294967295"),
     "demo out is a file": (["demo", "--out", IMG], "is a file, expected a folder"),
+    "demo nll-weight nan": (["demo", "--nll-weight", "nan"], "argument --nll-weight: expected a finite number >= 0"),
+    "demo nll-weight negative": (["demo", "--nll-weight", "-1"], "expected a finite number >= 0, got '-1'"),
     # train
     "train epochs zero": ([*TRAIN, "--epochs", "0"], "argument --epochs: expected an integer >= 1"),
     "train lr nan": ([*TRAIN, "--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
@@ -97,6 +99,8 @@ CASES = {
     "analyze every zero": ([*ANALYZE, "--every", "0"], "argument --every"),
     "analyze spectrum-k zero": ([*ANALYZE, "--spectrum-k", "0"], "argument --spectrum-k"),
     "analyze window negative": ([*ANALYZE, "--window=-1,0,2,2"], "TOP,LEFT >= 0"),
+    "analyze ood-noise nan": ([*ANALYZE, "--ood-noise", "nan"], "argument --ood-noise: expected a finite number > 0"),
+    "analyze ood-noise zero": ([*ANALYZE, "--ood-noise", "0"], "argument --ood-noise: expected a finite number > 0"),
     "analyze unknown analysis": ([*ANALYZE, "--only", "spectra"], "invalid choice: 'spectra'"),
     "analyze text checkpoint": (["analyze", TXT, "--data", "digits", "--out", "{d}/a"], "is not a checkpoint"),
     "analyze out is a file": (["analyze", M, "--data", "digits", "--out", IMG], "is a file, expected a folder"),

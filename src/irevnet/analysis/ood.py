@@ -37,6 +37,8 @@ def shifted_copies(x: Tensor, *, noise: float = 0.2, seed: int = 0) -> dict[str,
     ``noise * (hi - lo)`` (drawn from ``seed``, the global RNG untouched), clipped to
     ``[lo, hi]``; ``inverted``: contrast inverted, ``lo + hi - x``.
     """
+    if not (math.isfinite(noise) and noise > 0):
+        raise ValueError(f"noise must be a finite number > 0, got {noise}")
     lo, hi = float(x.min()), float(x.max())
     dy, dx = max(x.shape[2] // 4, 1), max(x.shape[3] // 4, 1)
     shifted = torch.full_like(x, lo)

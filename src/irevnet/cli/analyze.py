@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..data.registry import DATASETS
 from .common import add_force_argument, add_format_argument, add_workers_argument, check_outputs, dir_path, \
-    existing_dir, int_range, model_path, nonnegative_int, positive_int, seed
+    existing_dir, int_range, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spectrum-method", choices=["auto", "exact", "lanczos"], default="auto",
                    help="spectrum: exact SVD (auto up to 4096 window dimensions) or Lanczos top-k")
     p.add_argument("--spectrum-k", type=positive_int, default=None, help="spectrum: number of top singular values (Lanczos)")
-    p.add_argument("--ood-noise", type=float, default=0.2,
+    p.add_argument("--ood-noise", type=positive_float, default=0.2,
                    help="ood: noise standard deviation of the noised copies, as a fraction of the value range")
     p.add_argument("--every", type=positive_int, default=1, help="separability: evaluate every k-th block (and the last)")
     p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")

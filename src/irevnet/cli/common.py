@@ -64,15 +64,25 @@ nonnegative_int = int_range(0)
 seed = int_range(0, MAX_SEED)
 
 
-def positive_float(text: str) -> float:
-    """A finite float > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
+def _finite_float(text: str, *, zero: bool) -> float:
+    """A finite float > 0 (``zero``: >= 0); ``nan``, ``inf`` and negatives are refused."""
     try:
         x = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not math.isfinite(x) or x < 0 or (x == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if zero else '>'} 0, got {text!r}")
     return x
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
+    return _finite_float(text, zero=False)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    return _finite_float(text, zero=True)
 
 
 def existing_file(text: str) -> str:

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import add_force_argument, add_format_argument, check_outputs, dir_path, positive_int, seed
+from .common import add_force_argument, add_format_argument, check_outputs, dir_path, nonnegative_float, \
+    positive_int, seed
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", type=dir_path, help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the digits recipe's epoch count")
     p.add_argument("--epochs-b", type=positive_int, default=None, help="override the digits-b recipe's epoch count")
-    p.add_argument("--nll-weight", type=float, default=1.0,
+    p.add_argument("--nll-weight", type=nonnegative_float, default=1.0,
                    help="weight of the NLL per dimension in digits-b's hybrid objective (default: 1)")
     p.add_argument("--seed", type=seed, default=0,
                    help="seed of the initialization and data order (the train/test split is always the "
