@@ -50,6 +50,9 @@ CASES = {
     "export size negative": (["export", "digits", "{d}/exp", "--size", "8", "-8"], "expected an integer >= 1"),
     "export dst is a file": (["export", "digits", IMG], "is a file, expected a folder"),
     "export text checkpoint": (["export", TXT, "{d}/exp"], "is not a checkpoint"),
+    # 8 TB for the example input: refused by the allocator (not a traceback)
+    "export size huge": (["export", "digits", "{d}/exp", "--size", "1000000", "1000000"],
+                         "DefaultCPUAllocator: "),
     # demo
     "demo epochs zero": (["demo", "--epochs", "0"], "expected an integer >= 1, got '0'"),
     "demo epochs negative": (["demo", "--epochs", "-3"], "expected an integer >= 1"),

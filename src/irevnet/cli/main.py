@@ -51,8 +51,10 @@ def _flag(option: str) -> str:
 
 
 def _is_oom(e: BaseException) -> bool:
+    """A device out of memory, or a CPU allocation torch could not make (a RuntimeError, not an OutOfMemoryError)."""
     torch = sys.modules.get("torch")  # loaded whenever torch raised it; not imported for --help
-    return torch is not None and isinstance(e, torch.OutOfMemoryError)
+    return torch is not None and (isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "DefaultCPUAllocator: " in str(e)))
 
 
 def handled(e: BaseException) -> bool:
@@ -73,7 +75,7 @@ def describe_error(e: BaseException) -> str:
         return (f"{e}. Hint: lower the batch size (--batch-size; keep the global batch with --accum K), or "
                 "use --memory-efficient, --amp bf16")
     if _is_oom(e):
-        return f"out of memory: {str(e).splitlines()[0]}. Hint: lower --batch-size"
+        return f"out of memory: {str(e).splitlines()[0]}. Hint: lower the batch size or the input size"
     message = str(e) or type(e).__name__
     option = getattr(e, "option", None)
     if isinstance(e, ConfigError) and option:
