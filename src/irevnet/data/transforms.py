@@ -36,7 +36,8 @@ _INTERPOLATION = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.Interpol
 
 
 def resize_size(config: IRevNetConfig) -> int:
-    """Short side the evaluation resizes to before the centre crop (timm's ``scale_size``)."""
+    """Short side the evaluation resizes to before the centre crop (timm's ``scale_size``) of a
+    square input size; a non-square one resizes to cover ``floor(H / crop_pct) x floor(W / crop_pct)``."""
     _, h, w = config.input_shape
     return math.floor(min(h, w) / config.data.crop_pct)
 
