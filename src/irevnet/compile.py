@@ -133,7 +133,7 @@ def compiled(spec: CompileSpec, fn: Callable[..., Any]) -> Callable[..., Any]:
     # mode; a model with many stages needs more than dynamo's default of 8.
     _raise_recompile_limit(64)
     fn = spec.compile(fn)
-    if not getattr(torch._dynamo.config, "inline_inbuilt_nn_modules", True):
+    if torch.__version__ < "2.5":  # (the option is the default, then deprecated, from 2.5 on)
         # Before torch 2.5 dynamo specializes on each module instance (one graph per block,
         # compile time growing with depth) unless told to trace modules' parameters as inputs.
         fn = torch._dynamo.config.patch(inline_inbuilt_nn_modules=True)(fn)
