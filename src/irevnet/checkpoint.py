@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .config import IRevNetConfig
 from .errors import CheckpointError
 from .model import ClassifierHead, IRevNet
@@ -35,37 +35,14 @@ VERSION = 1
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+    """``torch.save`` to ``path`` through :func:`irevnet.atomic.atomic_write`: a crash or a full
+    disk mid-write leaves the previous file untouched; the file gets the mode of any new file."""
 
-    A crash or a full disk mid-write leaves the previous file at ``path`` untouched. The file
-    gets the permissions of any newly created file (``0o666`` less the process umask), not
-    the owner-only ``0o600`` of the temporary file, so collaborators on a shared run folder
-    can read it as they read the run's other files.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
-
-def _umask() -> int:
-    """The process umask (reading it requires setting it; it is restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, save)
 
 
 #: First bytes of the two formats ``torch.save`` writes: a zip archive, or (legacy) a pickle.

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, VERSION, CheckpointError, _umask, config_of, unwrap_model
+from .atomic import atomic_write, atomic_write_text
+from .checkpoint import FORMAT, VERSION, CheckpointError, config_of, unwrap_model
 from .config import IRevNetConfig
 from .extras import require
 from .model import IRevNet
@@ -31,20 +31,6 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "save_pretrained", "load_pretrained"]
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)  # safetensors replaces the file: its mode is set after writing
-        with open(tmp, "rb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # any new file's mode, as checkpoints get (not 0o600)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
@@ -62,8 +48,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     doc = {"format": FORMAT, "version": VERSION, "config": config_of(net).to_dict()}
-    _write_atomic(folder / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "pt"}))
-    _write_atomic(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(doc, indent=2) + "\n")
     return folder
 
 

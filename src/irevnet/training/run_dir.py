@@ -20,15 +20,10 @@ from typing import Any
 
 from torch import nn
 
+from ..atomic import atomic_write_text
 from ..checkpoint import save_model
 
 __all__ = ["RunDir"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -55,7 +50,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, doc: dict[str, Any]) -> None:
-        _atomic_write_text(self.path / self.CONFIG, json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(self.path / self.CONFIG, json.dumps(doc, indent=2) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.is_file():
@@ -65,7 +60,7 @@ class RunDir:
     def truncate_metrics(self, epochs_done: int) -> list[dict[str, Any]]:
         """Keep the records of epochs ``<= epochs_done`` (a run killed between the two writes logged one more)."""
         rows = [r for r in self.read_metrics() if r["epoch"] <= epochs_done]
-        _atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
         return rows
 
     def append_metrics(self, record: dict[str, Any]) -> None:
