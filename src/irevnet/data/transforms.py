@@ -13,7 +13,7 @@
 
 Every transform maps a PIL image to a float32 tensor of the model's ``input_shape``; with
 ``tensor_input=True`` the same pipeline takes a ``uint8`` ``(C, H, W)`` image tensor on any
-device instead (GPU-decoded JPEGs, :mod:`irevnet.data.device_decode`): the same steps, with
+device instead (GPU-decoded JPEGs, :mod:`irevnet.training.device_decode`): the same steps, with
 the same random parameters for the same RNG state.
 """
 

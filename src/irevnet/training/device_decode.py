@@ -18,11 +18,13 @@ the same augmentation on the device:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
+import torchvision
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -35,6 +37,7 @@ from .data_loading import seeded_rngs
 __all__ = ["EncodedImages", "collate_encoded", "DeviceDecoder", "DeviceDecodedLoader"]
 
 _ORIENTATION = 0x0112  # the EXIF tag; 1 is upright
+_BATCHED_DECODE = tuple(int(v) for v in torchvision.__version__.split(".")[:2]) >= (0, 20)  # lists since 0.20
 
 
 def read_for_device(path: str) -> Tensor:
@@ -71,13 +74,11 @@ def collate_encoded(items: list[tuple]) -> tuple[list[Tensor], Tensor, int | Non
 
 
 def _decode_jpegs(data: list[Tensor], device: torch.device) -> list[Tensor]:
-    import torchvision
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    batched = tuple(int(v) for v in torchvision.__version__.split(".")[:2]) >= (0, 20)  # lists since 0.20
     with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec; decode_jpeg still works
         warnings.simplefilter("ignore", UserWarning)
-        if batched:
+        if _BATCHED_DECODE:
             return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
         return [decode_jpeg(d, mode=ImageReadMode.RGB, device=device) for d in data]
 
@@ -112,9 +113,8 @@ class DeviceDecoder:
 
     def __call__(self, images: list[Tensor], seed: int | None, paths: list[str]) -> Tensor:
         decoded = self.decode(images, paths)
-        if seed is None:
-            return torch.stack([self.transform(img) for img in decoded])
-        with seeded_rngs(seed):  # the draws a worker makes for this batch on the CPU path
+        # With a seed: the draws a worker makes for this batch on the CPU path.
+        with seeded_rngs(seed) if seed is not None else contextlib.nullcontext():
             return torch.stack([self.transform(img) for img in decoded])
 
 
