@@ -7,31 +7,19 @@ import json
 import matplotlib.image as mpimg
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 import irevnet
+import trained
 from irevnet.analysis import head_statistics, impose_head_statistics, metamer_report, metamers
 from irevnet.analysis.inversion import pairs_of_different_classes
 from irevnet.cli.main import main
-from irevnet.data import load_digits_split
 from irevnet.model import ClassifierHead
-from irevnet.training import build_optimizer, train_epoch
-from irevnet.training.recipes import get_recipe
 
 
 @pytest.fixture(scope="module")
 def trained_digits_b():
     """digits-b after 8 epochs of its recipe (~0.9 test accuracy, a few seconds)."""
-    train_set, test_set = load_digits_split()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = irevnet.create_model("digits-b")
-        recipe = get_recipe("digits-b").replace(epochs=8)
-        loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True)
-        opt, sched, _ = build_optimizer(model.parameters(), recipe, len(loader))
-        for _ in range(recipe.epochs):
-            train_epoch(model, loader, opt, scheduler=sched, progress=False)
-    return model.eval(), test_set
+    return trained.trained_digits_b()
 
 
 def _pairs(test_set, n):

@@ -8,30 +8,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 import irevnet
 from irevnet.analysis import auroc, log_prob_per_dim, ood_detection, shifted_copies
 from irevnet.cli.main import main
-from irevnet.data import load_digits_split
-from irevnet.training import HybridCriterion, build_optimizer, get_recipe, train_epoch
+from irevnet.training import HybridCriterion, get_recipe
+from trained import trained_digits_b
 
 
 @pytest.fixture(scope="module")
 def hybrid_digits_b():
     """digits-b after 8 epochs of its recipe with the hybrid objective (a few seconds)."""
-    train_set, test_set = load_digits_split()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = irevnet.create_model("digits-b")
-        recipe = get_recipe("digits-b").replace(epochs=8, nll_weight=1.0)
-        criterion = HybridCriterion(model, recipe.nll_weight)
-        loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True)
-        opt, sched, _ = build_optimizer(model.parameters(), recipe, len(loader))
-        for _ in range(recipe.epochs):
-            train_epoch(model, loader, opt, scheduler=sched, progress=False, criterion=criterion)
-        criterion.remove()
-    return model.eval(), test_set
+    return trained_digits_b(nll_weight=1.0)
 
 
 def test_shifted_copies():
