@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .extras import require
+from .extras import EXTRAS, require
 from .model import IRevNet
 
 __all__ = ["FORMATS", "ONNX_TOLERANCE", "export_model", "load_exported"]
@@ -128,7 +128,7 @@ def _export_torch(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: 
 
 
 def _check_onnx_available() -> None:
-    for module in ("onnx", "onnxscript", "onnxruntime"):
+    for module in EXTRAS["onnx"]:
         require(module, extra="onnx", purpose="ONNX export")
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
         raise RuntimeError(f"ONNX export uses PyTorch's dynamo-based exporter (torch.onnx.export(dynamo=True)), "

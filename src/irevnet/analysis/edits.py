@@ -88,31 +88,28 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
     model.eval()
     try:
         phi_b = model.forward_features(x_b)
-        _, inter_a = model.forward_intermediates(x_a)
     finally:
         model.train(was_training)
     edits: list[tuple[str, str, Edit, int | None]] = []  # (name, kind, edit, depth), inverted below
-
-    def put(name: str, what: str, edit: Edit, depth: int | None = None) -> None:
-        edits.append((name, what, edit, depth))
 
     for label, (rows, cols) in quadrants(*phi_b.shape[2:]).items():
         def swap_region(z: Tensor, rows: slice = rows, cols: slice = cols) -> Tensor:
             z[:, :, rows, cols] = phi_b[:, :, rows, cols]
             return z
-        put(f"{label} ← x_b", "spatial", swap_region)
+        edits.append((f"{label} ← x_b", "spatial", swap_region, None))
     groups = _channel_groups(phi_b.shape[1], channel_groups)
     for k, sl in enumerate(groups):
         def swap_group(z: Tensor, sl: slice = sl) -> Tensor:
             z[:, sl] = phi_b[:, sl]
             return z
-        put(f"channels {k + 1}/{len(groups)} ← x_b", "channels", swap_group)
+        edits.append((f"channels {k + 1}/{len(groups)} ← x_b", "channels", swap_group, None))
+    shapes = model.block_output_shapes(tuple(x_a.shape[-2:]))
     for j in stage_ends(model):
-        for k, sl in enumerate(_channel_groups(inter_a[j - 1].shape[1], channel_groups)):
+        for k, sl in enumerate(_channel_groups(shapes[j - 1][0], channel_groups)):
             def zero_group(z: Tensor, sl: slice = sl) -> Tensor:
                 z[:, sl] = 0
                 return z
-            put(f"block {j}: zero {k + 1}/{channel_groups}", "zero", zero_group, depth=j)
+            edits.append((f"block {j}: zero {k + 1}/{channel_groups}", "zero", zero_group, j))
     images: dict[str, Tensor] = {}
     kind: dict[str, str] = {}
     for name, what, edit, depth in tqdm(edits, desc="edits", unit="edit", disable=not progress, leave=False):

@@ -120,7 +120,9 @@ class _Run:
             rel_err += rec.relative_error.tolist()
             if rec.floor_relative_error is not None:
                 floor += rec.floor_relative_error.tolist()
-            shown += list(self.pixels(rec.x_hat.float()).cpu()[: self.opts.num_images - len(shown)])
+            need = self.opts.num_images - len(shown)
+            if need > 0:  # the leading test images only: no copy of the other batches
+                shown += list(self.pixels(rec.x_hat[:need].float()).cpu())
         originals = list(self.pixels(self._leading_test(len(shown))[0]).cpu()) if shown else []
         fig = image_grid([originals, shown], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
                          title=f"test images and their reconstructions from Φ (max abs pixel error {max(max_err):.1e})")

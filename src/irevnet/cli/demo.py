@@ -51,11 +51,10 @@ DEMO_FILES = ("model.pt", "model_b.pt", "metrics.json", "report.md")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.suite import ANALYSES
-
     out = Path(args.out)
-    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in ANALYSES for ext in (f".{args.format}", ".json")],
-                  force=args.force)
+    # Before any heavy import, so that a refusal is immediate.
+    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in PAPER_ANALYSES + BIJECTIVE_ANALYSES
+                                                   for ext in (f".{args.format}", ".json")], force=args.force)
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     import torch

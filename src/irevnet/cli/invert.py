@@ -49,14 +49,11 @@ def _load(paths: list[str], config: IRevNetConfig, *, progress: bool = False) ->
     from tqdm.auto import tqdm
 
     from ..data.imagefolder import CorruptImageError, load_image
-
     from ..data.transforms import eval_transform
 
     transform = eval_transform(config)
     out = []
     for path in tqdm(paths, desc="read", unit="image", disable=not progress or len(paths) < 2, leave=False):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"image {path!r} does not exist")
         try:
             out.append(transform(load_image(path)))
         except CorruptImageError as e:

@@ -40,11 +40,12 @@ def _flag(option: str) -> str:
     """The command-line spelling of a library option name."""
     from ..config import IRevNetConfig
     from ..training.recipes import Recipe
+    from .train import RECIPE_FLAGS
 
     names = {"recipe": {f.name for f in dataclasses.fields(Recipe)},
              "model": {f.name for f in dataclasses.fields(IRevNetConfig)}}
     if option in names["recipe"]:
-        return f"--set {option}=..." if option not in ("epochs", "batch_size", "lr") else f"--{option.replace('_', '-')}"
+        return f"--set {option}=..." if option not in RECIPE_FLAGS else f"--{option.replace('_', '-')}"
     if option.split(".")[0] in names["model"]:  # data.crop_pct: a field of the nested data config
         return f"--model {option}=..."
     return "--" + option.replace("_", "-")

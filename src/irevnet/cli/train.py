@@ -17,6 +17,8 @@ from .common import add_model_overrides_argument, add_workers_argument, dir_path
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
 
+#: Recipe fields with flags of their own (``--epochs``, ...); the others are set with ``--set KEY=VALUE``.
+RECIPE_FLAGS = ("epochs", "batch_size", "lr")
 #: ``--amp`` values: the keys of :data:`irevnet.training.device.AMP_DTYPES` (kept here so that
 #: parsing the command line does not import torch).
 AMP_CHOICES = ("bf16", "fp16")
@@ -111,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for_preset(args.preset)
     overrides = parse_overrides(recipe, args.recipe_overrides)
-    for key in ("epochs", "batch_size", "lr"):
+    for key in RECIPE_FLAGS:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     return TrainConfig(
