@@ -91,6 +91,28 @@ def test_init_weights_from_refuses_another_architecture(tmp_path):
         init_weights_from(create_model("digits", blocks=(1, 1)), tmp_path / "empty")
 
 
+def test_init_weights_from_refuses_mis_shaped_tensors(tmp_path):
+    """Same configuration, a tensor of another shape (a hand-edited file): a CheckpointError
+    naming the file, from a checkpoint and from a model folder alike, and the model unchanged."""
+    from safetensors.torch import save_file
+
+    model = create_model("digits", blocks=(1, 1))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["head.fc.weight"] = torch.zeros(3, 3)
+    save_model(model, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["state_dict"] = state
+    torch.save(payload, tmp_path / "m.pt")
+    model.save_pretrained(tmp_path / "folder")
+    save_file(state, str(tmp_path / "folder" / "model.safetensors"))
+    target = create_model("digits", blocks=(1, 1))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    for source in ("m.pt", "folder"):
+        with pytest.raises(CheckpointError, match=rf"{source}.*does not fit the model.*head\.fc\.weight"):
+            init_weights_from(target, tmp_path / source)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
 @pytest.mark.parametrize("kind", ["checkpoint", "model folder"])
 def test_train_init_from_fine_tunes_with_a_new_head(tmp_path, caplog, kind):
     """`irevnet train --init-from`: the run starts from the given weights (Φ), with a fresh classifier."""

@@ -162,11 +162,10 @@ _ARCHITECTURE_FIELDS = ("blocks", "strides", "channels", "init_block_size", "mul
 def _read_weights(source: Path) -> tuple[Path, IRevNetConfig, dict[str, torch.Tensor]]:
     """The configuration and weights of a checkpoint file, a model folder, or a training run
     folder (its best.pt, else last.pt), and the path they were read from."""
-    from .pretrained import WEIGHTS_NAME, load_pretrained
+    from .pretrained import WEIGHTS_NAME, read_model_folder
 
     if source.is_dir() and (source / WEIGHTS_NAME).is_file():
-        saved = load_pretrained(source)
-        return source, saved.config, saved.state_dict()
+        return (source, *read_model_folder(source))  # the weights alone: no model is built
     path = source
     if source.is_dir():
         found = [source / name for name in ("best.pt", "last.pt") if (source / name).is_file()]
@@ -205,11 +204,16 @@ def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
     same_head = theirs.num_classes == ours.num_classes
     if not same_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    expected_missing = set() if same_head else {"head.fc.weight", "head.fc.bias"}
-    if set(missing) != expected_missing or unexpected:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model (missing {sorted(missing)}, "
-                              f"unexpected {sorted(unexpected)})")
+    # Checked before loading: load_state_dict copies what fits before it refuses a mis-shaped tensor.
+    current = net.state_dict()
+    missing = sorted(set(current) - set(state) - (set() if same_head else {"head.fc.weight", "head.fc.bias"}))
+    unexpected = sorted(set(state) - set(current))
+    misshaped = sorted(f"{k} {tuple(v.shape)} (expected {tuple(current[k].shape)})" for k, v in state.items()
+                       if k in current and v.shape != current[k].shape)
+    if missing or unexpected or misshaped:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the model (missing {missing}, "
+                              f"unexpected {unexpected}" + (f", mis-shaped {misshaped})" if misshaped else ")"))
+    net.load_state_dict(state, strict=False)
     if same_head:
         log.info("initialized all weights from %s", path)
     else:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
-from .config import DataConfig, IRevNetConfig
+from .config import IRevNetConfig
 from .errors import ConfigError
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
@@ -310,14 +310,18 @@ class IRevNet(nn.Module):
         Raises ValueError for injective models: their Φ lies on a subspace of its space (the
         zero-padded directions), where a density on Φ does not exist.
         """
+        self.require_density("log_prob")
+        return standard_normal_log_prob(self.forward_features(x))
+
+    def require_density(self, purpose: str) -> None:
+        """Raise ValueError naming ``purpose`` unless the model is bijective (its Φ has a density)."""
         if self.injective:
             raise ValueError(
-                f"log_prob needs a bijective model, but {self.config.name!r} is injective: its zero padding "
+                f"{purpose} needs a bijective model, but {self.config.name!r} is injective: its zero padding "
                 f"puts Φ ({math.prod(self.feature_shape())} entries) on a subspace of dimension "
                 f"{math.prod(self.input_shape)}, which has no density (use a bijective preset such as "
                 "'digits-b' or 'imagenet-b')"
             )
-        return standard_normal_log_prob(self.forward_features(x))
 
     def iter_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None) -> Iterator[tuple[int, Tensor]]:
         """Yield ``(j, Φ_{j+1}(x))`` for the selected blocks ``j`` (0-based), lazily.

@@ -26,7 +26,7 @@ from .config import IRevNetConfig
 from .extras import require
 from .model import IRevNet
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "save_pretrained", "load_pretrained"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "save_pretrained", "load_pretrained", "read_model_folder"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -72,7 +72,9 @@ def _read_config(path: Path) -> IRevNetConfig:
         raise CheckpointError(f"{str(path)!r}: {e}") from None
 
 
-def _load_folder(folder: Path, map_location: str | torch.device) -> IRevNet:
+def read_model_folder(folder: Path) -> tuple[IRevNetConfig, dict[str, torch.Tensor]]:
+    """The configuration and state dict (on the CPU) of model folder ``folder``, without building
+    the model; a missing, unreadable or invalid file raises :class:`CheckpointError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -83,9 +85,14 @@ def _load_folder(folder: Path, map_location: str | torch.device) -> IRevNet:
     config = _read_config(folder / CONFIG_NAME)
     weights = folder / WEIGHTS_NAME
     try:
-        state = load_file(weights, device="cpu")
+        return config, load_file(weights, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read {str(weights)!r}: it is corrupt or truncated ({e})") from None
+
+
+def _load_folder(folder: Path, map_location: str | torch.device) -> IRevNet:
+    config, state = read_model_folder(folder)
+    weights = folder / WEIGHTS_NAME
     try:
         model = IRevNet.from_config(config)
     except (TypeError, ValueError) as e:

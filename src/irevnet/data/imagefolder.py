@@ -23,9 +23,9 @@ class CorruptImageError(DataError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-#: Full-scale value of the integer modes PIL decodes high-bit-depth files to: 16-bit files
-#: (PNG, TIFF) open as ``I;16*`` or, depending on the format, ``I`` with values up to 65535.
-_INTEGER_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+#: The integer modes PIL decodes high-bit-depth files to: 16-bit files (PNG, TIFF) open as
+#: ``I;16*`` or, depending on the format, ``I`` with values up to 65535 (their full scale).
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def decode_image(img: Image.Image) -> Image.Image:
@@ -44,12 +44,12 @@ def decode_image(img: Image.Image) -> Image.Image:
     or float image keeps its full range, with 1/255 resolution.
     """
     img = ImageOps.exif_transpose(img)
-    if img.mode in _INTEGER_FULL_SCALE or img.mode == "F":
+    if img.mode in _HIGH_BIT_DEPTH_MODES or img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if img.mode == "F":
             full_scale = 1.0
         else:
-            full_scale = _INTEGER_FULL_SCALE[img.mode] if a.size == 0 or a.max() <= 65535 else 2**31 - 1
+            full_scale = 65535 if a.size == 0 or a.max() <= 65535 else 2**31 - 1
         grey = np.clip(a / full_scale, 0.0, 1.0)
         return Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L").convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:

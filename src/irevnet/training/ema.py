@@ -26,8 +26,6 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = [p for p in self.module.parameters()]
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
-            ema_buf.copy_(buf)
+        torch._foreach_lerp_(list(self.module.parameters()), params, 1.0 - self.decay)
+        torch._foreach_copy_(list(self.module.buffers()), list(model.buffers()))  # one launch, not one per buffer

@@ -31,9 +31,7 @@ class HybridCriterion:
 
     def __init__(self, model: IRevNet, nll_weight: float,
                  base: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> None:
-        if model.injective:
-            raise ValueError(f"the hybrid objective (nll_weight={nll_weight}) needs a bijective model, but "
-                             f"{model.config.name!r} is injective: its Φ has no density (use e.g. 'digits-b')")
+        model.require_density(f"the hybrid objective (nll_weight={nll_weight})")
         self.nll_weight = nll_weight
         self.base = base
         self._phi: Tensor | None = None

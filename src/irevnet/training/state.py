@@ -23,6 +23,9 @@ _RECIPE_DEFAULTS = {f.name: f.default for f in fields(Recipe) if f.default is no
 __all__ = ["Progress", "rng_state", "set_rng_state", "seed_everything", "check_resumable"]
 
 
+_NO_SUMS = (0.0, 0, 0, 0, 0.0)  # [loss_sum, correct1, correct5, samples, seconds] of an epoch not started
+
+
 @dataclass
 class Progress:
     """Where a run stands. ``epoch``: epochs completed; ``batch``: micro-batches of epoch ``epoch``
@@ -36,7 +39,7 @@ class Progress:
     step: int = 0
     best_top1: float = -1.0
     skipped: int = 0
-    sums: list[float] = field(default_factory=lambda: [0.0, 0, 0, 0, 0.0])
+    sums: list[float] = field(default_factory=lambda: list(_NO_SUMS))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +49,11 @@ class Progress:
         # Checkpoints written before mid-epoch saves hold only the epoch and best_top1.
         return cls(epoch=int(state["epoch"]), batch=int(state.get("batch", 0)), step=int(state.get("step", 0)),
                    best_top1=float(state["best_top1"]), skipped=int(state.get("skipped", 0)),
-                   sums=list(state.get("sums", [0.0, 0, 0, 0, 0.0])))
+                   sums=list(state.get("sums", _NO_SUMS)))
+
+    def start_epoch(self, epoch: int) -> None:
+        """Position at the beginning of epoch ``epoch`` (0-based), with nothing summed yet."""
+        self.epoch, self.batch, self.sums = epoch, 0, list(_NO_SUMS)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

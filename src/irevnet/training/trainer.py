@@ -358,7 +358,7 @@ class _Trainer:
                         "one", path, state["world_size"], self.dist.world_size)
             seed_everything(self.cfg.seed + 7919 * self.dist.rank + 104729 * self.progress.epoch)
             # Positions inside the epoch belong to the old sharding.
-            self.progress.batch, self.progress.sums = 0, [0.0, 0, 0, 0, 0.0]
+            self.progress.start_epoch(self.progress.epoch)
         self.last_saved = (path, self.progress.step)
 
     def _save(self, *, best: bool = False) -> None:
@@ -526,7 +526,7 @@ class _Trainer:
         is_best = "eval_top1" in record and record["eval_top1"] > p.best_top1
         if is_best:
             p.best_top1 = record["eval_top1"]
-        p.epoch, p.batch, p.sums = epoch, 0, [0.0, 0, 0, 0, 0.0]
+        p.start_epoch(epoch)
         if self.dist.is_main:
             self.run.append_metrics(record)
         self._save(best=is_best)
