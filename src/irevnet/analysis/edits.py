@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..model import IRevNet
+from ..modes import eval_mode
 
 __all__ = ["edit_and_invert", "quadrants", "representation_edits", "stage_ends"]
 
@@ -37,13 +38,9 @@ def edit_and_invert(model: IRevNet, x: Tensor, edit: Edit, *, depth: int | None 
     depth = model.depth if depth is None else depth
     if not 1 <= depth <= model.depth:
         raise ValueError(f"depth must be in [1, {model.depth}], got {depth}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         z = model.forward_intermediates(x, [depth - 1], intermediates_only=True)[0]
         return model.inverse(edit(z.clone()), depth=depth)
-    finally:
-        model.train(was_training)
 
 
 def quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
@@ -84,12 +81,8 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     if channel_groups < 1:
         raise ValueError(f"channel_groups must be >= 1, got {channel_groups}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         phi_b = model.forward_features(x_b)
-    finally:
-        model.train(was_training)
     edits: list[tuple[str, str, Edit, int | None]] = []  # (name, kind, edit, depth), inverted below
 
     for label, (rows, cols) in quadrants(*phi_b.shape[2:]).items():

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..model import IRevNet
+from ..modes import eval_mode
 
 __all__ = ["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample", "untrained_like"]
 
@@ -106,15 +107,11 @@ def averaged_features(
     chunks: dict[int, list[np.ndarray]] = {j: [] for j in blocks}
     labels: list[np.ndarray] = []
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             for j, z in model.iter_intermediates(x.to(device), [j - 1 for j in blocks]):
                 chunks[j + 1].append(z.mean(dim=(2, 3)).float().cpu().numpy())
             labels.append(np.asarray(y, dtype=np.int64))
-    finally:
-        model.train(was_training)
     log.debug("extracted features of %d images at %d blocks", sum(map(len, labels)), len(blocks))
     return FeatureSet({j: np.concatenate(c) for j, c in chunks.items()}, np.concatenate(labels))
 

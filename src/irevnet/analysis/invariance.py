@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..model import ClassifierHead, IRevNet
+from ..modes import eval_mode
 
 __all__ = ["head_statistics", "impose_head_statistics", "metamer_report", "metamers"]
 
@@ -145,20 +146,14 @@ def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, pena
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     if steps < 0 or penalty <= 0 or lr <= 0:
         raise ValueError(f"need steps >= 0, penalty > 0 and lr > 0, got {steps}, {penalty}, {lr}")
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step", disable=not progress,
-               leave=False)
-    try:
-        parts = []
+    parts = []
+    with eval_mode(model), tqdm(total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step",
+                                disable=not progress, leave=False) as bar:
         for xa, xb in zip(x_a.split(batch_size), x_b.split(batch_size)):
             start = _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr,
                                   on_step=bar.update) if steps else xb
             phi_m = impose_head_statistics(model.head, model.forward_features(start), model.forward_features(xa))
             parts.append(model.inverse(phi_m))
-    finally:
-        bar.close()
-        model.train(was_training)
     return torch.cat(parts)
 
 
@@ -175,12 +170,8 @@ def metamer_report(model: IRevNet, x_a: Tensor, x_b: Tensor, *, batch_size: int 
     ``closer_to_b`` (fraction of pairs with ``‖x_m − x_b‖ < ‖x_m − x_a‖``) and the mean distances.
     """
     x_m = metamers(model, x_a, x_b, batch_size=batch_size, **kwargs)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         z_a, z_b, z_m = (torch.cat([model(v) for v in x.split(batch_size)]) for x in (x_a, x_b, x_m))
-    finally:
-        model.train(was_training)
     rel = (z_m - z_a).norm(dim=1) / z_a.norm(dim=1).clamp_min(1e-30)
     d_a, d_b, d_ab = ((u - v).flatten(1).norm(dim=1) for u, v in ((x_m, x_a), (x_m, x_b), (x_a, x_b)))
     pred_a, pred_b, pred_m = (z.argmax(dim=1) for z in (z_a, z_b, z_m))

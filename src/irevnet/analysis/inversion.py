@@ -11,6 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..model import IRevNet
+from ..modes import eval_mode
 from ..precision import full_float32
 
 __all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate",
@@ -42,13 +43,8 @@ def _errors(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
 @contextmanager
 def _exact_eval(model: IRevNet) -> Iterator[None]:
     """The model in eval mode and in full float32, even if it opted out (``set_full_float32(False)``)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with full_float32():
-            yield
-    finally:
-        model.train(was_training)
+    with eval_mode(model), full_float32():
+        yield
 
 
 def _exact_inverse_of_rounded_phi(model64: IRevNet, x: Tensor, dtype: torch.dtype) -> Tensor:

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..model import IRevNet
+from ..modes import eval_mode
 
 __all__ = ["OOD_SHIFTS", "auroc", "log_prob_per_dim", "ood_detection", "shifted_copies"]
 
@@ -54,13 +55,9 @@ def log_prob_per_dim(model: IRevNet, x: Tensor, *, batch_size: int = 256, progre
                      desc: str = "log p(x)") -> Tensor:
     """Eval-mode ``log p(x) / D`` in nats per dimension, ``(N,)`` (``D = C·H·W``); mode restored.
     ``progress`` shows a bar over the batches (titled ``desc``)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         batches = tqdm(x.split(batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
         logp = torch.cat([model.log_prob(xb) for xb in batches])
-    finally:
-        model.train(was_training)
     return logp / math.prod(x.shape[1:])
 
 

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..modes import eval_mode
+
 __all__ = ["EpochStats", "StepStats", "train_epoch", "evaluate", "topk_correct", "forward_backward", "optimizer_step",
            "grads_finite", "micro_batch_groups"]
 
@@ -215,19 +217,17 @@ def evaluate(
     """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``);
     ``before_batch`` as in :func:`forward_backward`."""
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        x, y = _prepare(x, y, device, channels_last)
-        if before_batch is not None:
-            before_batch()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        c1, c5 = topk_correct(logits, y)
-        correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.shape[0]
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+            x, y = _prepare(x, y, device, channels_last)
+            if before_batch is not None:
+                before_batch()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            c1, c5 = topk_correct(logits, y)
+            correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.shape[0]
     seconds = time.perf_counter() - start
     return EpochStats(total_loss / max(seen, 1), correct1 / max(seen, 1), correct5 / max(seen, 1), seen, seconds)
