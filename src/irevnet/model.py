@@ -73,6 +73,12 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+def timm_cfg(config: IRevNetConfig) -> dict[str, Any]:
+    """The fields of timm's ``pretrained_cfg`` that the configuration fixes: its data config,
+    the number of classes and the classifier's module name."""
+    return {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc"}
+
+
 class IRevNet(nn.Module):
     """i-RevNet (Jacobsen, Smeulders, Oyallon, ICLR 2018).
 
@@ -414,8 +420,7 @@ class IRevNet(nn.Module):
     def pretrained_cfg(self) -> dict[str, Any]:
         """timm's ``pretrained_cfg``: the data config (``config.data_config``: input size, mean,
         std, crop, interpolation) over any weight-source fields timm set (``file``, ``hf_hub_id``, ...)."""
-        return {**self._pretrained_cfg, **self.config.data_config, "num_classes": self.num_classes,
-                "classifier": "head.fc"}
+        return {**self._pretrained_cfg, **timm_cfg(self.config)}
 
     @pretrained_cfg.setter
     def pretrained_cfg(self, cfg: dict[str, Any] | Any) -> None:

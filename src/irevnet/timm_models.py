@@ -23,7 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .config import DataConfig, IRevNetConfig, get_preset
 from .factory import create_model, entrypoint_names
-from .model import IRevNet
+from .model import IRevNet, timm_cfg
 
 __all__: list[str] = []  # timm's register_model appends the entry points
 _PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", "paper_ids": "arXiv:1802.07088",
@@ -31,8 +31,7 @@ _PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", 
 
 
 def _cfg(config: IRevNetConfig) -> dict[str, Any]:
-    return {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc",
-            "description": config.description, **_PAPER}
+    return {**timm_cfg(config), "description": config.description, **_PAPER}
 
 
 default_cfgs = generate_default_cfgs({name: _cfg(get_preset(preset)) for name, preset in entrypoint_names().items()})
