@@ -100,6 +100,19 @@ class _Run:
         return x.to(self.device), torch.as_tensor(y)
 
     @cached_property
+    def _pair_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The leading test images that interpolate, metamers and edits draw their pairs from."""
+        return self._leading_test(_PAIR_POOL)
+
+    def _pairs(self, n: int) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor, list[list[int]]]:
+        """``(x, pairs, ia, ib, labels)``: ``n`` pairs of different classes from :attr:`_pair_pool`,
+        their indices into ``x`` and their ``[label_a, label_b]``."""
+        x, y = self._pair_pool
+        pairs = pairs_of_different_classes(y, n)
+        ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        return x, pairs, ia, ib, [[int(y[a]), int(y[b])] for a, b in pairs]
+
+    @cached_property
     def trained_features(self) -> tuple[FeatureSet, FeatureSet]:
         """Shared by separability and PCA: the separability blocks always include the last one."""
         blocks = select_blocks(self.model.depth, self.opts.every)
@@ -137,23 +150,21 @@ class _Run:
                 "per_image_floor_relative_error": floor or None}
 
     def interpolate(self, fig_path: Path) -> dict[str, Any]:
-        x, y = self._leading_test(_PAIR_POOL)
-        pairs = pairs_of_different_classes(y, self.opts.pairs)
-        i0, i1 = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        x, pairs, i0, i1, pair_labels = self._pairs(self.opts.pairs)
         steps = self.opts.steps
         in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps, progress=self.opts.progress)).cpu()
         in_pixels = self.pixels(pixel_interpolate(x[i0], x[i1], steps=steps)).cpu()
         rows, labels = [], []
-        for k, (a, b) in enumerate(pairs):
+        for k, (a, b) in enumerate(pair_labels):
             rows += [list(in_phi[k]), list(in_pixels[k])]
-            labels += [f"$\\Phi$: {int(y[a])}→{int(y[b])}", "pixels"]
+            labels += [f"$\\Phi$: {a}→{b}", "pixels"]
         ts = torch.linspace(1, 0, steps).tolist()
         fig = image_grid(rows, row_labels=labels, col_labels=[f"$t$={t:.2f}" for t in ts],
                          title=r"$\Phi^{-1}(t\,\Phi(x_0) + (1-t)\,\Phi(x_1))$, each above $t\,x_0 + (1-t)\,x_1$")
         save_figure(fig, fig_path)
         gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))  # (steps,): 0 at both ends
         endpoints = torch.stack([in_phi[:, 0] - in_pixels[:, 0], in_phi[:, -1] - in_pixels[:, -1]]).abs().max()
-        return {"pairs": [list(p) for p in pairs], "labels": [[int(y[a]), int(y[b])] for a, b in pairs], "t": ts,
+        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, "t": ts,
                 "mean_abs_difference_from_pixel_path": gap.tolist(), "endpoint_max_abs_error": float(endpoints)}
 
     def spectrum(self, fig_path: Path) -> dict[str, Any]:
@@ -182,9 +193,7 @@ class _Run:
         return res
 
     def metamers(self, fig_path: Path) -> dict[str, Any]:
-        x, y = self._leading_test(_PAIR_POOL)
-        pairs = pairs_of_different_classes(y, max(self.opts.metamer_pairs, self.opts.pairs))
-        ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        x, pairs, ia, ib, pair_labels = self._pairs(max(self.opts.metamer_pairs, self.opts.pairs))
         x_m, res = metamer_report(self.model, x[ia], x[ib], batch_size=self.opts.batch_size,
                                   steps=self.opts.metamer_steps, progress=self.opts.progress)
         k = self.opts.pairs
@@ -194,7 +203,7 @@ class _Run:
                          title=f"metamers: logits of x_a (max rel. error {res['max_logit_relative_error']:.0e}), "
                          f"the rest of x_b; closer to x_b for {res['closer_to_b']:.0%} of {len(pairs)} pairs")
         save_figure(fig, fig_path)
-        res["labels"] = [[int(y[a]), int(y[b])] for a, b in pairs]
+        res["labels"] = pair_labels
         res["pair_indices"] = [list(p) for p in pairs]
         res["steps"] = self.opts.metamer_steps
         return res
@@ -208,19 +217,16 @@ class _Run:
         return res
 
     def edits(self, fig_path: Path) -> dict[str, Any]:
-        x, y = self._leading_test(_PAIR_POOL)
-        pairs = pairs_of_different_classes(y, self.opts.pairs)
-        ia, ib = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        x, pairs, ia, ib, pair_labels = self._pairs(self.opts.pairs)
         res = representation_edits(self.model, x[ia], x[ib], progress=self.opts.progress)
         names = list(res["images"])
         shown = [self.pixels(v).cpu() for v in (x[ia], x[ib], *(res["images"][n] for n in names))]
         rows = [[v[k] for v in shown] for k in range(len(pairs))]
         titles = ["$x_a$", "$x_b$", *(n.replace(" ← ", "\n← ").replace(": ", ":\n") for n in names)]
-        fig = image_grid(rows, col_labels=titles, row_labels=[f"{int(y[a])}, {int(y[b])}" for a, b in pairs],
+        fig = image_grid(rows, col_labels=titles, row_labels=[f"{a}, {b}" for a, b in pair_labels],
                          title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed")
         save_figure(fig, fig_path)
-        return {"pairs": [list(p) for p in pairs], "labels": [[int(y[a]), int(y[b])] for a, b in pairs],
-                "kind": res["kind"], "change": res["change"],
+        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, "kind": res["kind"], "change": res["change"],
                 "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()}}
 
 
