@@ -20,14 +20,15 @@ from irevnet.cli.main import main
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A tiny checkpoint, an image, a text file, a folder, and an existing figure."""
+    """A tiny checkpoint, an image, a text file, a folder, a run folder, and an existing figure."""
     root = tmp_path_factory.mktemp("cli-errors")
     save_model(create_model("digits", blocks=(1, 1)), root / "m.pt")
     Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(root / "img.png")
     (root / "notes.txt").write_text("hello, not a checkpoint\n")
     (root / "folder").mkdir()
-    save_model(create_model("digits", blocks=(1, 1)), root / "run" / "best.pt")  # a training run folder
-    (root / "run" / "config.json").write_text("{}")
+    (root / "new-run").mkdir()  # a training run folder before its first checkpoint
+    (root / "new-run" / "config.json").write_text("{}")
+    (root / "new-run" / "metrics.jsonl").write_text("")
     (root / "existing.png").write_bytes(b"precious")
     return root
 
@@ -89,7 +90,8 @@ CASES = {
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
     "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder without config.json"),
-    "eval run folder": (["eval", "{d}/run", "--data", "digits"], "is a training run folder; give its best.pt"),
+    "eval run folder without checkpoints": (["eval", "{d}/new-run", "--data", "digits"],
+                                            "is a training run folder without best.pt or last.pt yet"),
     "eval text checkpoint": (["eval", TXT, "--data", "digits"], "is not a checkpoint"),
     "eval batch zero": (["eval", M, "--data", "digits", "--batch-size", "0"], "argument --batch-size"),
     "eval data-dir is a file": (["eval", M, "--data", "cifar10", "--data-dir", TXT], "is a file, expected a folder"),

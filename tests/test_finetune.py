@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from irevnet import CheckpointError, create_model, load_model, save_model
-from irevnet.checkpoint import init_weights_from
+from irevnet import init_weights_from
 
 
 def _randomize_bn(model):
@@ -50,7 +50,7 @@ def test_init_weights_from_copies_phi_and_replaces_a_head_of_another_size(tmp_pa
     _randomize_bn(source)
     save_model(source, tmp_path / "run" / "best.pt")
     target = create_model("digits", blocks=(1, 1), num_classes=4)
-    with caplog.at_level(logging.INFO, logger="irevnet.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="irevnet.io"):
         assert init_weights_from(target, tmp_path / "run") is False  # a run folder: its best.pt
     assert "new classifier for 4 classes (the checkpoint's predicts 10)" in caplog.text
     source.eval(), target.eval()

@@ -11,16 +11,15 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .checkpoint import init_weights_from, load_model, save_model
     from .config import DataConfig, IRevNetConfig, list_presets
     from .errors import CheckpointError, ConfigError, IRevNetError
     from .factory import create_model
+    from .io.load import init_weights_from, load_model, save_model
     from .model import IRevNet
 
 _MODULE_OF = {
     "CheckpointError": "errors", "ConfigError": "errors", "IRevNetError": "errors",
-    "init_weights_from": "checkpoint", "load_model": "checkpoint",
-    "save_model": "checkpoint",
+    **dict.fromkeys(["init_weights_from", "load_model", "save_model"], "io.load"),
     "DataConfig": "config", "IRevNetConfig": "config", "list_presets": "config",
     "create_model": "factory",
     "IRevNet": "model",

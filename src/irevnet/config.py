@@ -96,7 +96,10 @@ class IRevNetConfig:
     the stage's first block, output channels per half. ``init_block_size`` is the block
     size of the initial ψ (0 or 1: none). ``input_shape`` is (C, H, W). ``num_classes`` 0:
     no classifier (the head returns pooled features, timm's convention). ``data`` is the
-    preprocessing that turns images into inputs (:class:`DataConfig`).
+    preprocessing that turns images into inputs (:class:`DataConfig`). ``label_names``: the
+    name of each class, in index order (an ImageFolder's class folders, CIFAR's label names;
+    ``None``: unknown); like ``description`` it is left out of comparisons, since it does not
+    change the function, and :meth:`replace` drops it when ``num_classes`` changes without it.
     """
 
     blocks: tuple[int, ...]
@@ -110,6 +113,7 @@ class IRevNetConfig:
     name: str = "custom"
     description: str = field(default="", compare=False)
     data: DataConfig = DataConfig()
+    label_names: tuple[str, ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
@@ -139,6 +143,22 @@ class IRevNetConfig:
         if self.data.mean is not None and len(self.data.mean) != self.input_shape[0]:
             raise ValueError(f"the data config's mean/std have {len(self.data.mean)} entries but input_shape "
                              f"{self.input_shape} has {self.input_shape[0]} channel(s)")
+        if self.label_names is not None:
+            self._check_label_names()
+
+    def _check_label_names(self) -> None:
+        names = self.label_names
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"label_names must be a sequence of strings, got {names!r}", option="label_names")
+        names = tuple(names)
+        if len(names) != self.num_classes:
+            raise ConfigError(f"label_names has {len(names)} names but num_classes is {self.num_classes}",
+                              option="label_names")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"label_names must be distinct, but {twice[:5]} occur more than once",
+                              option="label_names")
+        object.__setattr__(self, "label_names", names)
 
     @property
     def downsampling(self) -> int:
@@ -166,6 +186,8 @@ class IRevNetConfig:
             raise TypeError(f"unknown model option(s): {sorted(unknown)}")
         if isinstance(overrides.get("data"), dict):
             overrides["data"] = DataConfig.from_dict({**self.data.to_dict(), **overrides["data"]})
+        if overrides.get("num_classes", self.num_classes) != self.num_classes:
+            overrides.setdefault("label_names", None)  # the names of other classes
         return dataclasses.replace(self, **overrides)
 
     @property
@@ -184,6 +206,8 @@ class IRevNetConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
         out["data"] = self.data.to_dict()
+        if self.label_names is None:
+            del out["label_names"]  # files of models without class names stay as they were
         return out
 
     @classmethod

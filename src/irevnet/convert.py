@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor
 
-from .checkpoint import torch_file_problem
 from .errors import IRevNetError
 from .factory import create_model
+from .io.fit import check_fit
+from .io.names import FORMAT
+from .io.safe import load_tensor_file
 from .model import IRevNet
 
 __all__ = [
@@ -141,23 +141,19 @@ def convert_reference_state_dict(
     """
     source = _strip_data_parallel(state_dict)
     key_map = reference_key_map(model)
-    target = model.state_dict()
-    mapped: dict[str, Tensor] = {}
-    report = ConversionReport()
-    for ref_key, value in source.items():
-        ours = key_map.get(ref_key)
-        if ours is None or not isinstance(value, Tensor):
-            report.unexpected.append(ref_key)
-            continue
-        if value.shape != target[ours].shape:
-            report.mismatched.append((ref_key, tuple(value.shape), tuple(target[ours].shape)))
-            continue
-        mapped[ours] = value
-    for ref_key, ours in key_map.items():
-        if ref_key in source:
-            continue
-        (report.defaulted if ref_key.endswith(_OPTIONAL_SUFFIX) else report.missing).append(ref_key)
-    report.converted = len(mapped)
+    reference_name = {ours: ref_key for ref_key, ours in key_map.items()}
+    unknown = [k for k in source if k not in key_map]
+    fit = check_fit(model.state_dict(), {key_map[k]: v for k, v in source.items() if k in key_map})
+    bad = set(fit.unexpected) | {k for k, _, _ in fit.misshaped}
+    mapped = {key_map[k]: v for k, v in source.items() if k in key_map and key_map[k] not in bad}
+    missing = [reference_name[k] for k in fit.missing]
+    report = ConversionReport(
+        missing=[k for k in missing if not k.endswith(_OPTIONAL_SUFFIX)],
+        unexpected=unknown + [reference_name[k] for k in fit.unexpected],
+        mismatched=[(reference_name[k], got, want) for k, got, want in fit.misshaped],
+        defaulted=[k for k in missing if k.endswith(_OPTIONAL_SUFFIX)],
+        converted=len(mapped),
+    )
     return mapped, report
 
 
@@ -170,24 +166,11 @@ def read_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor
     (scalar tensors become numbers); optimizer state and the like are dropped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"reference checkpoint {str(path)!r} does not exist or is not a file")
-    not_torch = torch_file_problem(path)
-    if not_torch:
-        raise ConversionError(not_torch)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ConversionError(
-            f"refusing to load {str(path)!r}: it contains pickled objects that would execute code, and "
-            f"only tensors and plain containers are accepted ({str(e).splitlines()[0]}). If you trust the "
-            "file, re-save just its tensors: torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')"
-        ) from None
-    except Exception as e:  # truncated zip, garbage bytes, ...
-        raise ConversionError(f"cannot read {str(path)!r}: it is corrupt or not a torch checkpoint ({e})") from None
+    payload = load_tensor_file(path, error=ConversionError, hint="If you trust the file, re-save just its tensors: "
+                               "torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')")
     if not isinstance(payload, dict):
         raise ConversionError(f"{str(path)!r} holds a {type(payload).__name__}, expected a dict of tensors")
-    if payload.get("format") == "irevnet":
+    if payload.get("format") == FORMAT:
         raise ConversionError(f"{str(path)!r} is already an irevnet checkpoint; load it with irevnet.load_model")
     state_dict = payload.get("state_dict", payload)
     if not isinstance(state_dict, dict) or not state_dict:

@@ -16,11 +16,15 @@ from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
 from .config import IRevNetConfig
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+from .io.fit import load_fitting
+from .io.formats import write_model_folder
+from .io.source import PRETRAINED_KINDS
+from .io.weights import Weights, read_weights
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
-__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob", "take_indices"]
+__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob", "take_indices", "unwrap_model", "config_of"]
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -75,8 +79,38 @@ class ClassifierHead(nn.Module):
 
 def timm_cfg(config: IRevNetConfig) -> dict[str, Any]:
     """The fields of timm's ``pretrained_cfg`` that the configuration fixes: its data config,
-    the number of classes and the classifier's module name."""
-    return {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc"}
+    the number of classes (and their names, when known) and the classifier's module name."""
+    cfg = {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc"}
+    return cfg if config.label_names is None else {**cfg, "label_names": config.label_names}
+
+
+def unwrap_model(model: nn.Module) -> "IRevNet":
+    """The :class:`IRevNet` inside DDP / torch.compile wrappers (``.module`` / ``._orig_mod``)."""
+    while not isinstance(model, IRevNet):
+        inner = getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) if inner is None else inner
+        if not isinstance(inner, nn.Module):
+            raise TypeError(f"expected an IRevNet, got {type(model).__name__}")
+        model = inner
+    return model
+
+
+def config_of(net: "IRevNet") -> IRevNetConfig:
+    """The configuration that rebuilds ``net``: ``num_classes`` follows a replaced classifier
+    (``model.head.fc = nn.Linear(model.num_features, k)`` for fine-tuning; class names of
+    another number of classes are dropped)."""
+    head, fc = net.head, getattr(net.head, "fc", None)
+    if net.config.num_classes == 0 and isinstance(head, ClassifierHead) and isinstance(fc, nn.Identity):
+        return net.config  # no classifier (reset_classifier(0)): the head returns pooled features
+    if not isinstance(head, ClassifierHead) or not isinstance(fc, nn.Linear) or fc.bias is None \
+            or fc.in_features != net.num_features:
+        raise ValueError(
+            f"cannot save this model: its head must be irevnet's ClassifierHead ending in "
+            f"nn.Linear({net.num_features}, num_classes) (got {type(head).__name__} with {fc!r}); "
+            "use model.reset_classifier(num_classes) to change the number of classes")
+    if fc.out_features == net.config.num_classes:
+        return net.config
+    return net.config.replace(num_classes=fc.out_features)
 
 
 class IRevNet(nn.Module):
@@ -447,21 +481,42 @@ class IRevNet(nn.Module):
 
     # -- model folders (Hugging Face convention) ---------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``folder/config.json`` and ``folder/model.safetensors`` (see :mod:`irevnet.pretrained`)."""
-        from .pretrained import save_pretrained
-
-        return save_pretrained(self, folder)
+        """Write ``folder/config.json`` and ``folder/model.safetensors`` (see :mod:`irevnet.io.formats`),
+        each atomically; returns the folder."""
+        return write_model_folder(folder, config_of(self), self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, model_id: str | os.PathLike, **kwargs: Any) -> "IRevNet":
-        """Load a model folder or a Hugging Face Hub id (``owner/name[@revision]``).
+    def from_pretrained(
+        cls,
+        model_id: str | os.PathLike,
+        *,
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "IRevNet":
+        """The model in a local folder written by :meth:`save_pretrained`, or on the Hugging Face Hub.
 
-        Keyword arguments: ``map_location``, ``revision``, ``cache_dir``
-        (:func:`irevnet.pretrained.load_pretrained`). Returned in train mode.
+        A path that exists must be a model folder; otherwise ``model_id`` is read as a Hub id
+        (``owner/name`` or ``owner/name@revision``; needs ``pip install 'irevnet[hub]'``).
+        Any missing file, unknown configuration key or missing/mis-shaped tensor raises
+        :class:`~irevnet.errors.CheckpointError` naming it. Returned in train mode, like any
+        freshly built module: call ``.eval()`` before inference.
         """
-        from .pretrained import load_pretrained
+        weights = read_weights(model_id, kinds=PRETRAINED_KINDS, map_location=map_location, revision=revision,
+                               cache_dir=cache_dir)
+        return cls.from_weights(weights, map_location=map_location)
 
-        return load_pretrained(model_id, **kwargs)
+    @classmethod
+    def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> "IRevNet":
+        """The model ``weights`` describe (see :func:`irevnet.io.read_weights`), on ``map_location``,
+        in train mode; weights that do not fit their configuration raise :class:`CheckpointError`."""
+        try:
+            model = cls(weights.config)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{str(weights.source)!r} does not describe a valid model: {e}") from None
+        load_fitting(model, weights.state, source=str(weights.path),
+                     problem="does not describe a valid model: its tensors do not fit its configuration")
+        return model.to(map_location)
 
     # -- introspection --------------------------------------------------------------
     def num_parameters(self) -> int:

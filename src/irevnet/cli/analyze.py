@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     from ..analysis.suite import AnalysisOptions, run_analyses
-    from ..checkpoint import load_model
+    from ..io.load import load_model
     from ..training.data_loading import default_workers
     from ..training.device import resolve_device
 

@@ -15,6 +15,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ..errors import CheckpointError
+from ..io.names import CHECKPOINT_SUFFIXES, CONFIG_NAME, WEIGHTS_NAME
+from ..io.hub import is_hub_id
+from ..io.source import resolve_source
+
 if TYPE_CHECKING:
     from ..model import IRevNet
 
@@ -148,35 +153,26 @@ def figure_path(text: str) -> str:
     return text
 
 
-#: Model destinations ending in these are checkpoint files; any other name is a model folder.
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-
-
 def model_path(text: str) -> str:
-    """An existing checkpoint file or model folder (``config.json`` + ``model.safetensors``)."""
-    p = Path(text)
-    run_files = ("best.pt", "last.pt")
-    if p.is_dir() and not (p / "model.safetensors").is_file() and any((p / n).is_file() for n in run_files):
-        raise argparse.ArgumentTypeError(f"{text!r} is a training run folder; give its best.pt (the model), "
-                                         "last.pt or model folder (irevnet train --save-pretrained)")
-    if p.is_dir() and not (p / "config.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder without config.json; give a checkpoint file "
-                                         f"(e.g. {text}/best.pt) or a model folder")
-    if not p.exists():
-        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    """A model source: a checkpoint file, a model folder, a training run folder (its best.pt, else
+    last.pt) or a Hugging Face Hub id (:func:`irevnet.io.source.resolve_source`; no torch import)."""
+    try:
+        resolve_source(text)
+    except CheckpointError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
 def model_spec(text: str) -> str:
-    """A preset name, an existing checkpoint file or a model folder (checked without importing torch)."""
+    """A preset name or a model source (:func:`model_path`), checked without importing torch."""
     from ..config import list_presets
 
     if text in list_presets():
         return text
-    if not Path(text).exists():
+    if not Path(text).exists() and not is_hub_id(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file or "
-            "model folder")
+            f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file, model "
+            "folder or run folder, nor a Hub id (owner/name)")
     return model_path(text)
 
 
@@ -195,20 +191,20 @@ def model_output_files(dst: str) -> list[str]:
     """The files that writing a model to ``dst`` creates (see :func:`model_output`)."""
     if _checkpoint_file(dst):
         return [dst]
-    return [str(Path(dst) / "config.json"), str(Path(dst) / "model.safetensors")]
+    return [str(Path(dst) / CONFIG_NAME), str(Path(dst) / WEIGHTS_NAME)]
 
 
 def write_model(model: IRevNet, dst: str, **extras: Any) -> str:
     """Write ``model`` to ``dst``: a checkpoint file when it ends in .pt/.pth (``extras`` ride
     along), else a model folder (config.json + model.safetensors, the model alone). Returns
     a description of what was written."""
-    from ..checkpoint import save_model
+    from ..io.load import save_model
 
     if _checkpoint_file(dst):
         save_model(model, dst, **extras)
         return dst
     model.save_pretrained(dst)
-    return f"{Path(dst) / 'config.json'} and model.safetensors"
+    return f"{Path(dst) / CONFIG_NAME} and {WEIGHTS_NAME}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,18 +244,15 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: It
 # Models
 
 
-def model_from_spec(spec: str) -> IRevNet:
-    """A preset name builds a fresh model; anything else is read as a checkpoint file or model folder."""
-    from ..checkpoint import load_model
+def model_from_spec(spec: str, map_location: Any = "cpu") -> IRevNet:
+    """A preset name builds a fresh model; anything else is a model source (:func:`model_path`)."""
     from ..config import list_presets
     from ..factory import create_model
+    from ..io.load import load_model
 
     if spec in list_presets():
-        return create_model(spec)
-    if not Path(spec).exists():
-        raise ValueError(f"{spec!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint "
-                         "file or model folder")
-    return load_model(spec)
+        return create_model(spec).to(map_location)
+    return load_model(spec, map_location=map_location)
 
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:

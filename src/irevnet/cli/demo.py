@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis.suite import AnalysisOptions, run_analyses
-    from ..checkpoint import save_model
+    from ..io.load import save_model
     from ..data import load_digits_split
     from ..training import get_recipe
 

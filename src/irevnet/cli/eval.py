@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ..checkpoint import load_model
+    from ..io.load import load_model
     from ..data import build_eval_dataset
     from ..training import evaluate
     from ..training.data_loading import default_workers

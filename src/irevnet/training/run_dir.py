@@ -21,7 +21,8 @@ from typing import Any
 from torch import nn
 
 from ..atomic import atomic_write_text
-from ..checkpoint import save_model
+from ..io.load import save_model
+from ..io.names import RUN_BEST, RUN_CONFIG, RUN_LAST, RUN_METRICS
 
 __all__ = ["RunDir"]
 
@@ -29,7 +30,7 @@ __all__ = ["RunDir"]
 class RunDir:
     """Paths and atomic writers of one run folder."""
 
-    LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
+    LAST, BEST, METRICS, CONFIG = RUN_LAST, RUN_BEST, RUN_METRICS, RUN_CONFIG  # the names: irevnet.io.names
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)

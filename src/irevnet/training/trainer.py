@@ -41,15 +41,15 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
-from ..checkpoint import init_weights_from, load_model, read_checkpoint
 from ..compile import mark_step
 from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
 from ..data.registry import AUGMENTATION
 from ..data.transforms import eval_transform, train_transform
 from ..errors import CheckpointError, ConfigError, OutOfMemoryError, TrainingDivergedError
+from ..io.formats import read_checkpoint
+from ..io.load import init_weights_from, load_model, save_pretrained
 from ..model import IRevNet
-from ..pretrained import save_pretrained
 from .data_loading import ResumableSampler, default_workers, train_loader
 from .device_decode import DeviceDecodedLoader, DeviceDecoder, EncodedImages, collate_encoded
 from .device import amp_dtype, grad_scaler, resolve_device
