@@ -51,6 +51,7 @@ def test_cifar_from_pickle_folder(tmp_path, monkeypatch, name, cls, classes):
     data = build_datasets(name, tmp_path, config=get_preset(name))
     n_train = 4 * len(cls.train_list)
     assert (len(data.train), len(data.eval), data.num_classes, data.input_shape) == (n_train, 4, classes, (3, 32, 32))
+    assert data.class_names == tuple(f"c{i}" for i in range(classes))  # the label names of the meta file
     x, y = data.eval[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= y < classes
     # Normalized: raw pixels are in [0, 1], the normalized ones are not.

@@ -57,4 +57,5 @@ def describe_config(config: IRevNetConfig) -> dict[str, Any]:
         "input_size": c * config.input_shape[1] * config.input_shape[2],
         "kind": "injective" if injective else "bijective",
         "num_classes": config.num_classes,
+        "label_names": None if config.label_names is None else list(config.label_names),
     }

@@ -14,6 +14,8 @@ every stage; ``out_indices`` selects blocks), ``pretrained`` with
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from .extras import require
@@ -23,9 +25,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from .config import DataConfig, IRevNetConfig, get_preset
 from .factory import create_model, entrypoint_names
+from .io.formats import read_config_document
+from .io.names import CONFIG_NAME
 from .model import IRevNet, timm_cfg
 
 __all__: list[str] = []  # timm's register_model appends the entry points
+log = logging.getLogger(__name__)
 _PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", "paper_ids": "arXiv:1802.07088",
           "origin_url": "https://github.com/jhjacobsen/pytorch-i-revnet"}
 
@@ -67,7 +72,28 @@ def _stage_ends(blocks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(ends)
 
 
+def _classes_of_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """With ``pretrained_cfg_overlay=dict(file=DIR/model.safetensors)`` of a model folder, the number of
+    classes (and their names) of its ``config.json``: timm then builds and keeps that classifier. A
+    ``num_classes`` that differs replaces it, with a warning (timm itself only logs at INFO)."""
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    config_file = Path(overlay["file"]).parent / CONFIG_NAME if overlay.get("file") else None
+    if config_file is None or not config_file.is_file():
+        return kwargs
+    saved = read_config_document(config_file)
+    out = {**kwargs, "pretrained_cfg_overlay": {**overlay, "num_classes": saved.num_classes}}
+    wanted = kwargs.get("num_classes", saved.num_classes)
+    if wanted != saved.num_classes and not kwargs.get("features_only"):
+        log.warning("%s: the weights of %s hold a classifier for %d classes; num_classes=%d replaces it with a new, "
+                    "randomly initialized one", variant, overlay["file"], saved.num_classes, wanted)
+    elif saved.label_names is not None and wanted == saved.num_classes:
+        out.setdefault("label_names", saved.label_names)
+    return out
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> IRevNet:
+    if pretrained:
+        kwargs = _classes_of_weights(variant, kwargs)
     preset_name = entrypoint_names()[variant]
     preset = get_preset(preset_name)
     blocks = tuple(kwargs.get("blocks", preset.blocks))

@@ -21,6 +21,9 @@ from ..io.hub import is_hub_id
 from ..io.source import resolve_source
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..config import IRevNetConfig
     from ..model import IRevNet
 
 #: Largest value accepted for a seed (what NumPy and scikit-learn accept).
@@ -253,6 +256,25 @@ def model_from_spec(spec: str, map_location: Any = "cpu") -> IRevNet:
     if spec in list_presets():
         return create_model(spec).to(map_location)
     return load_model(spec, map_location=map_location)
+
+
+def read_images(paths: list[str], config: IRevNetConfig, *, progress: bool = False) -> Tensor:
+    """``(N, C, H, W)`` model inputs from image files, through the model's evaluation preprocessing
+    (its data config); an unreadable image is a one-line error naming the file."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..data.imagefolder import CorruptImageError, load_image
+    from ..data.transforms import eval_transform
+
+    transform = eval_transform(config)
+    out = []
+    for path in tqdm(paths, desc="read", unit="image", disable=not progress or len(paths) < 2, leave=False):
+        try:
+            out.append(transform(load_image(path)))
+        except CorruptImageError as e:
+            raise ValueError(str(e)) from None
+    return torch.stack(out)
 
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:

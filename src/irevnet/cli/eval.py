@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from .common import model_path, positive_int
 from .train import add_common_arguments
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data imagefolder takes a folder with val/ or a folder of class subfolders. Images get the "
         "model's evaluation preprocessing (its data config; ImageNet presets: resize 256, centre crop 224, "
         "ImageNet mean/std).")
-    p.add_argument("checkpoint", type=model_path)
+    p.add_argument("checkpoint", metavar="SOURCE", type=model_path,
+                   help="a checkpoint file, model folder, training run folder (its best.pt, else last.pt) or Hub id")
     add_common_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--per-class", action="store_true",
+                   help="also the top-1 accuracy of each class, named by the model's class names")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -26,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from ..io.load import load_model
     from ..data import build_eval_dataset
+    from ..io.load import load_model
+    from ..predict import PerClassAccuracy, class_names
     from ..training import evaluate
     from ..training.data_loading import default_workers
     from ..training.device import AMP_DTYPES, resolve_device
@@ -42,15 +49,30 @@ def run(args: argparse.Namespace) -> int:
     if tuple(data.input_shape) != cfg.input_shape:
         raise ValueError(f"{args.checkpoint} expects inputs of shape {cfg.input_shape} but {args.data} "
                          f"yields {tuple(data.input_shape)}")
+    if cfg.label_names is not None and data.class_names is not None and cfg.label_names != data.class_names:
+        at = next(i for i, (a, b) in enumerate(zip(cfg.label_names, data.class_names)) if a != b)
+        log.warning("%s names its classes differently from %s (class %d: %r vs %r): the accuracy counts class "
+                    "indices, which may not mean the same classes", args.checkpoint, args.data, at,
+                    cfg.label_names[at], data.class_names[at])
     workers = default_workers(args.data) if args.workers is None else args.workers
     loader = DataLoader(data.eval, batch_size=args.batch_size, num_workers=workers,
                         pin_memory=device.type == "cuda")
-    stats = evaluate(model, loader, device=device, progress=not args.no_progress, amp_dtype=AMP_DTYPES[args.amp])
+    per_class = PerClassAccuracy(cfg.num_classes) if args.per_class else None
+    stats = evaluate(model, loader, device=device, progress=not args.no_progress, amp_dtype=AMP_DTYPES[args.amp],
+                     on_batch=per_class.update if per_class is not None else None)
     result = {"checkpoint": args.checkpoint, "data": args.data, "images": stats.samples,
               "top1": stats.top1, "top5": stats.top5, "loss": stats.loss, "seconds": round(stats.seconds, 2)}
+    rows = per_class.rows(class_names(cfg)) if per_class is not None else None
+    if rows is not None:
+        result["per_class"] = rows
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"top-1 {100 * stats.top1:.3f}%  top-5 {100 * stats.top5:.3f}%  loss {stats.loss:.4f}  "
-              f"({stats.samples} images, {args.data})")
+        return 0
+    print(f"top-1 {100 * stats.top1:.3f}%  top-5 {100 * stats.top5:.3f}%  loss {stats.loss:.4f}  "
+          f"({stats.samples} images, {args.data})")
+    if rows is not None:
+        width = max(len(r["label"]) for r in rows)
+        for r in rows:
+            acc = "     -" if r["top1"] is None else f"{100 * r['top1']:6.2f}%"
+            print(f"  {r['label']:<{width}}  top-1 {acc}  ({r['images']} images)")
     return 0

@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: Class names printed (``--json`` gives them all).
+_SHOWN_NAMES = 10
+
+
 def _shape(s) -> str:
     return "x".join(map(str, s))
 
@@ -31,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{d['name']}: i-RevNet, {d['kind']}, {d['blocks']} blocks ({d['layers']} layers), "
           f"{d['parameters']:,} parameters, {d['num_classes']} classes")
+    names = d["label_names"]
+    if names:
+        shown = ", ".join(names[:_SHOWN_NAMES]) + (f", ... ({len(names)} in all)" if len(names) > _SHOWN_NAMES else "")
+        print(f"  classes         {shown}")
     print(f"  input           {_shape(d['input_shape'])}")
     print(f"  after init ψ    {_shape(d['after_init_psi'])}")
     for s in d["stages"]:

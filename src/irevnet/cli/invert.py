@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import FIGURE_SUFFIXES, add_force_argument, check_outputs, existing_file, figure_path, int_range, \
-    model_from_spec, model_spec
+    model_from_spec, model_spec, read_images
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-    from ..config import IRevNetConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,24 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _load(paths: list[str], config: IRevNetConfig, *, progress: bool = False) -> Tensor:
-    """``(N, C, H, W)`` model inputs from image files; errors name the file."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..data.imagefolder import CorruptImageError, load_image
-    from ..data.transforms import eval_transform
-
-    transform = eval_transform(config)
-    out = []
-    for path in tqdm(paths, desc="read", unit="image", disable=not progress or len(paths) < 2, leave=False):
-        try:
-            out.append(transform(load_image(path)))
-        except CorruptImageError as e:
-            raise ValueError(str(e)) from None
-    return torch.stack(out)
-
-
 def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.interpolate):
         raise ValueError("give either IMAGE files to reconstruct or --interpolate A B (not both)")
@@ -81,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return denormalize(t, cfg)
 
     if args.interpolate:
-        strip = interpolate(model, *(_load([p], cfg) for p in args.interpolate), steps=args.steps,
+        strip = interpolate(model, *(read_images([p], cfg) for p in args.interpolate), steps=args.steps,
                             progress=not args.no_progress)[0]
         ts = torch.linspace(1.0, 0.0, args.steps).tolist()
         fig = image_grid([list(to_pixels(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
@@ -91,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
 
-    x = _load(args.images, cfg, progress=not args.no_progress)
+    x = read_images(args.images, cfg, progress=not args.no_progress)
     rec = reconstruct(model, x, batch_size=1, float64=args.float64, to_pixels=to_pixels,
                       progress=not args.no_progress)
     max_err, rel_err = rec.max_abs_error, rec.relative_error

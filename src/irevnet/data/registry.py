@@ -28,13 +28,15 @@ class DataSplits:
     """A training split (``None`` for eval-only use) and an evaluation split.
 
     Both yield ``(x, y)`` with ``x`` float32 of shape ``input_shape`` (C, H, W) and ``y`` an
-    int label in ``[0, num_classes)``.
+    int label in ``[0, num_classes)``; ``class_names[y]`` names the class (``None``: no names,
+    as for synthetic data).
     """
 
     train: Dataset | None
     eval: Dataset
     num_classes: int
     input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...] | None = None
 
 
 def _need_dir(name: str, data_dir: str | os.PathLike | None) -> str | os.PathLike:
@@ -77,11 +79,12 @@ def build_datasets(
 
     if name == "digits":
         train, test = load_digits_split()
-        return DataSplits(None if eval_only else train, test, 10, (1, 8, 8))
+        return DataSplits(None if eval_only else train, test, 10, (1, 8, 8), tuple(str(d) for d in range(10)))
     if name in CIFAR_CLASSES:
         train, test = load_cifar(name, _need_dir(name, data_dir), train_transform=train_tf(AUGMENTATION[name]),
                                  eval_transform=eval_transform(config))
-        return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape)
+        return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape,
+                          tuple(test.classes))  # the label names of the data set's meta file
     if name == "imagefolder":
         root = _need_dir(name, data_dir)
         # Images of any size become inputs of the model's size: say which (a preset's 32x32 or 224x224).
@@ -90,10 +93,10 @@ def build_datasets(
                  "" if eval_only or not augment else "; training takes random-resized crops of that size")
         if eval_only:
             val = eval_imagefolder(root, transform=eval_transform(config))
-            return DataSplits(None, val, len(val.classes), config.input_shape)
+            return DataSplits(None, val, len(val.classes), config.input_shape, tuple(val.classes))
         train, val = load_imagefolder(root, train_transform=train_tf(AUGMENTATION[name]),
                                       eval_transform=eval_transform(config))
-        return DataSplits(train, val, len(train.classes), config.input_shape)
+        return DataSplits(train, val, len(train.classes), config.input_shape, tuple(train.classes))
     if name == "synthetic":
         # Different seeds so that the eval items are not copies of the first train items.
         shape, classes = config.input_shape, config.num_classes

@@ -213,9 +213,11 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     before_batch: Callable[[], None] | None = None,
+    on_batch: Callable[[Tensor, Tensor], None] | None = None,
 ) -> EpochStats:
     """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``);
-    ``before_batch`` as in :func:`forward_backward`."""
+    ``before_batch`` as in :func:`forward_backward`; ``on_batch(logits, labels)`` sees every batch
+    (e.g. :class:`irevnet.predict.PerClassAccuracy`)."""
     device = torch.device(device)
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
@@ -226,6 +228,8 @@ def evaluate(
                 before_batch()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
+            if on_batch is not None:
+                on_batch(logits, y)
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
             c1, c5 = topk_correct(logits, y)
             correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + y.shape[0]

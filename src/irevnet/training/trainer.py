@@ -152,8 +152,8 @@ class TrainResult:
 
 
 def resolve_model_config(cfg: TrainConfig, data: DataSplits | None = None) -> IRevNetConfig:
-    """The configuration of the model ``cfg`` trains: the preset, the data's classes and input
-    shape, the user's overrides, and the recipe's dropout -- resolved here, once.
+    """The configuration of the model ``cfg`` trains: the preset, the data's classes (with their
+    names) and input shape, the user's overrides, and the recipe's dropout -- resolved here, once.
 
     Without ``data``: the configuration before the data is known (synthetic data takes its
     shape and classes from it).
@@ -174,7 +174,7 @@ def resolve_model_config(cfg: TrainConfig, data: DataSplits | None = None) -> IR
         log.info("%s has %d classes: building %s with num_classes=%d", cfg.data, data.num_classes, cfg.preset,
                  data.num_classes)
     return config.replace(num_classes=data.num_classes, input_shape=tuple(data.input_shape),
-                          dropout=cfg.recipe.dropout)
+                          dropout=cfg.recipe.dropout, label_names=data.class_names)
 
 
 class _Trainer:
