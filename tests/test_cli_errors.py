@@ -95,6 +95,12 @@ CASES = {
     "eval text checkpoint": (["eval", TXT, "--data", "digits"], "is not a checkpoint"),
     "eval batch zero": (["eval", M, "--data", "digits", "--batch-size", "0"], "argument --batch-size"),
     "eval data-dir is a file": (["eval", M, "--data", "cifar10", "--data-dir", TXT], "is a file, expected a folder"),
+    # predict
+    "predict top-k zero": (["predict", M, IMG, "--top-k", "0"], "argument --top-k: expected an integer between 1"),
+    "predict missing image": (["predict", M, "{d}/nope.png"], "'{d}/nope.png' does not exist"),
+    "predict text as image": (["predict", M, TXT], "cannot decode image"),
+    "predict text checkpoint": (["predict", TXT, IMG], "is not a checkpoint"),
+    "predict empty folder": (["predict", DIR, IMG], "is a folder without config.json"),
     # analyze
     "analyze pairs zero": ([*ANALYZE, "--pairs", "0"], "argument --pairs: expected an integer between 1 and 100"),
     "analyze pairs huge": ([*ANALYZE, "--pairs", "100000"], "argument --pairs"),

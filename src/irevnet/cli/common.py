@@ -156,6 +156,10 @@ def figure_path(text: str) -> str:
     return text
 
 
+#: Help of a model-source argument (:func:`model_path`).
+SOURCE_HELP = "a checkpoint file, model folder, training run folder (its best.pt, else last.pt) or Hub id"
+
+
 def model_path(text: str) -> str:
     """A model source: a checkpoint file, a model folder, a training run folder (its best.pt, else
     last.pt) or a Hugging Face Hub id (:func:`irevnet.io.source.resolve_source`; no torch import)."""

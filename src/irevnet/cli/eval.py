@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from .common import model_path, positive_int
+from .common import SOURCE_HELP, model_path, positive_int
 from .train import add_common_arguments
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data imagefolder takes a folder with val/ or a folder of class subfolders. Images get the "
         "model's evaluation preprocessing (its data config; ImageNet presets: resize 256, centre crop 224, "
         "ImageNet mean/std).")
-    p.add_argument("checkpoint", metavar="SOURCE", type=model_path,
-                   help="a checkpoint file, model folder, training run folder (its best.pt, else last.pt) or Hub id")
+    p.add_argument("checkpoint", metavar="SOURCE", type=model_path, help=SOURCE_HELP)
     add_common_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--per-class", action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import existing_file, int_range, model_path, positive_int, read_images
+from .common import SOURCE_HELP, existing_file, int_range, model_path, positive_int, read_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "normalize), and print one line per image: the top-k class names with their softmax probabilities. "
         "Models trained by irevnet name their classes (ImageFolder folders, CIFAR label names, digits 0-9); "
         "others print class indices.")
-    p.add_argument("model", metavar="SOURCE", type=model_path,
-                   help="a checkpoint file, model folder, training run folder (its best.pt, else last.pt) or Hub id")
+    p.add_argument("model", metavar="SOURCE", type=model_path, help=SOURCE_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", type=existing_file, help="image files (any format PIL reads)")
     p.add_argument("--top-k", type=int_range(1, 1000), default=5, metavar="K",
                    help="classes per image, 1 to 1000 (default: 5; at most the model's number of classes)")
