@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,8 +18,10 @@ from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
 from .config import IRevNetConfig
 from .errors import CheckpointError, ConfigError
+from .io.card import write_card
 from .io.fit import load_fitting
 from .io.formats import write_model_folder
+from .io.hub import upload_folder
 from .io.source import PRETRAINED_KINDS
 from .io.weights import Weights, read_weights
 from .layers import InvertibleDownsampling, Pair, merge, split
@@ -505,6 +508,33 @@ class IRevNet(nn.Module):
         weights = read_weights(model_id, kinds=PRETRAINED_KINDS, map_location=map_location, revision=revision,
                                cache_dir=cache_dir)
         return cls.from_weights(weights, map_location=map_location)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        metrics: dict[str, Any] | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        token: str | None = None,
+        api: Any = None,
+    ) -> str:
+        """Upload this model to the Hugging Face Hub repository ``repo_id`` (``owner/name``, created if
+        needed) as a model folder with a model card; returns the commit's URL.
+
+        The commit holds ``config.json``, ``model.safetensors`` (:meth:`save_pretrained`) and
+        ``README.md``, a card stating the architecture, preprocessing, classes, ``metrics`` (the
+        figures of the run that trained it, e.g. ``{"data": "cifar10", "eval_top1": 0.91}``) and the
+        paper (:func:`irevnet.io.card.model_card`). ``revision``: an existing branch (default: main);
+        ``api``: a ``huggingface_hub.HfApi`` (default ``HfApi(token=token)``). Needs
+        ``pip install 'irevnet[hub]'``; :meth:`from_pretrained` reads it back.
+        """
+        with tempfile.TemporaryDirectory(prefix="irevnet-push-") as folder:
+            self.save_pretrained(folder)
+            write_card(folder, config_of(self), repo_id=repo_id, metrics=metrics)
+            return upload_folder(folder, repo_id, private=private, revision=revision,
+                                 commit_message=commit_message, token=token, api=api)
 
     @classmethod
     def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> "IRevNet":

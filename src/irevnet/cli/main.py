@@ -21,7 +21,7 @@ import sys
 from .. import __version__
 from .common import Parser
 
-COMMANDS = ["info", "demo", "convert", "invert", "export", "train", "eval", "predict", "analyze"]
+COMMANDS = ["info", "demo", "convert", "invert", "export", "train", "eval", "predict", "analyze", "upload"]
 
 
 def build_parser() -> argparse.ArgumentParser:

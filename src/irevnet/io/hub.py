@@ -1,4 +1,4 @@
-"""Model folders on the Hugging Face Hub: ids and downloads (``pip install 'irevnet[hub]'``).
+"""Model folders on the Hugging Face Hub: ids, downloads and uploads (``pip install 'irevnet[hub]'``).
 
 Downloads go through ``huggingface_hub``, which honours ``HF_HUB_OFFLINE`` and ``HF_HOME``:
 with ``HF_HUB_OFFLINE=1`` only the local cache is read. Nothing is fetched unless a Hub id
@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from ..errors import CheckpointError
 from ..extras import require
 from .names import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["HUB_ID", "is_hub_id", "download"]
+__all__ = ["HUB_ID", "is_hub_id", "is_repo_id", "download", "upload_folder"]
 
 #: ``owner/name`` or ``owner/name@revision``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -23,6 +24,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 def is_hub_id(text: str) -> bool:
     return bool(HUB_ID.match(text))
+
+
+def is_repo_id(text: str) -> bool:
+    """``owner/name`` without a revision: a repository to upload to."""
+    return is_hub_id(text) and "@" not in text
 
 
 def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -38,3 +44,31 @@ def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.
         raise CheckpointError(f"cannot fetch {model_id!r} from the Hugging Face Hub: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return Path(paths[0]).parent
+
+
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    api: Any = None,
+) -> str:
+    """Upload the files of ``folder`` to the Hub model repository ``repo_id`` (created if needed) in
+    one commit; returns the commit's URL.
+
+    ``api``: a :class:`huggingface_hub.HfApi` (default: ``HfApi(token=token)``; another endpoint:
+    ``HfApi(endpoint=...)``). ``revision``: an existing branch to commit to (default: main). Errors of the Hub (no
+    token, no permission, offline, ...) propagate as ``huggingface_hub`` raises them.
+    """
+    if not is_repo_id(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repository id (owner/name)")
+    if api is None:
+        hub = require("huggingface_hub", extra="hub", purpose=f"uploading to {repo_id!r} on the Hugging Face Hub")
+        api = hub.HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                               commit_message=commit_message or "Upload model with irevnet")
+    return str(getattr(commit, "commit_url", commit))
