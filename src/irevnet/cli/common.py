@@ -113,13 +113,6 @@ def existing_dir(text: str) -> str:
     return text
 
 
-def existing_path(text: str) -> str:
-    """A file or folder that exists."""
-    if not Path(text).exists():
-        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
-    return text
-
-
 def dir_path(text: str) -> str:
     """A folder to write into: it may not exist yet, but must not be a file."""
     if Path(text).exists() and not Path(text).is_dir():

@@ -11,8 +11,8 @@ from ..config import list_presets
 from ..data.registry import DATASETS
 from ..training.preemption import PREEMPTED_EXIT_CODE
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
-from .common import add_model_overrides_argument, add_workers_argument, dir_path, existing_dir, existing_path, \
-    model_overrides, nonnegative_int, positive_float, positive_int, seed
+from .common import SOURCE_HELP, add_model_overrides_argument, add_workers_argument, dir_path, existing_dir, \
+    model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override any recipe field, e.g. --set weight_decay=1e-4 --set lr_milestones=30,60 "
                    "(repeatable)")
     add_model_overrides_argument(p, "override a model config field, e.g. --model blocks=2,2 (repeatable)")
-    p.add_argument("--init-from", type=existing_path, default=None, metavar="MODEL_OR_RUN",
-                   help="fine-tune: start from these weights (a checkpoint, a model folder, or a run folder: its "
-                   "best.pt, else last.pt); weights only, and a new classifier when the number of classes differs")
+    p.add_argument("--init-from", type=model_path, default=None, metavar="SOURCE",
+                   help=f"fine-tune: start from these weights ({SOURCE_HELP}); weights only, and a new classifier "
+                   "when the number of classes differs")
     p.add_argument("--save-pretrained", nargs="?", const="", default=None, type=dir_path, metavar="DIR",
                    help="when the run completes, also write its model (best.pt's, else the final one) as a model "
                    "folder: DIR/config.json + DIR/model.safetensors, loadable with IRevNet.from_pretrained, "
