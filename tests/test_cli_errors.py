@@ -218,3 +218,84 @@ def test_a_closed_pipe_is_not_a_traceback():
     finally:
         os.close(write_end)
     assert r.returncode == 141 and r.stderr == "", r.stderr
+
+
+# Every command that writes, with its outputs at {o}: refused in one line before any work.
+WRITERS = {
+    "train": ["train", "--preset", "digits", "--data", "synthetic", "--synthetic-size", "64", "--epochs", "1",
+              "--out", "{o}/run"],
+    "train save-pretrained": ["train", "--preset", "digits", "--data", "synthetic", "--synthetic-size", "64",
+                              "--epochs", "1", "--out", "{d}/fresh-run", "--save-pretrained", "{o}/model"],
+    "invert": ["invert", M, IMG, "--out", "{o}/inv.png"],
+    "invert interpolate": ["invert", M, "--interpolate", IMG, IMG, "--out", "{o}/strip.png"],
+    "export": ["export", M, "{o}/exp"],
+    "analyze": ["analyze", M, "--data", "digits", "--only", "reconstruct", "--no-progress", "--out", "{o}/analysis"],
+    "demo": ["demo", "--epochs", "1", "--epochs-b", "1", "--no-progress", "--out", "{o}/demo"],
+    "convert": ["convert", M, "{o}/converted.pt"],
+}
+
+
+def _no_work(monkeypatch):
+    """Make the work of train and invert fail the test if it starts (it must not: the check comes first)."""
+    import irevnet.analysis
+    import irevnet.training.trainer
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started its work before checking that its outputs can be written")
+
+    monkeypatch.setattr(irevnet.training.trainer, "train", work)
+    monkeypatch.setattr(irevnet.analysis, "reconstruct", work)
+    monkeypatch.setattr(irevnet.analysis, "interpolate", work)
+
+
+def _refused(command: str, files, out: str, message: str, capsys) -> None:
+    argv = [a.format(d=files, o=out) for a in WRITERS[command]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"irevnet {argv[0]}: error: cannot write to "), err
+    assert message in err, err
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
+def test_an_output_under_a_file_is_refused_before_any_work(command, files, capsys, monkeypatch):
+    """A path through a regular file cannot be created by anyone, root included."""
+    _no_work(monkeypatch)
+    _refused(command, files, f"{files}/notes.txt/sub", f"'{files}/notes.txt' is a file, not a folder", capsys)
+    assert not (files / "fresh-run").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["train", "invert", "analyze", "export"])
+def test_an_output_in_proc_is_refused(command, files, capsys, monkeypatch):
+    """Nobody, root included, creates files in /proc: the check probes, it does not read permission bits."""
+    _no_work(monkeypatch)
+    _refused(command, files, "/proc/irevnet-test", "no file can be created in '/proc'", capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("command", sorted(WRITERS))
+def test_an_output_in_a_read_only_folder_is_refused(command, files, tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _refused(command, files, str(locked), "Permission denied", capsys)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_failed_write_is_one_line(files, tmp_path, capsys, monkeypatch):
+    """A location that turns unwritable after the check (or a full disk) is still one line, exit 2."""
+    import errno
+
+    import irevnet.export
+
+    def full(model, example, dst, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(irevnet.export, "export_model", full)
+    assert main(["export", str(files / "m.pt"), str(tmp_path / "exp")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"No space left on device: '{tmp_path / 'exp'}'" in err, err

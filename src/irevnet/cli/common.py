@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -208,7 +209,8 @@ def write_model(model: IRevNet, dst: str, **extras: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Outputs: never overwrite an input, refuse to overwrite an existing output unless --force.
+# Outputs: never overwrite an input, refuse to overwrite an existing output unless --force, refuse
+# an unwritable location before any work.
 
 
 def add_force_argument(parser: argparse.ArgumentParser) -> None:
@@ -224,10 +226,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
     """Refuse (:class:`CLIError`) to write any of ``paths`` that is one of ``inputs`` (even with
-    ``force``), that is a folder, or that exists (unless ``force``)."""
-    inputs = [Path(i) for i in inputs]
+    ``force``), that is a folder, that exists (unless ``force``), or whose folder is not writable
+    (:func:`check_writable`)."""
+    paths, inputs = [Path(p) for p in paths], [Path(i) for i in inputs]
     existing = []
-    for path in map(Path, paths):
+    for path in paths:
         if any(_same_file(path, i) or path.resolve() == i.resolve() for i in inputs):
             raise CLIError(f"refusing to write {str(path)!r}: it is one of the inputs")
         if path.is_dir():
@@ -238,6 +241,36 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: It
         shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         raise CLIError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
                        "or choose another output")
+    check_writable(p.parent for p in paths)
+
+
+def check_writable(folders: Iterable[str | os.PathLike]) -> None:
+    """Refuse (:class:`CLIError`) to write into any of ``folders`` where no file can be created.
+
+    A folder that does not exist yet would be created: its deepest existing ancestor must then
+    be a folder (not a file) in which files can be created. Each folder is probed by creating an
+    unnamed temporary file in it (``O_TMPFILE`` on Linux: nothing ever appears in the folder),
+    which sees what the actual write would see -- permissions, ACLs, a read-only file system,
+    ``/proc`` -- even for root, for whom permission bits say little. Commands call this before
+    any work, so that an unwritable output is a one-line refusal rather than a failure at the end.
+    """
+    probed: set[Path] = set()
+    for folder in map(Path, folders):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise CLIError(f"cannot write to {str(folder)!r}: {str(existing)!r} is a file, not a folder")
+        if existing in probed:
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as e:
+            where = "there" if existing == folder else f"in {str(existing)!r}"
+            raise CLIError(f"cannot write to {str(folder)!r}: no file can be created {where} "
+                           f"({e.strerror or e})") from None
+        probed.add(existing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import logging
 import os
@@ -58,6 +59,11 @@ def _is_oom(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and "DefaultCPUAllocator: " in str(e)))
 
 
+#: Errors of writing a file that the user fixes (a location that turned unwritable after the
+#: commands' up-front check, a full disk): the message names the file.
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
+
+
 def handled(e: BaseException) -> bool:
     """What the user can fix (bad option, unusable file, batch too big): reported in one line, exit 2.
 
@@ -65,7 +71,8 @@ def handled(e: BaseException) -> bool:
     """
     from ..errors import IRevNetError
 
-    return isinstance(e, (IRevNetError, ValueError, FileNotFoundError)) or _is_oom(e)
+    return (isinstance(e, (IRevNetError, ValueError, FileNotFoundError)) or _is_oom(e)
+            or (isinstance(e, OSError) and e.errno in _UNWRITABLE))
 
 
 def describe_error(e: BaseException) -> str:

@@ -11,8 +11,8 @@ from ..config import list_presets
 from ..data.registry import DATASETS
 from ..training.preemption import PREEMPTED_EXIT_CODE
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
-from .common import SOURCE_HELP, add_model_overrides_argument, add_workers_argument, dir_path, existing_dir, \
-    model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
+from .common import SOURCE_HELP, add_model_overrides_argument, add_workers_argument, check_writable, dir_path, \
+    existing_dir, model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
@@ -132,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_writable([args.out] + ([args.save_pretrained] if args.save_pretrained else []))  # before any work
+
     from ..training.trainer import train
 
     result = train(config_from_args(args))
