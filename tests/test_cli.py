@@ -55,6 +55,17 @@ def test_demo_writes_its_outputs(tmp_path):
         assert f"({png})" in (out / "report.md").read_text()
 
 
+def test_demo_help_names_both_models_and_their_analyses(capsys):
+    from irevnet.cli.demo import BIJECTIVE_ANALYSES, PAPER_ANALYSES
+
+    assert main(["demo", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "`digits`" in text and "`digits-b`" in text and "model_b.pt" in text
+    assert all(name in text for name in PAPER_ANALYSES + BIJECTIVE_ANALYSES)
+    main(["--help"])
+    assert "`digits-b`" in " ".join(capsys.readouterr().out.split())
+
+
 def _check_summary(config):
     """describe_config (no torch) agrees with the model built from ``config``: parameters, shapes, kind."""
     from irevnet.model import IRevNet

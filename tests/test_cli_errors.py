@@ -87,6 +87,20 @@ CASES = {
                                "--model data.crop_pct=...: bad value in override 'data.crop_pct=big': expected a number"),
     "train model data range": ([*TRAIN, "--model", "data.crop_pct=2"], "crop_pct must be in (0, 1], got 2.0"),
     "train model data mean alone": ([*TRAIN, "--model", "data.mean=0.5"], "give both mean and std"),
+    # a typo names the closest valid name, and still lists them all
+    "train preset typo": (["train", "--preset", "digit", "--data", "digits", "--out", "{d}/r"],
+                          "invalid choice: 'digit' (choose from 'cifar10', 'cifar100', 'digits', 'digits-b', "
+                          "'imagenet-a', 'imagenet-b'); did you mean 'digits'?"),
+    "train preset underscore": (["train", "--preset", "imagenet_b", "--data", "digits", "--out", "{d}/r"],
+                                "did you mean 'imagenet-b'?"),
+    "train preset hyphen": (["train", "--preset", "cifar-10", "--data", "digits", "--out", "{d}/r"],
+                            "did you mean 'cifar10'?"),
+    "train data typo": (["train", "--preset", "cifar10", "--data", "cifar-10", "--out", "{d}/r"],
+                        "argument --data: invalid choice: 'cifar-10'"),
+    "train recipe typo": ([*TRAIN, "--recipe", "imagenet_adamw"], "did you mean 'imagenet-adamw'?"),
+    "convert preset typo": (["convert", M, "{d}/c.pt", "--preset", "imagenet_a"], "did you mean 'imagenet-a'?"),
+    "info preset typo": (["info", "digit"], "nor an existing checkpoint file or model folder; did you mean 'digits'?"),
+    "export preset typo": (["export", "imagenet_b", "{d}/exp"], "did you mean 'imagenet-b'?"),
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
     "eval folder as checkpoint": (["eval", DIR, "--data", "digits"], "is a folder without config.json"),
@@ -149,6 +163,18 @@ def test_bad_value_is_one_line_exit_2(case, files, capsys):
     assert err.startswith(f"irevnet {template[0]}: error: ")
     assert message.format(d=files) in err
     assert (files / "existing.png").read_bytes() == b"precious"  # nothing was overwritten
+
+
+def test_a_mistyped_command_or_preset_names_the_closest(capsys):
+    from irevnet import create_model
+    from irevnet.errors import ConfigError
+
+    assert main(["trian"]) == 2
+    assert "invalid choice: 'trian'" in (err := capsys.readouterr().err) and "did you mean 'train'?" in err
+    with pytest.raises(ConfigError, match=r"unknown preset 'digit' \(did you mean 'digits'\?\); available presets: "):
+        create_model("digit")
+    assert main(["train", "--preset", "resnet", "--data", "digits", "--out", "x"]) == 2  # nothing close: no guess
+    assert "did you mean" not in capsys.readouterr().err
 
 
 def test_missing_required_option_is_one_line(capsys):

@@ -64,11 +64,18 @@ class DataConfig:
         return cls(**_checked_keys(cls, data, "data config"))
 
 
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """``"did you mean 'x'?"`` for the closest of ``names`` to the mistyped ``name``
+    (``difflib``'s similarity, at least 0.6), or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(names), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key_error(key: str, names: Sequence[str], what: str) -> ConfigError:
     """The error for ``key``, which is none of ``names``: it names the key, the closest valid one and all of them."""
-    close = difflib.get_close_matches(str(key), names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{what} has an unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+    hint = did_you_mean(key, names)
+    return ConfigError(f"{what} has an unknown key {key!r}{f' ({hint})' if hint else ''}; valid keys: "
+                       f"{', '.join(names)}")
 
 
 def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
@@ -247,7 +254,9 @@ def get_preset(name: str) -> IRevNetConfig:
     try:
         return _PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}") from None
+        hint = did_you_mean(name, list_presets())
+        raise ConfigError(f"unknown preset {name!r}{f' ({hint})' if hint else ''}; available presets: "
+                          f"{', '.join(list_presets())}") from None
 
 
 def list_presets() -> list[str]:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ..config import did_you_mean
 from ..errors import CheckpointError
 from ..io.names import CHECKPOINT_SUFFIXES, CONFIG_NAME, WEIGHTS_NAME
 from ..io.hub import is_hub_id
@@ -36,10 +37,22 @@ class CLIError(ValueError):
 
 
 class Parser(argparse.ArgumentParser):
-    """``ArgumentParser`` whose errors are one line: ``irevnet train: error: ... (see --help)``, exit 2."""
+    """``ArgumentParser`` whose errors are one line: ``irevnet train: error: ... (see --help)``, exit 2;
+    a value that is none of an option's choices (or a mistyped command) names the closest one."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's one check of `choices` (options and sub-commands alike), the hook Python
+        # 3.14's suggest_on_error uses too; its message is kept and the suggestion appended.
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as e:
+            hint = did_you_mean(value, [str(c) for c in action.choices or ()]) if isinstance(value, str) else ""
+            if not hint:
+                raise
+            raise argparse.ArgumentError(action, f"{e.message}; {hint}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +184,10 @@ def model_spec(text: str) -> str:
     if text in list_presets():
         return text
     if not Path(text).exists() and not is_hub_id(text):
+        hint = did_you_mean(text, list_presets())
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file, model "
-            "folder or run folder, nor a Hub id (owner/name)")
+            f"folder or run folder, nor a Hub id (owner/name){f'; {hint}' if hint else ''}")
     return model_path(text)
 
 

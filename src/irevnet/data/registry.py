@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..config import did_you_mean
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def build_datasets(
         train = SyntheticImages(synthetic_size, shape, classes, seed=0)
         val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
         return DataSplits(None if eval_only else train, val, classes, shape)
-    raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
+    hint = did_you_mean(name, DATASETS)
+    raise ValueError(f"unknown data set {name!r}{f' ({hint})' if hint else ''}; available: {', '.join(DATASETS)}")
 
 
 def build_eval_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs) -> DataSplits:
