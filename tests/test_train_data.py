@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from irevnet.data import CorruptImageError, build_datasets, build_eval_dataset
 from irevnet.data.synthetic import SyntheticImages
@@ -158,3 +158,107 @@ def test_paper_recipes_and_overrides():
         parse_overrides(c, ["lr"])
     with pytest.raises(ValueError, match="bad value"):
         parse_overrides(c, ["epochs=ten"])
+
+
+def _flat_tree(root: Path, counts: dict[str, int]) -> None:
+    """ROOT/<class>/<i>.png: tiny images, no train/ or val/ folders."""
+    rng = np.random.default_rng(0)
+    for c, n in counts.items():
+        for i in range(n):
+            _png(root / c / f"{i}.png", size=(8, 8), color=tuple(int(v) for v in rng.integers(0, 256, 3)))
+
+
+def _paths(folder) -> list[str]:
+    return [p for p, _ in folder.samples]
+
+
+def test_val_split_holds_out_a_stratified_seeded_fraction_of_each_class(tmp_path):
+    from irevnet.data.imagefolder import held_out_indices, load_imagefolder
+
+    counts = {"ant": 10, "bee": 7, "cat": 2, "dog": 1, "emu": 40}
+    _flat_tree(tmp_path, counts)
+    train, val = load_imagefolder(tmp_path, train_transform=None, eval_transform=None, val_split=0.1)
+    assert train.classes == val.classes == sorted(counts)  # every class keeps its index, held out or not
+    assert sorted(_paths(train) + _paths(val)) == sorted(str(p) for p in tmp_path.glob("*/*.png"))
+    assert not set(_paths(train)) & set(_paths(val))
+    # Per class: floor(0.1 n + 1/2) held out, at least one and at most n - 1 (none of a single image).
+    held = {c: sum(1 for _, y in val.samples if val.classes[y] == c) for c in counts}
+    assert held == {"ant": 1, "bee": 1, "cat": 1, "dog": 0, "emu": 4}
+    assert [y for _, y in val.samples] == val.targets and [y for _, y in train.samples] == train.targets
+    # The split is a function of the paths and the seed: the same again, another with another seed.
+    scan = ImageFolder(str(tmp_path))
+    assert [scan.samples[i][0] for i in held_out_indices(scan, 0.1)] == _paths(val)
+    other = load_imagefolder(tmp_path, train_transform=None, eval_transform=None, val_split=0.1, seed=1)[1]
+    assert _paths(other) != _paths(val) and len(other) == len(val)
+    # A new image in one class leaves every other class's split as it was.
+    _png(tmp_path / "emu" / "new.png", size=(8, 8))
+    grown = load_imagefolder(tmp_path, train_transform=None, eval_transform=None, val_split=0.1)[1]
+    assert [p for p in _paths(grown) if "/emu/" not in p] == [p for p in _paths(val) if "/emu/" not in p]
+
+
+def test_val_split_data_sets_for_train_and_eval_agree(tmp_path):
+    _flat_tree(tmp_path / "flat", {"cat": 6, "dog": 6})
+    data = build_datasets("imagefolder", tmp_path / "flat", config=IMAGENET, val_split=0.5)
+    assert (len(data.train), len(data.eval), data.num_classes) == (6, 6, 2)
+    assert data.eval[0][0].shape == data.train[0][0].shape == (3, 224, 224)
+    held = build_eval_dataset("imagefolder", tmp_path / "flat", config=IMAGENET, val_split=0.5)
+    assert _paths(held.eval) == _paths(data.eval) and held.train is None
+    torch.testing.assert_close(held.eval[0][0], data.eval[0][0])  # the evaluation transform, both times
+    # ROOT/train without ROOT/val: the split divides ROOT/train.
+    _flat_tree(tmp_path / "kaggle" / "train", {"cat": 4, "dog": 4})
+    data = build_datasets("imagefolder", tmp_path / "kaggle", config=IMAGENET, val_split=0.25)
+    assert (len(data.train), len(data.eval)) == (6, 2) and data.eval.classes == ["cat", "dog"]
+
+
+def test_val_split_refusals_name_the_option(tmp_path):
+    from irevnet.errors import ConfigError, DataError
+
+    _flat_tree(tmp_path / "flat", {"cat": 2, "dog": 2})
+    with pytest.raises(DataError, match="has no train/ folder.*val_split") as e:
+        build_datasets("imagefolder", tmp_path / "flat", config=IMAGENET)
+    assert e.value.option == "val_split"
+    _flat_tree(tmp_path / "half" / "train", {"cat": 2})
+    with pytest.raises(DataError, match="has train/ but no val/.*val_split"):
+        build_datasets("imagefolder", tmp_path / "half", config=IMAGENET)
+    _tree(tmp_path / "both")
+    with pytest.raises(ConfigError, match="already has a val/ split"):
+        build_datasets("imagefolder", tmp_path / "both", config=IMAGENET, val_split=0.1)
+    with pytest.raises(ConfigError, match="cifar10 has fixed train and test splits"):
+        build_datasets("cifar10", tmp_path, config=CIFAR, val_split=0.1)
+    for bad in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ConfigError, match="val_split must be a fraction in"):
+            build_datasets("imagefolder", tmp_path / "flat", config=IMAGENET, val_split=bad)
+    _flat_tree(tmp_path / "singles", {"cat": 1, "dog": 1})
+    with pytest.raises(DataError, match="no class has two images"):
+        build_datasets("imagefolder", tmp_path / "singles", config=IMAGENET, val_split=0.5)
+
+
+def test_train_on_a_flat_tree_then_eval_and_resume_use_the_recorded_split(tmp_path, capsys):
+    import json
+
+    from irevnet.cli.main import main
+
+    _flat_tree(tmp_path / "flat", {"cat": 8, "dog": 8, "emu": 8})
+    data, run = ["--data", "imagefolder", "--data-dir", str(tmp_path / "flat")], tmp_path / "run"
+    train = ["train", "--preset", "digits", "--model", "input_shape=3,8,8", "--model", "blocks=1,1", *data,
+             "--epochs", "1", "--batch-size", "6", "--workers", "0", "--no-progress", "--out", str(run)]
+    assert main([*train, "--val-split", "0.25"]) == 0
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["train"]["val_split"] == 0.25 and (recorded["train_images"], recorded["eval_images"]) == (18, 6)
+    capsys.readouterr()
+    # eval of the run's checkpoint on the same folder: the held-out part, and it says so.
+    assert main(["eval", str(run / "best.pt"), *data, "--no-progress"]) == 0
+    assert f"(6 images, imagefolder, the held-out 0.25 of each class (as recorded in {run / 'config.json'}))" in (
+        capsys.readouterr().out)
+    assert main(["eval", str(run / "best.pt"), *data, "--val-split", "0.5", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 12  # an explicit split wins
+    # Resuming with another split would train on other images: refused, naming the flag.
+    assert main([*train, "--val-split", "0.5", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with val_split 0.25, this run has 0.5" in err and "--val-split" in err
+    assert main([*train, "--val-split", "0.25", "--resume"]) == 0  # the same split: nothing left to do
+    # Without --val-split a flat tree is refused in one line that names the flag.
+    assert main([*train[:-1], str(tmp_path / "run2")]) == 2
+    assert "has no train/ folder" in (err := capsys.readouterr().err) and "--val-split" in err
+    assert main([*train[:-1], str(tmp_path / "run3"), "--val-split", "1"]) == 2
+    assert "argument --val-split: expected a fraction between 0 and 1" in capsys.readouterr().err

@@ -97,6 +97,17 @@ def _finite_float(text: str, *, zero: bool) -> float:
     return x
 
 
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < x < 1:  # nan fails too
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), got {text!r}")
+    return x
+
+
 def positive_float(text: str) -> float:
     """A finite float > 0 (``nan``, ``inf``, 0 and negatives are refused)."""
     return _finite_float(text, zero=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+from pathlib import Path
 
 from .common import SOURCE_HELP, model_path, positive_int
 from .train import add_common_arguments
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="top-1 and top-5 accuracy of a checkpoint on a data set's evaluation split",
         description="Evaluate a checkpoint (irevnet's own, a training run's last.pt/best.pt, or a converted one). "
-        "--data imagefolder takes a folder with val/ or a folder of class subfolders. Images get the "
+        "--data imagefolder takes a folder with val/ or a folder of class subfolders; for a checkpoint of a "
+        "run trained with --val-split on the same folder, the part that run held out. Images get the "
         "model's evaluation preprocessing (its data config; ImageNet presets: resize 256, centre crop 224, "
         "ImageNet mean/std).")
     p.add_argument("checkpoint", metavar="SOURCE", type=model_path, help=SOURCE_HELP)
@@ -38,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data_loading import default_workers
     from ..training.device import AMP_DTYPES, resolve_device
 
+    val_split, recorded = args.val_split, None
+    if val_split is None:
+        val_split, recorded = _recorded_split(args.checkpoint, args.data, args.data_dir) or (None, None)
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, map_location=device)
     cfg = model.config
-    data = build_eval_dataset(args.data, args.data_dir, config=cfg, synthetic_size=args.synthetic_size)
+    data = build_eval_dataset(args.data, args.data_dir, config=cfg, synthetic_size=args.synthetic_size,
+                              val_split=val_split)
     if data.num_classes != cfg.num_classes:
         raise ValueError(f"{args.checkpoint} predicts {cfg.num_classes} classes but {args.data} has "
                          f"{data.num_classes}; class indices would not match")
@@ -61,17 +68,43 @@ def run(args: argparse.Namespace) -> int:
                      on_batch=per_class.update if per_class is not None else None)
     result = {"checkpoint": args.checkpoint, "data": args.data, "images": stats.samples,
               "top1": stats.top1, "top5": stats.top5, "loss": stats.loss, "seconds": round(stats.seconds, 2)}
+    if val_split is not None:
+        result["val_split"] = val_split
     rows = per_class.rows(class_names(cfg)) if per_class is not None else None
     if rows is not None:
         result["per_class"] = rows
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    held = "" if val_split is None else f", the held-out {val_split:g} of each class" + (
+        f" (as recorded in {recorded})" if recorded else "")
     print(f"top-1 {100 * stats.top1:.3f}%  top-5 {100 * stats.top5:.3f}%  loss {stats.loss:.4f}  "
-          f"({stats.samples} images, {args.data})")
+          f"({stats.samples} images, {args.data}{held})")
     if rows is not None:
         width = max(len(r["label"]) for r in rows)
         for r in rows:
             acc = "     -" if r["top1"] is None else f"{100 * r['top1']:6.2f}%"
             print(f"  {r['label']:<{width}}  top-1 {acc}  ({r['images']} images)")
     return 0
+
+
+def _recorded_split(checkpoint: str, data: str, data_dir: str | None) -> tuple[float, Path] | None:
+    """``(val_split, RUN/config.json)`` when ``checkpoint`` belongs to a training run (it is the run
+    folder or a file in it) that held out ``val_split`` of this same image folder; else ``None``."""
+    path = Path(checkpoint)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        run = json.loads(config.read_text())["train"]
+        split, trained_on = run.get("val_split"), run.get("data_dir")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no run folder: nothing recorded
+        return None
+    if not split or run.get("data") != data or data_dir is None or trained_on is None:
+        return None
+    try:
+        if os.path.samefile(trained_on, data_dir):
+            return float(split), config
+    except OSError:  # the folder it was trained on is gone, or was given relative to another directory
+        pass
+    log.warning("%s records a run that held out %g of %s; %s is not that folder, so all of it is evaluated "
+                "(--val-split F evaluates a held-out part)", config, split, trained_on, data_dir)
+    return None

@@ -12,7 +12,7 @@ from ..data.registry import DATASETS
 from ..training.preemption import PREEMPTED_EXIT_CODE
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
 from .common import SOURCE_HELP, add_model_overrides_argument, add_workers_argument, check_writable, dir_path, \
-    existing_dir, model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
+    existing_dir, fraction, model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from ..training.trainer import TrainConfig
@@ -90,6 +90,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Data, device and loader options shared by ``irevnet train`` and ``irevnet eval``."""
     p.add_argument("--data", required=True, choices=DATASETS, help="data set")
     p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (cifar*, imagefolder)")
+    p.add_argument("--val-split", type=fraction, default=None, metavar="F",
+                   help="imagefolder without val/: hold out this fraction of each class of DATA_DIR/<class>/* (or "
+                   "DATA_DIR/train/<class>/*) as the validation split, the same images whatever --seed; eval of a "
+                   "run's checkpoint takes the run's value")
     p.add_argument("--synthetic-size", type=positive_int, default=2560,
                    help="train items of --data synthetic (eval: a quarter of it)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -125,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         compile=args.compile, sync_bn=args.sync_bn,
         eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
         ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,
-        tensorboard=args.tensorboard, init_from=args.init_from,
+        tensorboard=args.tensorboard, init_from=args.init_from, val_split=args.val_split,
         save_pretrained=os.path.join(args.out, "model") if args.save_pretrained == "" else args.save_pretrained,
         **({} if args.recon_threshold is None else {"recon_threshold": args.recon_threshold or None}),
     )

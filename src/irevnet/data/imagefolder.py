@@ -1,20 +1,26 @@
-"""Image trees in ImageFolder layout (ImageNet): ``ROOT/{train,val}/<class>/<image>``."""
+"""Image trees in ImageFolder layout: ``ROOT/{train,val}/<class>/<image>`` (ImageNet), or one tree
+of class folders, ``ROOT/<class>/<image>``, with a held-out validation split (``val_split``)."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import logging
+import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.vision import StandardTransform
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
-__all__ = ["CorruptImageError", "decode_image", "load_image", "load_imagefolder", "eval_imagefolder"]
+__all__ = ["CorruptImageError", "decode_image", "load_image", "load_imagefolder", "eval_imagefolder",
+           "held_out_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +99,32 @@ def _folder(path: Path, transform: Callable | None) -> ImageFolder:
 
 def load_imagefolder(
     data_dir: str | os.PathLike, *, train_transform: Callable | None, eval_transform: Callable | None,
+    val_split: float | None = None, seed: int = 0,
 ) -> tuple[ImageFolder, ImageFolder]:
-    """``(train, val)`` from ``data_dir/train`` and ``data_dir/val``, which must hold the same classes.
+    """``(train, val)`` from ``data_dir/train`` and ``data_dir/val``, which must hold the same classes;
+    with ``val_split``, from one tree of class folders instead (``data_dir``, or ``data_dir/train``
+    when there is no ``data_dir/val``): the images :func:`held_out_indices` picks are the
+    validation split, the others the training split.
 
     Class indices follow the sorted folder names (for ImageNet: the synset ids n01440764, ...).
     """
     root = Path(data_dir)
+    if val_split is not None:
+        tree = _split_tree(root)
+        base = _folder(tree, None)  # scanned once: a million files take a while
+        held = held_out_indices(base, val_split, seed=seed)
+        kept = sorted(set(range(len(base))) - set(held))
+        train, val = _part(base, kept, train_transform), _part(base, held, eval_transform)
+        log.info("%s: %d classes, %d train / %d held-out images (val_split %g, stratified, seed %d)", tree,
+                 len(base.classes), len(train), len(val), val_split, seed)
+        return train, val
+    if root.is_dir() and not (root / "train").is_dir():
+        raise DataError(f"{root} has no train/ folder: give {root}/train and {root}/val class folders, or hold out "
+                        "part of this tree of class folders as the validation split with val_split (e.g. 0.1)",
+                        option="val_split")
+    if (root / "train").is_dir() and not (root / "val").is_dir():
+        raise DataError(f"{root} has train/ but no val/: add {root}/val, or hold out part of {root}/train as the "
+                        "validation split with val_split (e.g. 0.1)", option="val_split")
     train, val = _folder(root / "train", train_transform), _folder(root / "val", eval_transform)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))[:5]
@@ -111,8 +137,57 @@ def load_imagefolder(
     return train, val
 
 
-def eval_imagefolder(data_dir: str | os.PathLike, *, transform: Callable | None) -> ImageFolder:
-    """The evaluation split: ``data_dir/val`` if present, else ``data_dir`` itself as a class tree."""
+def eval_imagefolder(data_dir: str | os.PathLike, *, transform: Callable | None, val_split: float | None = None,
+                     seed: int = 0) -> ImageFolder:
+    """The evaluation split: ``data_dir/val`` if present, else ``data_dir`` itself as a class tree;
+    with ``val_split``, the held-out part of the tree :func:`load_imagefolder` splits (the same images)."""
     root = Path(data_dir)
+    if val_split is not None:
+        base = _folder(_split_tree(root), None)
+        return _part(base, held_out_indices(base, val_split, seed=seed), transform)
     return _folder(root / "val" if (root / "val").is_dir() else root, transform)
 
+
+def held_out_indices(folder: ImageFolder, val_split: float, *, seed: int = 0) -> list[int]:
+    """The indices (ascending) of the images of ``folder`` held out for validation: a seeded,
+    class-stratified ``val_split`` fraction.
+
+    In each class of ``n`` images, ``k = floor(val_split * n + 1/2)`` are held out, at least one
+    and at most ``n - 1`` when ``n >= 2`` (none when ``n == 1``): those whose
+    ``sha256(f"{seed}/{path relative to the tree}")`` are smallest. So an image's side depends on
+    its own path and its rank in its class alone: the split is the same on every machine and in
+    every order the files are listed, and adding images to a class moves at most a few of the others.
+    """
+    if not 0 < val_split < 1:
+        raise ConfigError(f"val_split must be a fraction in (0, 1), got {val_split}", option="val_split")
+    root = Path(folder.root)
+    by_class: dict[int, list[tuple[bytes, int]]] = {}
+    for i, (path, label) in enumerate(folder.samples):
+        key = hashlib.sha256(f"{seed}/{Path(path).relative_to(root).as_posix()}".encode()).digest()
+        by_class.setdefault(label, []).append((key, i))
+    held: list[int] = []
+    for items in by_class.values():
+        n = len(items)
+        k = 0 if n < 2 else min(max(math.floor(val_split * n + 0.5), 1), n - 1)
+        held += [i for _, i in sorted(items)[:k]]
+    if not held:
+        raise DataError(f"{root}: no class has two images, so none can be held out for validation "
+                        f"(val_split {val_split})", option="val_split")
+    return sorted(held)
+
+
+def _split_tree(root: Path) -> Path:
+    """The tree of class folders ``val_split`` divides: ``root``, or ``root/train`` beside no ``root/val``."""
+    if (root / "val").is_dir():
+        raise ConfigError(f"{root} already has a val/ split; val_split holds out part of a tree without one "
+                          f"(ROOT/<class>/<image> or ROOT/train alone)", option="val_split")
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def _part(folder: ImageFolder, indices: Sequence[int], transform: Callable | None) -> ImageFolder:
+    """``folder`` restricted to the images ``indices``, with ``transform``; its classes stay all of ``folder``'s."""
+    part = copy.copy(folder)
+    part.samples = part.imgs = [folder.samples[i] for i in indices]
+    part.targets = [folder.targets[i] for i in indices]
+    part.transform, part.transforms = transform, StandardTransform(transform, None)
+    return part

@@ -54,6 +54,7 @@ def build_datasets(
     synthetic_size: int = 2560,
     eval_only: bool = False,
     augment: bool = True,
+    val_split: float | None = None,
 ) -> DataSplits:
     """Build the splits of data set ``name`` (one of :data:`DATASETS`) for the model ``config``.
 
@@ -65,7 +66,10 @@ def build_datasets(
     - ``digits``: scikit-learn's 8x8 digits (bundled, [0, 1] pixels), the fixed stratified 75/25 split.
     - ``cifar10`` / ``cifar100``: ``data_dir`` holds ``cifar-10-batches-py/`` (``cifar-100-python/``).
     - ``imagefolder``: ``data_dir/train`` and ``data_dir/val`` class trees (ImageNet). With
-      ``eval_only``, ``data_dir`` may also be the val class tree itself.
+      ``eval_only``, ``data_dir`` may also be the val class tree itself. With ``val_split``, one
+      tree of class folders (``data_dir``, or ``data_dir/train`` alone) whose seeded,
+      class-stratified ``val_split`` fraction is the evaluation split
+      (:func:`~irevnet.data.imagefolder.held_out_indices`; ``eval_only``: that part alone).
     - ``synthetic``: random tensors of ``config.input_shape`` with ``config.num_classes`` classes
       (``synthetic_size`` train items, a quarter of that for eval), for benchmarks.
     """
@@ -78,6 +82,9 @@ def build_datasets(
     def train_tf(kind: str):
         return train_transform(config, augment=kind) if augment else eval_transform(config)
 
+    if val_split is not None and name != "imagefolder":
+        raise ConfigError(f"val_split holds out part of an image folder; {name} has fixed train and test splits",
+                          option="val_split")
     if name == "digits":
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8), tuple(str(d) for d in range(10)))
@@ -93,10 +100,10 @@ def build_datasets(
                  config.name, config.input_shape, config.data.crop_pct,
                  "" if eval_only or not augment else "; training takes random-resized crops of that size")
         if eval_only:
-            val = eval_imagefolder(root, transform=eval_transform(config))
+            val = eval_imagefolder(root, transform=eval_transform(config), val_split=val_split)
             return DataSplits(None, val, len(val.classes), config.input_shape, tuple(val.classes))
         train, val = load_imagefolder(root, train_transform=train_tf(AUGMENTATION[name]),
-                                      eval_transform=eval_transform(config))
+                                      eval_transform=eval_transform(config), val_split=val_split)
         return DataSplits(train, val, len(train.classes), config.input_shape, tuple(train.classes))
     if name == "synthetic":
         # Different seeds so that the eval items are not copies of the first train items.

@@ -96,6 +96,10 @@ class TrainConfig:
     ``save_pretrained``: when the run completes, also write its model -- ``best.pt``'s, else
     (never evaluated) the final one -- as a model folder there (``config.json`` +
     ``model.safetensors``, see :meth:`~irevnet.model.IRevNet.save_pretrained`).
+    ``val_split``: imagefolder data in one tree of class folders: this fraction of each class is
+    held out as the evaluation split (:func:`~irevnet.data.imagefolder.held_out_indices`, the same
+    images whatever ``seed``); recorded in ``config.json`` and ``last.pt``, so that ``irevnet eval``
+    and a resumed run use the same split.
     """
 
     preset: str
@@ -126,6 +130,7 @@ class TrainConfig:
     tensorboard: bool = False
     init_from: str | None = None
     save_pretrained: str | None = None
+    val_split: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -206,7 +211,8 @@ class _Trainer:
         seed_everything(cfg.seed)  # identical initial weights on every rank
         draft = resolve_model_config(cfg)
         # Images become inputs through its data config; synthetic data takes its shape and classes.
-        self.data: DataSplits = build_datasets(cfg.data, cfg.data_dir, config=draft, synthetic_size=cfg.synthetic_size)
+        self.data: DataSplits = build_datasets(cfg.data, cfg.data_dir, config=draft, synthetic_size=cfg.synthetic_size,
+                                               val_split=cfg.val_split)
         self.model = self._build_model(resolve_model_config(cfg, self.data))
         self.ema = ModelEma(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         # Per-rank streams from here on (dropout): ranks see different masks.
@@ -313,7 +319,7 @@ class _Trainer:
             "rng": gather_objects(rng_state(self.device), self.dist),  # one entry per rank
             "world_size": self.dist.world_size,
             # The data order: ResumableSampler(seed), epoch and batch as above.
-            "data_order": {"sampler_seed": self.sampler.seed},
+            "data_order": {"sampler_seed": self.sampler.seed, "val_split": self.cfg.val_split},
             **beside,
         }
 
@@ -350,6 +356,9 @@ class _Trainer:
         if state["data_order"]["sampler_seed"] != self.sampler.seed:
             raise ConfigError(f"{path} was trained with seed {state['data_order']['sampler_seed']}, this run has "
                               f"{self.sampler.seed}; resume with the same seed", option="seed")
+        if state["data_order"].get("val_split") != self.cfg.val_split:  # another split: other training images
+            raise ConfigError(f"{path} was trained with val_split {state['data_order'].get('val_split')}, this run "
+                              f"has {self.cfg.val_split}; resume with the same split", option="val_split")
         if state["world_size"] == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank], self.device)
         else:
