@@ -99,7 +99,7 @@ CASES = {
                         "argument --data: invalid choice: 'cifar-10'"),
     "train recipe typo": ([*TRAIN, "--recipe", "imagenet_adamw"], "did you mean 'imagenet-adamw'?"),
     "convert preset typo": (["convert", M, "{d}/c.pt", "--preset", "imagenet_a"], "did you mean 'imagenet-a'?"),
-    "info preset typo": (["info", "digit"], "nor an existing checkpoint file or model folder; did you mean 'digits'?"),
+    "info preset typo": (["info", "digit"], "nor a Hub id (owner/name); did you mean 'digits'?"),
     "export preset typo": (["export", "imagenet_b", "{d}/exp"], "did you mean 'imagenet-b'?"),
     # eval
     "eval missing checkpoint": (["eval", "{d}/nope.pt", "--data", "digits"], "'{d}/nope.pt' does not exist"),
@@ -258,6 +258,7 @@ WRITERS = {
     "analyze": ["analyze", M, "--data", "digits", "--only", "reconstruct", "--no-progress", "--out", "{o}/analysis"],
     "demo": ["demo", "--epochs", "1", "--epochs-b", "1", "--no-progress", "--out", "{o}/demo"],
     "convert": ["convert", M, "{o}/converted.pt"],
+    "upload dry-run": ["upload", M, "someone/model", "--dry-run", "{o}/folder"],
 }
 
 
