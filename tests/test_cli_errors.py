@@ -96,7 +96,8 @@ CASES = {
     "train preset hyphen": (["train", "--preset", "cifar-10", "--data", "digits", "--out", "{d}/r"],
                             "did you mean 'cifar10'?"),
     "train data typo": (["train", "--preset", "cifar10", "--data", "cifar-10", "--out", "{d}/r"],
-                        "argument --data: invalid choice: 'cifar-10'"),
+                        "argument --data: invalid choice: 'cifar-10' (choose from 'digits', 'cifar10', 'cifar100', "
+                        "'imagefolder', 'synthetic'); did you mean 'cifar10'?"),
     "train recipe typo": ([*TRAIN, "--recipe", "imagenet_adamw"], "did you mean 'imagenet-adamw'?"),
     "convert preset typo": (["convert", M, "{d}/c.pt", "--preset", "imagenet_a"], "did you mean 'imagenet-a'?"),
     "info preset typo": (["info", "digit"], "nor a Hub id (owner/name); did you mean 'digits'?"),
