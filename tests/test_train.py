@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-import irevnet.checkpoint as ckpt
-from irevnet import CheckpointError, ConfigError, DataConfig, IRevNet, create_model, load_model
+import irevnet.io.formats as ckpt
+from irevnet import CheckpointError, ConfigError, DataConfig, IRevNet, create_model, load_model, save_model
 from irevnet.analysis import reconstruct
 from irevnet.config import get_preset
 from irevnet.cli.main import main
@@ -152,12 +152,12 @@ def test_eval_imagefolder_val_tree_with_the_imagenet_protocol(tmp_path, capsys):
             Image.new("RGB", (300, 260), color).save(tmp_path / "val" / c / f"{i}.JPEG")
     model = create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224), num_classes=2,
                          data=get_preset("imagenet-b").data)
-    ckpt.save_model(model, tmp_path / "m.pt")
+    save_model(model, tmp_path / "m.pt")
     assert main(["eval", str(tmp_path / "m.pt"), "--data", "imagefolder", "--data-dir", str(tmp_path / "val"),
                  "--no-progress"]) == 0
     assert re.fullmatch(r"top-1 \d+\.\d{3}%  top-5 100\.000%  loss \S+  \(4 images, imagefolder\)\n",
                         capsys.readouterr().out)
-    ckpt.save_model(create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224)), tmp_path / "m10.pt")
+    save_model(create_model("digits", blocks=(1, 1), input_shape=(3, 224, 224)), tmp_path / "m10.pt")
     with pytest.raises(ValueError, match="predicts 10 classes but imagefolder has 2"):
         main(["--debug", "eval", str(tmp_path / "m10.pt"), "--data", "imagefolder", "--data-dir", str(tmp_path)])
 

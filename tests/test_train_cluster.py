@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-import irevnet.checkpoint as ckpt
+import irevnet.io.formats as ckpt
 from irevnet import CheckpointError, ConfigError, IRevNet, IRevNetConfig, IRevNetError, create_model, load_model
 from irevnet.cli.main import main
 from irevnet.convert import ConversionError
