@@ -99,6 +99,17 @@ def test_pretrained_weights_from_a_model_folder(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
 
 
+def test_pretrained_weights_from_a_run_checkpoint():
+    """A run's best.pt: its folder's config.json holds the run's settings, not a model's; timm reads
+    the checkpoint's state_dict as before."""
+    best = Path(__file__).parent / "data" / "written-by-eeefafb" / "run" / "best.pt"
+    loaded = timm.create_model("irevnet_digits_b", blocks=(1, 1), pretrained=True,
+                               pretrained_cfg_overlay={"file": str(best)})
+    want = torch.load(best, weights_only=True)["state_dict"]
+    assert loaded.state_dict().keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())
+
+
 def _run(code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -26,7 +26,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from .config import DataConfig, IRevNetConfig, get_preset
 from .factory import create_model, entrypoint_names
 from .io.formats import read_config_document
-from .io.names import CONFIG_NAME
+from .io.names import CONFIG_NAME, WEIGHTS_NAME
 from .model import IRevNet, timm_cfg
 
 __all__: list[str] = []  # timm's register_model appends the entry points
@@ -75,11 +75,13 @@ def _stage_ends(blocks: tuple[int, ...]) -> tuple[int, ...]:
 def _classes_of_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """With ``pretrained_cfg_overlay=dict(file=DIR/model.safetensors)`` of a model folder, the number of
     classes (and their names) of its ``config.json``: timm then builds and keeps that classifier. A
-    ``num_classes`` that differs replaces it, with a warning (timm itself only logs at INFO)."""
+    ``num_classes`` that differs replaces it, with a warning (timm itself only logs at INFO). Any other
+    file (a checkpoint, whose folder's ``config.json`` may be a run's) is left to timm as it is."""
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    config_file = Path(overlay["file"]).parent / CONFIG_NAME if overlay.get("file") else None
-    if config_file is None or not config_file.is_file():
+    weights = Path(overlay["file"]) if overlay.get("file") else None
+    if weights is None or weights.name != WEIGHTS_NAME or not (weights.parent / CONFIG_NAME).is_file():
         return kwargs
+    config_file = weights.parent / CONFIG_NAME
     saved = read_config_document(config_file)
     out = {**kwargs, "pretrained_cfg_overlay": {**overlay, "num_classes": saved.num_classes}}
     wanted = kwargs.get("num_classes", saved.num_classes)
