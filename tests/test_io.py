@@ -80,6 +80,17 @@ def test_a_run_written_before_is_read_by_every_command_and_fine_tuning(tmp_path,
     assert check_resumable(run / "last.pt", payload, today, payload["recipe"])["epoch"] == 1
 
 
+@pytest.mark.parametrize("source", ["run/best.pt", "run", "model"])
+def test_map_location_moves_the_built_model(source):
+    """The weights are read on the CPU and the built model is moved once: to the meta device too,
+    which no weights can be copied out of (reading them there first would fail)."""
+    model = load_model(LEGACY / source, map_location="meta")
+    assert {p.device.type for p in model.state_dict().values()} == {"meta"}
+    assert model.state_dict().keys() == load_model(LEGACY / source).state_dict().keys()
+    if source == "model":
+        assert next(IRevNet.from_pretrained(LEGACY / source, map_location="meta").parameters()).is_meta
+
+
 def test_the_resolver_tells_the_kinds_apart(tmp_path, monkeypatch):
     model = create_model("digits", blocks=(1, 1))
     save_model(model, tmp_path / "m.pt")

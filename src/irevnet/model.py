@@ -505,8 +505,7 @@ class IRevNet(nn.Module):
         :class:`~irevnet.errors.CheckpointError` naming it. Returned in train mode, like any
         freshly built module: call ``.eval()`` before inference.
         """
-        weights = read_weights(model_id, kinds=PRETRAINED_KINDS, map_location=map_location, revision=revision,
-                               cache_dir=cache_dir)
+        weights = read_weights(model_id, kinds=PRETRAINED_KINDS, revision=revision, cache_dir=cache_dir)
         return cls.from_weights(weights, map_location=map_location)
 
     def push_to_hub(
@@ -538,8 +537,9 @@ class IRevNet(nn.Module):
 
     @classmethod
     def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> "IRevNet":
-        """The model ``weights`` describe (see :func:`irevnet.io.read_weights`), on ``map_location``,
-        in train mode; weights that do not fit their configuration raise :class:`CheckpointError`."""
+        """The model ``weights`` describe (see :func:`irevnet.io.weights.read_weights`), built and filled
+        where the weights are (the CPU), then moved to ``map_location``; in train mode. Weights that
+        do not fit their configuration raise :class:`CheckpointError`."""
         try:
             model = cls(weights.config)
         except (TypeError, ValueError) as e:

@@ -62,7 +62,7 @@ def load_model(
     The model is returned on ``map_location`` and, like any freshly built module, in train
     mode: call ``.eval()`` before inference.
     """
-    weights = read_weights(source, map_location=map_location, revision=revision, cache_dir=cache_dir)
+    weights = read_weights(source, revision=revision, cache_dir=cache_dir)
     return IRevNet.from_weights(weights, map_location=map_location)
 
 

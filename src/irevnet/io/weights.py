@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..config import IRevNetConfig
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Weights:
-    """A model as read from a source: its configuration and state dict (on the requested device).
+    """A model as read from a source: its configuration and state dict (on the CPU).
 
     ``path``: the file the tensors came from (a checkpoint, or a folder's ``model.safetensors``);
     ``extras``: a checkpoint's other entries (the trainer state of a ``last.pt``, ...), empty for folders.
@@ -41,25 +40,25 @@ def read_weights(
     source: str | os.PathLike | Source,
     *,
     kinds: tuple[Kind, ...] = KINDS,
-    map_location: str | torch.device = "cpu",
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Weights:
-    """The configuration and weights of ``source`` (a checkpoint file, a model folder, a run folder
-    or a Hub id; see :func:`~irevnet.io.source.resolve_source`), among ``kinds``.
+    """The configuration and weights (on the CPU) of ``source`` (a checkpoint file, a model folder, a
+    run folder or a Hub id; see :func:`~irevnet.io.source.resolve_source`), among ``kinds``.
 
-    ``revision`` and ``cache_dir`` apply to Hub ids. Every problem is a
+    On the CPU, so that a model built from them is moved to its device once, with nothing else
+    there (:meth:`IRevNet.from_weights`). ``revision`` and ``cache_dir`` apply to Hub ids. Every problem is a
     :class:`~irevnet.errors.CheckpointError` naming the file.
     """
     src = source if isinstance(source, Source) else resolve_source(source, kinds=kinds)
     if src.kind == "hub":
         folder = download(src.given, revision=revision, cache_dir=cache_dir)
-        return Weights(*read_model_folder(folder, map_location), path=folder / WEIGHTS_NAME, source=src)
+        return Weights(*read_model_folder(folder), path=folder / WEIGHTS_NAME, source=src)
     assert src.path is not None
     if src.kind == "model folder":
-        return Weights(*read_model_folder(src.path, map_location), path=src.path / WEIGHTS_NAME, source=src)
+        return Weights(*read_model_folder(src.path), path=src.path / WEIGHTS_NAME, source=src)
     if src.kind == "run folder":
         log.info("reading %s from run folder %s", src.path.name, src.given)
-    payload = read_checkpoint(src.path, map_location)
+    payload = read_checkpoint(src.path)
     extras = {k: v for k, v in payload.items() if k not in ("format", "version", "config", "state_dict")}
     return Weights(parse_config(payload["config"], src.path), payload["state_dict"], src.path, src, extras)
