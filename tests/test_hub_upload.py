@@ -93,6 +93,36 @@ def test_cli_upload_of_a_run_carries_its_metrics(fake_hub, tmp_path, capsys):
                        load_model(run / "best.pt").state_dict()["head.fc.weight"])
 
 
+def test_cli_upload_never_writes_the_files_it_reads(fake_hub, tmp_path, capsys):
+    """--dry-run into the source's own folder is refused even with --force: a model folder's files,
+    or a run's config.json (the run's settings, which the card's metrics come from)."""
+    run = shutil.copytree(LEGACY_RUN, tmp_path / "run")
+    _pets().save_pretrained(tmp_path / "pets")
+    before = {p: p.read_bytes() for folder in (run, tmp_path / "pets") for p in folder.iterdir()}
+    for source in (run, run / "last.pt", tmp_path / "pets"):
+        folder = source if source.is_dir() else source.parent
+        assert main(["upload", str(source), "me/x", "--dry-run", str(folder), "--force"]) == 2
+        assert "it is one of the inputs" in capsys.readouterr().err
+    assert {p: p.read_bytes() for folder in (run, tmp_path / "pets") for p in folder.iterdir()} == before
+
+
+def test_run_metrics_of_each_checkpoint(tmp_path):
+    """best.pt's metrics are those of the first epoch with the highest eval top-1 (as training chose
+    it); last.pt's those of the last epoch."""
+    from irevnet.training.run_dir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_config({"train": {"data": "digits", "recipe": {"name": "digits"}}})
+    for epoch, top1 in ((1, 0.5), (2, 0.75), (3, 0.75), (4, 0.6)):
+        run.append_metrics({"epoch": epoch, "loss": 1.0 / epoch, "top1": top1, "eval_loss": 2.0 / epoch,
+                            "eval_top1": top1, "eval_top5": 1.0})
+    best, last = run.model_metrics("best.pt"), run.model_metrics("last.pt")
+    assert best == {"data": "digits", "recipe": "digits", "epochs trained": 4, "epoch of these weights": 2,
+                    "train_loss": 0.5, "train_top1": 0.75, "eval_loss": 1.0, "eval_top1": 0.75, "eval_top5": 1.0}
+    assert last["epoch of these weights"] == 4 and last["eval_top1"] == 0.6
+    assert run.model_metrics("m.pt") == {} and RunDir(tmp_path / "elsewhere").model_metrics("best.pt") == {}
+
+
 def test_cli_upload_dry_run_writes_what_would_be_uploaded(fake_hub, tmp_path, capsys):
     _pets().save_pretrained(tmp_path / "pets")
     out = tmp_path / "preview"

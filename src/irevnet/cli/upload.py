@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 from ..io.hub import is_repo_id
-from ..io.names import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from ..io.names import CARD_NAME, CONFIG_NAME, RUN_CONFIG, RUN_METRICS, WEIGHTS_NAME
+from ..io.source import Source, resolve_source
 from .common import SOURCE_HELP, add_force_argument, check_outputs, dir_path, model_path
 
 
@@ -37,38 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_metrics(checkpoint: Path) -> dict[str, Any]:
-    """The figures of the run that wrote ``checkpoint`` (a run folder's best.pt or last.pt) for the
-    card: data set, recipe, epochs, and the metrics of the epoch whose weights these are."""
-    from ..training.run_dir import RunDir
-
-    run = RunDir(checkpoint.parent)
-    rows = run.read_metrics()
-    if checkpoint.name not in (run.BEST, run.LAST) or not rows or not (run.path / run.CONFIG).is_file():
-        return {}
-    train = json.loads((run.path / run.CONFIG).read_text()).get("train", {})
-    evaluated = [r for r in rows if "eval_top1" in r]
-    row = max(evaluated, key=lambda r: r["eval_top1"]) if checkpoint.name == run.BEST and evaluated else rows[-1]
-    out: dict[str, Any] = {"data": train.get("data"), "recipe": train.get("recipe", {}).get("name"),
-                           "epochs trained": rows[-1]["epoch"], "epoch of these weights": row["epoch"],
-                           "train_loss": row["loss"], "train_top1": row["top1"]}
-    out.update({k: row[k] for k in ("eval_loss", "eval_top1", "eval_top5") if k in row})
-    return {k: v for k, v in out.items() if v is not None}
+def _files_read(source: Source) -> list[Path]:
+    """The files ``irevnet upload`` reads from ``source``: never written, even with --force."""
+    if source.path is None:
+        return []
+    if source.kind == "model folder":
+        return [source.path / CONFIG_NAME, source.path / WEIGHTS_NAME]
+    return [source.path, source.path.parent / RUN_CONFIG, source.path.parent / RUN_METRICS]
 
 
 def run(args: argparse.Namespace) -> int:
+    source = resolve_source(args.model)
     if args.dry_run is not None:
         check_outputs([Path(args.dry_run) / n for n in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)], force=args.force,
-                      inputs=[args.model])
+                      inputs=_files_read(source))
 
     from ..io.card import write_card
     from ..io.load import load_model
-    from ..io.source import resolve_source
     from ..model import config_of
+    from ..training.run_dir import RunDir
 
-    source = resolve_source(args.model)
     model = load_model(source.given)
-    metrics = run_metrics(source.path) if source.kind in ("checkpoint", "run folder") and source.path else {}
+    metrics = {} if source.path is None or source.kind == "model folder" else \
+        RunDir(source.path.parent).model_metrics(source.path.name)
     if args.dry_run is not None:
         model.save_pretrained(args.dry_run)
         card = write_card(args.dry_run, config_of(model), repo_id=args.repo_id, metrics=metrics)

@@ -75,3 +75,20 @@ class RunDir:
     def save_best(self, model: nn.Module) -> Path:
         """Write ``model`` alone to ``best.pt``, atomically."""
         return save_model(model, self.best)
+
+    def model_metrics(self, checkpoint: str) -> dict[str, Any]:
+        """The figures of the run for the weights in its ``checkpoint`` (``best.pt`` or ``last.pt``), e.g.
+        for a model card: data set, recipe, epochs trained, the epoch of these weights (``best.pt``'s: the
+        first with the highest eval top-1, as training chose it) and that epoch's metrics. Empty when this
+        is no run folder (no ``config.json`` or ``metrics.jsonl``) or ``checkpoint`` is neither file."""
+        rows = self.read_metrics()
+        if checkpoint not in (self.BEST, self.LAST) or not rows or not (self.path / self.CONFIG).is_file():
+            return {}
+        train = json.loads((self.path / self.CONFIG).read_text()).get("train", {})
+        evaluated = [r for r in rows if "eval_top1" in r]
+        row = max(evaluated, key=lambda r: r["eval_top1"]) if checkpoint == self.BEST and evaluated else rows[-1]
+        out: dict[str, Any] = {"data": train.get("data"), "recipe": train.get("recipe", {}).get("name"),
+                               "epochs trained": rows[-1]["epoch"], "epoch of these weights": row["epoch"],
+                               "train_loss": row["loss"], "train_top1": row["top1"]}
+        out.update({k: row[k] for k in ("eval_loss", "eval_top1", "eval_top5") if k in row})
+        return {k: v for k, v in out.items() if v is not None}
