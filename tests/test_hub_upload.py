@@ -74,7 +74,11 @@ def test_push_to_hub_commits_a_loadable_model_folder_with_a_card(fake_hub):
         assert text in card.text, text
 
 
-def test_a_bad_repo_id_is_refused_before_anything_is_written(fake_hub):
+def test_a_bad_repo_id_is_refused_before_anything_is_written(fake_hub, monkeypatch):
+    def no_writing(*args, **kwargs):
+        raise AssertionError("a file was written")
+
+    monkeypatch.setattr(irevnet.IRevNet, "save_pretrained", no_writing)
     with pytest.raises(ValueError, match="not a Hub repository id"):
         _pets().push_to_hub("not a repo")
     assert not FakeHub.instances

@@ -21,7 +21,7 @@ from .errors import CheckpointError, ConfigError
 from .io.card import write_card
 from .io.fit import load_fitting
 from .io.formats import write_model_folder
-from .io.hub import upload_folder
+from .io.hub import check_repo_id, upload_folder
 from .io.source import PRETRAINED_KINDS
 from .io.weights import Weights, read_weights
 from .layers import InvertibleDownsampling, Pair, merge, split
@@ -529,6 +529,7 @@ class IRevNet(nn.Module):
         ``api``: a ``huggingface_hub.HfApi`` (default ``HfApi(token=token)``). Needs
         ``pip install 'irevnet[hub]'``; :meth:`from_pretrained` reads it back.
         """
+        check_repo_id(repo_id)  # before any file is written
         with tempfile.TemporaryDirectory(prefix="irevnet-push-") as folder:
             self.save_pretrained(folder)
             write_card(folder, config_of(self), repo_id=repo_id, metrics=metrics)

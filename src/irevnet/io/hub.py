@@ -16,7 +16,7 @@ from ..errors import CheckpointError
 from ..extras import require
 from .names import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["HUB_ID", "is_hub_id", "is_repo_id", "download", "upload_folder"]
+__all__ = ["HUB_ID", "is_hub_id", "is_repo_id", "check_repo_id", "download", "upload_folder"]
 
 #: ``owner/name`` or ``owner/name@revision``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -29,6 +29,13 @@ def is_hub_id(text: str) -> bool:
 def is_repo_id(text: str) -> bool:
     """``owner/name`` without a revision: a repository to upload to."""
     return is_hub_id(text) and "@" not in text
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a repository to upload to (:func:`is_repo_id`), else :class:`ValueError`."""
+    if not is_repo_id(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repository id (owner/name)")
+    return repo_id
 
 
 def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -63,8 +70,7 @@ def upload_folder(
     ``HfApi(endpoint=...)``). ``revision``: an existing branch to commit to (default: main). Errors of the Hub (no
     token, no permission, offline, ...) propagate as ``huggingface_hub`` raises them.
     """
-    if not is_repo_id(repo_id):
-        raise ValueError(f"{repo_id!r} is not a Hub repository id (owner/name)")
+    check_repo_id(repo_id)
     if api is None:
         hub = require("huggingface_hub", extra="hub", purpose=f"uploading to {repo_id!r} on the Hugging Face Hub")
         api = hub.HfApi(token=token)
