@@ -302,15 +302,15 @@ def check_writable(folders: Iterable[str | os.PathLike]) -> None:
 # Models
 
 
-def model_from_spec(spec: str, map_location: Any = "cpu") -> IRevNet:
+def model_from_spec(spec: str) -> IRevNet:
     """A preset name builds a fresh model; anything else is a model source (:func:`model_path`)."""
     from ..config import list_presets
     from ..factory import create_model
     from ..io.load import load_model
 
     if spec in list_presets():
-        return create_model(spec).to(map_location)
-    return load_model(spec, map_location=map_location)
+        return create_model(spec)
+    return load_model(spec)
 
 
 def read_images(paths: list[str], config: IRevNetConfig, *, progress: bool = False) -> Tensor:

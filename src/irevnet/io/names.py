@@ -13,7 +13,7 @@ Plain strings, no torch: the command line checks paths with them while it parses
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "CHECKPOINT_SUFFIXES", "RUN_CONFIG",
+__all__ = ["FORMAT", "VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "CHECKPOINT_SUFFIXES", "SAFETENSORS_SUFFIX", "RUN_CONFIG",
            "RUN_METRICS", "RUN_LAST", "RUN_BEST", "RUN_MODELS"]
 
 #: The tag and version of irevnet's checkpoints and model-folder configurations.
@@ -26,6 +26,8 @@ CARD_NAME = "README.md"
 
 #: A destination ending in one of these is a checkpoint file; any other name is a model folder.
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+#: A file of tensors ending in this is read by safetensors; any other by ``torch.load``.
+SAFETENSORS_SUFFIX = ".safetensors"
 
 # A run folder has a config.json too (the run's settings, not a model configuration): it is told
 # apart from a model folder by its checkpoints.

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, IRevNetError
+from .names import SAFETENSORS_SUFFIX
 
-__all__ = ["SAFETENSORS_SUFFIX", "load_tensor_file", "torch_file_problem"]
+__all__ = ["load_tensor_file", "torch_file_problem"]
 
-SAFETENSORS_SUFFIX = ".safetensors"
 #: First bytes of the two formats ``torch.save`` writes: a zip archive, or (legacy) a pickle.
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 

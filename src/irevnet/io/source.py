@@ -21,7 +21,8 @@ from typing import Literal
 
 from ..errors import CheckpointError
 from .hub import is_hub_id
-from .names import CONFIG_NAME, RUN_BEST, RUN_LAST, RUN_METRICS, RUN_MODELS, WEIGHTS_NAME
+from .names import CHECKPOINT_SUFFIXES, CONFIG_NAME, RUN_BEST, RUN_LAST, RUN_METRICS, RUN_MODELS, SAFETENSORS_SUFFIX, \
+    WEIGHTS_NAME
 
 __all__ = ["Kind", "KINDS", "PRETRAINED_KINDS", "Source", "resolve_source"]
 
@@ -31,7 +32,7 @@ KINDS: tuple[Kind, ...] = ("checkpoint", "model folder", "run folder", "hub")
 PRETRAINED_KINDS: tuple[Kind, ...] = ("model folder", "hub")
 _TEXT = {"checkpoint": "checkpoint file", "model folder": "model folder", "run folder": "training run folder",
          "hub": "Hub id (owner/name)"}
-_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".json", ".tar")
+_FILE_SUFFIXES = (*CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIX, ".json", ".tar")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _looks_local(text: str) -> bool:
 
 def _classify(path: Path, given: str) -> Source:
     if path.is_file():
-        if path.name.endswith(".safetensors"):
+        if path.suffix == SAFETENSORS_SUFFIX:
             return Source("model folder", given, path.parent)
         return Source("checkpoint", given, path)
     if (path / WEIGHTS_NAME).is_file():
