@@ -112,6 +112,17 @@ def test_eval_per_class_accuracy_by_name(trained, capsys):
     assert lines[1].startswith("  cat  top-1 ") and lines[2].endswith("(3 images)")
 
 
+def test_eval_warns_when_the_model_names_its_classes_differently(trained, tmp_path, caplog):
+    data = ["--data", "imagefolder", "--data-dir", str(trained / "data"), "--no-progress", "--json"]
+    with caplog.at_level(logging.WARNING, logger="irevnet"):
+        assert main(["eval", str(trained / "run"), *data]) == 0
+    assert "names its classes differently" not in caplog.text
+    save_model(create_model("digits-b", blocks=(1, 1), num_classes=2, label_names=("dog", "cat")), tmp_path / "m.pt")
+    with caplog.at_level(logging.WARNING, logger="irevnet"):
+        assert main(["eval", str(tmp_path / "m.pt"), *data]) == 0
+    assert "names its classes differently from imagefolder (class 0: 'dog' vs 'cat')" in caplog.text
+
+
 def test_per_class_accuracy_counts_each_true_class():
     acc = PerClassAccuracy(3)
     logits = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [2.0, 0, 0], [0, 0, 2.0]])

@@ -115,6 +115,9 @@ try:
     IRevNet.from_pretrained("someone/not-cached")
 except CheckpointError as e:
     print("ERROR", e)
+from irevnet.cli.main import main
+assert main(["info", "someone/irevnet-tiny"]) == 0  # every command takes a Hub id
+assert main(["eval", "someone/not-cached", "--data", "digits"]) == 2
 print("OK")
 """
 
@@ -138,6 +141,10 @@ def test_hub_id_from_a_local_cache_offline(folder, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.endswith("OK\n")
     assert "cannot fetch 'someone/not-cached' from the Hugging Face Hub" in out.stdout
+    assert "4 classes" in out.stdout
+    # One line, exit 2 (checked above), for a Hub id that is not in the cache.
+    assert out.stderr.startswith("irevnet eval: error: cannot fetch 'someone/not-cached' from the Hugging Face Hub")
+    assert out.stderr.count("\n") == 1, out.stderr
 
 
 def test_cli_commands_read_model_folders(folder, capsys):
