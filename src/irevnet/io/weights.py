@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
 
@@ -25,15 +24,14 @@ log = logging.getLogger(__name__)
 class Weights:
     """A model as read from a source: its configuration and state dict (on the CPU).
 
-    ``path``: the file the tensors came from (a checkpoint, or a folder's ``model.safetensors``);
-    ``extras``: a checkpoint's other entries (the trainer state of a ``last.pt``, ...), empty for folders.
+    ``path``: the file the tensors came from (a checkpoint, or a folder's ``model.safetensors``).
+    A checkpoint's other entries (the trainer state of a ``last.pt``, ...) are not kept.
     """
 
     config: IRevNetConfig
     state: dict[str, Tensor]
     path: Path
     source: Source
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def read_weights(
@@ -47,8 +45,8 @@ def read_weights(
     run folder or a Hub id; see :func:`~irevnet.io.source.resolve_source`), among ``kinds``.
 
     On the CPU, so that a model built from them is moved to its device once, with nothing else
-    there (:meth:`IRevNet.from_weights`). ``revision`` and ``cache_dir`` apply to Hub ids. Every problem is a
-    :class:`~irevnet.errors.CheckpointError` naming the file.
+    there (:meth:`IRevNet.from_weights`). ``revision`` and ``cache_dir`` apply to Hub ids. Every
+    problem is a :class:`~irevnet.errors.CheckpointError` naming the file.
     """
     src = source if isinstance(source, Source) else resolve_source(source, kinds=kinds)
     if src.kind == "hub":
@@ -60,5 +58,4 @@ def read_weights(
     if src.kind == "run folder":
         log.info("reading %s from run folder %s", src.path.name, src.given)
     payload = read_checkpoint(src.path)
-    extras = {k: v for k, v in payload.items() if k not in ("format", "version", "config", "state_dict")}
-    return Weights(parse_config(payload["config"], src.path), payload["state_dict"], src.path, src, extras)
+    return Weights(parse_config(payload["config"], src.path), payload["state_dict"], src.path, src)
