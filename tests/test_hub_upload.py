@@ -84,6 +84,25 @@ def test_a_bad_repo_id_is_refused_before_anything_is_written(fake_hub, monkeypat
     assert not FakeHub.instances
 
 
+def test_a_refusal_of_the_hub_is_one_line_with_exit_2(fake_hub, tmp_path, capsys, monkeypatch):
+    from irevnet.errors import HubError
+
+    offline = hub.errors.OfflineModeIsEnabled("Cannot reach https://hub.invalid/api/repos/create: offline mode")
+
+    def refuse(self, repo_id, **kwargs):
+        raise offline
+
+    monkeypatch.setattr(FakeHub, "create_repo", refuse)
+    with pytest.raises(HubError, match=r"cannot upload to 'me/pets' on the Hugging Face Hub: OfflineModeIsEnabled: "
+                       r"Cannot reach") as info:
+        _pets().push_to_hub("me/pets")
+    assert info.value.__cause__ is offline  # kept for --debug
+    _pets().save_pretrained(tmp_path / "pets")
+    assert main(["upload", str(tmp_path / "pets"), "me/pets"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("irevnet upload: error: cannot upload to 'me/pets'") and err.count("\n") == 1, err
+
+
 def test_cli_upload_of_a_run_carries_its_metrics(fake_hub, tmp_path, capsys):
     run = shutil.copytree(LEGACY_RUN, tmp_path / "run")  # written before irevnet.io existed
     assert main(["upload", str(run), "me/digits", "--revision", "dev", "--message", "trained"]) == 0

@@ -11,7 +11,8 @@ The classes keep the built-in base they had before (``ValueError`` for bad optio
 
 from __future__ import annotations
 
-__all__ = ["IRevNetError", "ConfigError", "CheckpointError", "DataError", "TrainingDivergedError", "OutOfMemoryError"]
+__all__ = ["IRevNetError", "ConfigError", "CheckpointError", "DataError", "HubError", "TrainingDivergedError",
+           "OutOfMemoryError"]
 
 
 class IRevNetError(Exception):
@@ -32,6 +33,10 @@ class CheckpointError(IRevNetError, RuntimeError):
 
 class DataError(IRevNetError, RuntimeError):
     """A data set on disk is missing pieces, corrupt, or not the one it claims to be."""
+
+
+class HubError(IRevNetError, RuntimeError):
+    """The Hugging Face Hub refused an upload or could not be reached (no token, no permission, offline, ...)."""
 
 
 class TrainingDivergedError(IRevNetError, RuntimeError):

@@ -527,7 +527,8 @@ class IRevNet(nn.Module):
         figures of the run that trained it, e.g. ``{"data": "cifar10", "eval_top1": 0.91}``) and the
         paper (:func:`irevnet.io.card.model_card`). ``revision``: an existing branch (default: main);
         ``api``: a ``huggingface_hub.HfApi`` (default ``HfApi(token=token)``). Needs
-        ``pip install 'irevnet[hub]'``; :meth:`from_pretrained` reads it back.
+        ``pip install 'irevnet[hub]'``; :meth:`from_pretrained` reads it back. The Hub's refusals and
+        connection failures raise :class:`~irevnet.errors.HubError`.
         """
         check_repo_id(repo_id)  # before any file is written
         with tempfile.TemporaryDirectory(prefix="irevnet-push-") as folder:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, HubError
 from ..extras import require
 from .names import CONFIG_NAME, WEIGHTS_NAME
 
@@ -67,14 +67,19 @@ def upload_folder(
     one commit; returns the commit's URL.
 
     ``api``: a :class:`huggingface_hub.HfApi` (default: ``HfApi(token=token)``; another endpoint:
-    ``HfApi(endpoint=...)``). ``revision``: an existing branch to commit to (default: main). Errors of the Hub (no
-    token, no permission, offline, ...) propagate as ``huggingface_hub`` raises them.
+    ``HfApi(endpoint=...)``). ``revision``: an existing branch to commit to (default: main). A failure of
+    the Hub or of the connection (no token, no permission, offline, ...) is a
+    :class:`~irevnet.errors.HubError` naming the repository, caused by ``huggingface_hub``'s error.
     """
     check_repo_id(repo_id)
     if api is None:
         hub = require("huggingface_hub", extra="hub", purpose=f"uploading to {repo_id!r} on the Hugging Face Hub")
         api = hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                               commit_message=commit_message or "Upload model with irevnet")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                   commit_message=commit_message or "Upload model with irevnet")
+    except Exception as e:  # no token, refused, offline, unknown branch, ...: the user can act on each
+        raise HubError(f"cannot upload to {repo_id!r} on the Hugging Face Hub: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return str(getattr(commit, "commit_url", commit))
