@@ -82,24 +82,3 @@ def assert_at_floor(model: torch.nn.Module, x: Tensor) -> tuple[float, float]:
     assert err <= factor * floor, f"error {err:.3g} is {err / floor:.1f}x the conditioning floor {floor:.3g}"
     return err, floor
 
-
-def briefly_trained_cifar(steps: int = 30) -> torch.nn.Module:
-    """``cifar10`` with blocks (2, 2, 2) after ``steps`` aggressive SGD steps on noise, in train mode.
-
-    Weights and BatchNorm statistics end far from the init and Φ⁻¹ ill-conditioned: the
-    float32 error is 1e-4..3e-3 relative on [0, 1] noise over seeds 0..7, at 3-5x the floor
-    (``benchmarks/inverse_conditioning.py``, which trains the same way); float64 stays exact.
-    Uses the global RNG (tests start from ``torch.manual_seed(0)``, tests/conftest.py).
-    """
-    from irevnet import create_model
-
-    model = create_model("cifar10", blocks=(2, 2, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        x = torch.rand(16, 3, 32, 32)
-        y = (x.mean(dim=(1, 2, 3)) * 20).long() % 10
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import irevnet
-from floor import briefly_trained_cifar, floor_factor
+from floor import floor_factor
 from irevnet.analysis import (
     averaged_features,
     classifier_accuracies,
@@ -37,6 +37,7 @@ from irevnet.analysis.plotting import plot_pca, plot_separability, plot_spectrum
 from irevnet.analysis.suite import ANALYSES, BIJECTIVE_ONLY, AnalysisOptions, run_analyses
 from irevnet.cli.main import main
 from irevnet.data import load_digits_split
+from trained import briefly_trained_cifar
 
 
 def _small_model(seed: int = 0, blocks: tuple[int, int] = (1, 1)) -> irevnet.IRevNet:

@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 
 import reference_impl as ref_impl
-from floor import assert_at_floor, briefly_trained_cifar, floor_factor, relative_error
+from floor import assert_at_floor, floor_factor, relative_error
 from irevnet import create_model, load_model, save_model
 from irevnet.cli.main import main
 from irevnet.config import get_preset
 from irevnet.data.transforms import denormalize, eval_transform, resize_size
 from irevnet.export import load_exported
+from trained import briefly_trained_cifar
 
 
 def synthetic_images(folder, sizes=((96, 128), (120, 90), (64, 64))) -> list[str]:

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import irevnet
-from floor import (FLOAT64_PER_FLOAT32_ROUNDOFF, assert_at_floor, briefly_trained_cifar, floor_factor, floor_of_batch,
+from floor import (FLOAT64_PER_FLOAT32_ROUNDOFF, assert_at_floor, floor_factor, floor_of_batch,
                    reconstruction_and_floor, relative_error)
 from irevnet import create_model, list_presets
+from trained import briefly_trained_cifar
 
 
 def small_shape(model):
