@@ -1,4 +1,5 @@
-"""Training on clusters: stop signals, mid-epoch resume, the divergence guard, recipes, data order, CLI errors.
+"""Training on clusters: stop signals, SIGKILL and torchrun (DDP, restarts) with exact resume, the
+divergence guard, recipes, data order, CLI errors.
 
 The signal tests send real SIGTERM / SIGKILL to subprocesses. A hook in the child only
 pauses one step (writing its pid to a file) so that the signal lands at a known step.
@@ -49,6 +50,8 @@ def _cfg(out: Path, **kw) -> TrainConfig:
 
 
 def _env() -> dict[str, str]:
+    # TORCH_DISABLE_SHARE_RDZV_TCP_STORE: restarted workers otherwise may read the previous attempt's
+    # gloo addresses from torchrun's shared store (pytorch/pytorch#135712) and fail to connect.
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
@@ -324,6 +327,10 @@ def _signal_when_paused(proc: subprocess.Popen, out: Path, sig: signal.Signals) 
     Path(f"{out}.signalled").touch()
 
 
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
@@ -336,55 +343,106 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
             "--lr", "0.01", "--save-every", "3"]
     run = lambda out, pause: subprocess.Popen([sys.executable, str(child), str(out), str(pause), *args],  # noqa: E731
                                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ref, term, kill = run(tmp_path / "ref", 0), run(tmp_path / "term", 5), run(tmp_path / "kill", 11)
+    ref, term = run(tmp_path / "ref", 0), run(tmp_path / "term", 5)
+    kill, kill_at_epoch_end = run(tmp_path / "kill", 11), run(tmp_path / "epoch_end", 9)
     _signal_when_paused(term, tmp_path / "term", signal.SIGTERM)
     _signal_when_paused(kill, tmp_path / "kill", signal.SIGKILL)
+    _signal_when_paused(kill_at_epoch_end, tmp_path / "epoch_end", signal.SIGKILL)
     out, err = term.communicate(timeout=120)
     assert term.returncode == PREEMPTED_EXIT_CODE, err
     assert "stopped by SIGTERM at epoch 1, batch 5/8 (step 5)" in err
-    assert kill.wait(timeout=120) == -signal.SIGKILL
-    # SIGTERM: saved after finishing step 5. SIGKILL during step 11: the save of step 9 is the last.
+    assert kill.wait(timeout=120) == kill_at_epoch_end.wait(timeout=120) == -signal.SIGKILL
+    # SIGTERM: saved after finishing step 5. SIGKILL during step 11: the save of step 9 (--save-every)
+    # is the last; during step 9: the save at the end of epoch 1 (step 8).
     assert ckpt.read_checkpoint(tmp_path / "term" / "last.pt")["trainer"]["step"] == 5
-    killed = ckpt.read_checkpoint(tmp_path / "kill" / "last.pt")["trainer"]
-    assert (killed["epoch"], killed["batch"], killed["step"]) == (1, 1, 9)
+    for name, position in (("kill", (1, 1, 9)), ("epoch_end", (1, 0, 8))):
+        killed = ckpt.read_checkpoint(tmp_path / name / "last.pt")["trainer"]
+        assert (killed["epoch"], killed["batch"], killed["step"]) == position
+    # Resumed by the child (--resume auto) and as a user would, `python -m irevnet train ... --resume`.
     resumed = [run(tmp_path / name, 0) for name in ("term", "kill")]
+    resumed.append(subprocess.Popen([sys.executable, "-m", "irevnet", "train", *args, "--out",
+                                     str(tmp_path / "epoch_end"), "--resume"], env=_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in resumed:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0 and "resuming" in err, err
     assert ref.wait(timeout=120) == 0, ref.stderr.read()
     reference = ckpt.read_checkpoint(tmp_path / "ref" / "last.pt")
-    rows = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    for name in ("term", "kill"):
+    for name in ("term", "kill", "epoch_end"):
         _assert_same_state(reference, ckpt.read_checkpoint(tmp_path / name / "last.pt"))
-        assert [(r["loss"], r["eval_top1"]) for r in rows(name)] == [(r["loss"], r["eval_top1"]) for r in rows("ref")]
+        rows = [[(r["epoch"], r["loss"], r["eval_top1"]) for r in _rows(tmp_path / run)] for run in ("ref", name)]
+        assert rows[0] == rows[1] and len(rows[0]) == 2
         # best.pt: the same model alone (no trainer state)
         best_ref, best = (ckpt.read_checkpoint(tmp_path / run / "best.pt") for run in ("ref", name))
         assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict"}
         assert all(torch.equal(best_ref["state_dict"][k], v) for k, v in best["state_dict"].items())
 
 
+_WORKER = """
+import logging, os, sys, torch
+from irevnet.training import get_recipe
+from irevnet.training.trainer import TrainConfig, train
+
+logging.basicConfig(level=logging.INFO)
+
+def crash(epoch, record):
+    if epoch == 0 and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "1":
+        sys.exit(3)  # a rank dies after the first checkpoint; torchrun restarts every rank
+
+# The configuration of DDP_ARGS, through the Python API; resume is left at "no": a torchelastic restart implies it.
+out = sys.argv[1]
+cfg = TrainConfig(preset="digits", data="synthetic", out=out, synthetic_size=128, device="cpu", progress=False, seed=1,
+                  recipe=get_recipe("digits").replace(epochs=2, dropout=0.1, batch_size=16),
+                  model_overrides={"blocks": (1, 1)}, memory_efficient=True, accum=2)
+result = train(cfg, on_epoch_end=crash)
+torch.save(result.model.state_dict(), f"{out}.rank{os.environ['RANK']}.pt")
+"""
+
+# 2 processes x 2 micro-batches of 4 per optimizer step, 64 images per rank: 8 steps per epoch.
+# DDP with memory-saving recompute and accumulation (no_sync), the combination peers get wrong.
+DDP_ARGS = [*TINY, "--synthetic-size", "128", "--batch-size", "16", "--epochs", "2", "--seed", "1",
+            "--set", "dropout=0.1", "--memory-efficient", "--accum", "2", "--save-every", "2"]
+FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_torchrun_ranks_stop_at_the_same_step_and_resume_bit_identical(tmp_path):
-    child = tmp_path / "child.py"
-    child.write_text(_CHILD)
+def test_torchrun_ddp_restarts_and_stops_then_resumes_bit_identical(tmp_path):
+    """One uninterrupted DDP run; one whose rank dies (torchrun restarts it); one stopped by SIGTERM
+    to rank 1 and resumed: all three end in the same state."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    args = [*TINY, "--synthetic-size", "128", "--batch-size", "16", "--epochs", "1", "--seed", "1",
-            "--set", "dropout=0.1", "--save-every", "2"]
-    env = {**_env(), "PAUSE_RANK": "1"}  # only rank 1 gets the signal
+    torchrun_job = lambda *cmd: subprocess.run([*torchrun, *cmd], env={**_env(), "PAUSE_RANK": "1"},  # noqa: E731
+                                               capture_output=True, text=True, timeout=180)
     # One job at a time: two concurrent standalone rendezvous can race for the same port.
-    ref = subprocess.run([*torchrun, str(child), str(tmp_path / "ref"), "0", *args], env=env, capture_output=True,
-                         text=True, timeout=180)
+    ref = torchrun_job("-m", "irevnet", "train", *DDP_ARGS, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
-    term = subprocess.Popen([*torchrun, str(child), str(tmp_path / "term"), "3", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert ref.stdout.count("epoch 2: train loss") == 1  # rank 0 alone reports
+    (tmp_path / "worker.py").write_text(_WORKER)
+    restarted = torchrun_job("--max-restarts", "1", str(tmp_path / "worker.py"), str(tmp_path / "elastic"))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "resuming" in restarted.stderr
+    (tmp_path / "child.py").write_text(_CHILD)  # only rank 1 gets the signal
+    term = subprocess.Popen([*torchrun, str(tmp_path / "child.py"), str(tmp_path / "term"), "3", *DDP_ARGS],
+                            env={**_env(), "PAUSE_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     _signal_when_paused(term, tmp_path / "term", signal.SIGTERM)
     _, err = term.communicate(timeout=180)
     assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in err  # both ranks (torchrun reports the failed workers)
     state = ckpt.read_checkpoint(tmp_path / "term" / "last.pt")["trainer"]
-    assert (state["step"], state["batch"], len(state["rng"])) == (3, 3, 2)  # rank 0 stopped at rank 1's step
-    resumed = subprocess.run([*torchrun, str(child), str(tmp_path / "term"), "0", *args], env=env,
-                             capture_output=True, text=True, timeout=180)
+    # rank 0 stopped at rank 1's step; batch counts micro-batches
+    assert (state["epoch"], state["step"], state["batch"], len(state["rng"])) == (0, 3, 6, 2)
+    resumed = torchrun_job(str(tmp_path / "child.py"), str(tmp_path / "term"), "0", *DDP_ARGS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_same_state(ckpt.read_checkpoint(tmp_path / "ref" / "last.pt"),
-                       ckpt.read_checkpoint(tmp_path / "term" / "last.pt"))
+
+    reference = ckpt.read_checkpoint(tmp_path / "ref" / "last.pt")
+    ranks = [torch.load(tmp_path / f"elastic.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], v) for k, v in ranks[1].items())  # DDP kept the ranks in step
+    assert all(torch.equal(reference["state_dict"][k], v) for k, v in ranks[0].items())
+    for name in ("ref", "elastic", "term"):
+        run = tmp_path / name
+        assert {p.name for p in run.iterdir()} == FILES
+        assert [r["epoch"] for r in _rows(run)] == [1, 2]
+        payload = ckpt.read_checkpoint(run / "last.pt")
+        _assert_same_state(reference, payload)
+        assert payload["trainer"]["world_size"] == 2 and len(payload["trainer"]["rng"]) == 2
+        assert json.loads((run / "config.json").read_text())["world_size"] == 2
