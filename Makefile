@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/irevnet demo --out runs/demo
 
+# Every test, the slow ones (subprocess training runs, torchrun, compile) included: what CI runs.
 test: install
 	$(BIN)/python -m pytest -q
+
+# While developing: all but the tests marked slow (pyproject.toml lists the marker), in ~2 min.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -37,6 +37,7 @@ def test_python_dash_m_entry_point():
     assert r.returncode == 0 and "digits: i-RevNet, injective" in r.stdout
 
 
+@pytest.mark.slow
 def test_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--epochs", "2", "--epochs-b", "2", "--no-progress"]) == 0

@@ -17,6 +17,9 @@ from irevnet import create_model
 from irevnet.blocks import IRevBlock
 from irevnet.data import load_digits_split
 
+# Every test here needs the 520 training steps of the fixture.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def _trained_once():

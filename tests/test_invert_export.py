@@ -151,6 +151,7 @@ def _onnx_exporter_available() -> bool:
     return have and "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _onnx_exporter_available(), reason="needs irevnet[onnx] and PyTorch's dynamo ONNX exporter")
 @pytest.mark.parametrize("preset, overrides", [
     ("cifar10", dict(blocks=(1, 1, 1))),  # injective: the inverse drops the zero-padded channels

@@ -52,6 +52,7 @@ def test_projection_is_the_nearest_point_with_the_target_statistics():
     torch.testing.assert_close(head_statistics(head, got), head_statistics(head, phi_a), rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_projection_with_a_trained_head(trained_digits_b):
     model, test_set = trained_digits_b
     x_a, x_b = _pairs(test_set, 20)
@@ -77,6 +78,7 @@ def test_projection_with_a_trained_head(trained_digits_b):
         head.float()
 
 
+@pytest.mark.slow
 def test_metamers_have_the_logits_of_x_a_and_look_like_x_b(trained_digits_b):
     model, test_set = trained_digits_b
     x_a, x_b = _pairs(test_set, 100)
@@ -98,6 +100,7 @@ def test_metamers_have_the_logits_of_x_a_and_look_like_x_b(trained_digits_b):
     assert direct["max_logit_relative_error"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_metamers_refuse_injective_models_and_bad_pairs(trained_digits_b, tmp_path, capsys):
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(ValueError, match="bijective model.*injective"):
@@ -111,6 +114,7 @@ def test_metamers_refuse_injective_models_and_bad_pairs(trained_digits_b, tmp_pa
     assert "metamers need(s) a bijective model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_metamers(trained_digits_b, tmp_path, capsys):
     ckpt = irevnet.save_model(trained_digits_b[0], tmp_path / "b.pt")
     out = tmp_path / "out"

@@ -57,7 +57,8 @@ def test_overrides():
 # ill-conditioned (an exact float64 inverse of Φ rounded to float32 is off by ~1e-5 on
 # cifar10), eval mode is far better conditioned; a fixed float32 bound would hold on one
 # CPU and not on another.
-@pytest.mark.parametrize("preset", ["digits", "cifar10", "cifar100", "imagenet-a", "imagenet-b"])
+@pytest.mark.parametrize("preset", ["digits", *(pytest.param(name, marks=pytest.mark.slow)
+                                                 for name in ("cifar10", "cifar100", "imagenet-a", "imagenet-b"))])
 def test_inverse_exact_at_init(preset):
     model = create_model(preset)
     x = torch.randn(4, *small_shape(model))
@@ -74,6 +75,7 @@ def test_inverse_exact_at_init(preset):
         assert errors[torch.float64] <= factor * floor * FLOAT64_PER_FLOAT32_ROUNDOFF, (train, errors, floor)
 
 
+@pytest.mark.slow
 def test_inverse_exact_after_training_steps():
     """Trained weights and BatchNorm statistics (not just the init) keep the inverse at the floor."""
     model = briefly_trained_cifar()
@@ -89,6 +91,7 @@ def test_inverse_exact_after_training_steps():
     assert_at_floor(model, x)
 
 
+@pytest.mark.slow
 def test_train_mode_float32_is_at_conditioning_floor():
     """The float32 train-mode error is within a small factor of the floor set by rounding Φ."""
     model = create_model("cifar10").train()

@@ -64,6 +64,7 @@ def test_hybrid_criterion_adds_the_nll_per_dimension():
         HybridCriterion(irevnet.create_model("digits", blocks=(1, 1)), 1.0)
 
 
+@pytest.mark.slow
 def test_hybrid_model_detects_shifted_digits(hybrid_digits_b):
     model, test_set = hybrid_digits_b
     x = test_set.tensors[0]
@@ -78,6 +79,7 @@ def test_hybrid_model_detects_shifted_digits(hybrid_digits_b):
     assert all(math.isfinite(v) for v in res["log_prob_per_dim"]["test"])
 
 
+@pytest.mark.slow
 def test_cli_train_hybrid_and_analyze_ood(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--preset", "digits-b", "--data", "digits", "--out", str(run), "--epochs", "1",

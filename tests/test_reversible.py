@@ -89,7 +89,7 @@ def _max_rel(got: list[Tensor | None], ref: list[Tensor | None]) -> float:
 
 
 # -- exactness ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["deep", "bijective"])
+@pytest.mark.parametrize("name", [pytest.param("deep", marks=pytest.mark.slow), "bijective"])
 def test_gradients_match_plain_autograd_float64(name: str) -> None:
     plain, saving = _models(name, torch.float64)
     assert plain.depth >= 50 or name == "bijective"
@@ -97,7 +97,7 @@ def test_gradients_match_plain_autograd_float64(name: str) -> None:
     assert _max_rel(_step(saving, x, y), _step(plain, x, y)) <= 1e-10
 
 
-@pytest.mark.parametrize("name", ["deep", "bijective"])
+@pytest.mark.parametrize("name", [pytest.param("deep", marks=pytest.mark.slow), "bijective"])
 def test_gradients_match_plain_autograd_float32(name: str) -> None:
     """≤ 1e-4 on every tensor whose float32 gradient is itself accurate to 1e-4.
 
@@ -150,6 +150,7 @@ def test_recorded_zeros_include_the_padding() -> None:
             assert torch.equal(block.reverse((noisy, b), zeros=zeros).x2[:, padding], torch.zeros_like(a[:, padding]))
 
 
+@pytest.mark.slow
 def test_batchnorm_buffers_match_after_steps() -> None:
     plain, saving = _models("deep", torch.float64)
     x, y = _batch(plain, torch.float64)
@@ -317,6 +318,7 @@ def test_inverse_unchanged_in_memory_saving_mode() -> None:
         assert (saving.inverse(phi) - x).abs().max() < 1e-10
 
 
+@pytest.mark.slow
 def test_bf16_autocast_matches_plain_autocast() -> None:
     """bf16 on CPU: gradients within 1e-4 of a plain autocast run (measured: ~3e-7).
 
@@ -381,6 +383,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_gradients_match_plain_on_every_rank(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

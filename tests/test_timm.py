@@ -115,6 +115,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_registration_is_lazy_and_optional():
     # import irevnet does not import timm; importing timm afterwards registers the presets.
     out = _run("import sys, irevnet; assert 'timm' not in sys.modules; import timm; "

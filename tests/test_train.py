@@ -93,6 +93,7 @@ def test_train_fine_tunes_from_a_model_folder_and_writes_its_final_model_as_one(
     assert "cannot be the run folder itself" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
+@pytest.mark.slow
 def test_train_monitors_reconstructions_and_warns_once(tmp_path, capsys, caplog):
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="irevnet"):
