@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import pickle
 from pathlib import Path
 
@@ -233,8 +234,9 @@ def test_val_split_refusals_name_the_option(tmp_path):
         build_datasets("imagefolder", tmp_path / "singles", config=IMAGENET, val_split=0.5)
 
 
-def test_train_on_a_flat_tree_then_eval_and_resume_use_the_recorded_split(tmp_path, capsys):
+def test_train_on_a_flat_tree_then_eval_and_resume_use_the_recorded_split(tmp_path, capsys, caplog, monkeypatch):
     import json
+    import shutil
 
     from irevnet.cli.main import main
 
@@ -242,14 +244,25 @@ def test_train_on_a_flat_tree_then_eval_and_resume_use_the_recorded_split(tmp_pa
     data, run = ["--data", "imagefolder", "--data-dir", str(tmp_path / "flat")], tmp_path / "run"
     train = ["train", "--preset", "digits", "--model", "input_shape=3,8,8", "--model", "blocks=1,1", *data,
              "--epochs", "1", "--batch-size", "6", "--workers", "0", "--no-progress", "--out", str(run)]
-    assert main([*train, "--val-split", "0.25"]) == 0
+    monkeypatch.chdir(tmp_path)  # the folder given relative to the working directory ...
+    assert main([*("flat" if a == str(tmp_path / "flat") else a for a in train), "--val-split", "0.25"]) == 0
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["train"]["val_split"] == 0.25 and (recorded["train_images"], recorded["eval_images"]) == (18, 6)
+    assert recorded["train"]["data_dir"] == str(tmp_path / "flat")  # ... is recorded absolute
     capsys.readouterr()
-    # eval of the run's checkpoint on the same folder: the held-out part, and it says so.
-    assert main(["eval", str(run / "best.pt"), *data, "--no-progress"]) == 0
-    assert f"(6 images, imagefolder, the held-out 0.25 of each class (as recorded in {run / 'config.json'}))" in (
+    # eval of the run's checkpoint on the same folder, named from another directory: the held-out
+    # part, and it says so.
+    monkeypatch.chdir(run)
+    assert main(["eval", "best.pt", "--data", "imagefolder", "--data-dir", "../flat", "--no-progress"]) == 0
+    assert "(6 images, imagefolder, the held-out 0.25 of each class (as recorded in config.json))" in (
         capsys.readouterr().out)
+    # Another folder (a copy) is not the one the run split: all of it, with a warning that says why.
+    shutil.copytree(tmp_path / "flat", tmp_path / "copy")
+    with caplog.at_level(logging.WARNING, logger="irevnet"):
+        assert main(["eval", "best.pt", "--data", "imagefolder", "--data-dir", "../copy", "--json",
+                     "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 24
+    assert f"held out 0.25 of {tmp_path / 'flat'}; ../copy is not that folder" in caplog.text
     assert main(["eval", str(run / "best.pt"), *data, "--val-split", "0.5", "--json", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 12  # an explicit split wins
     # Resuming with another split would train on other images: refused, naming the flag.

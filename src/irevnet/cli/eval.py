@@ -103,7 +103,7 @@ def _recorded_split(checkpoint: str, data: str, data_dir: str | None) -> tuple[f
     try:
         if os.path.samefile(trained_on, data_dir):
             return float(split), config
-    except OSError:  # the folder it was trained on is gone, or was given relative to another directory
+    except OSError:  # the folder it was trained on is gone (or was recorded relative to another directory)
         pass
     log.warning("%s records a run that held out %g of %s; %s is not that folder, so all of it is evaluated "
                 "(--val-split F evaluates a held-out part)", config, split, trained_on, data_dir)

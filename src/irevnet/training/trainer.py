@@ -99,7 +99,7 @@ class TrainConfig:
     ``val_split``: imagefolder data in one tree of class folders: this fraction of each class is
     held out as the evaluation split (:func:`~irevnet.data.imagefolder.held_out_indices`, the same
     images whatever ``seed``); recorded in ``config.json`` and ``last.pt``, so that ``irevnet eval``
-    and a resumed run use the same split.
+    and a resumed run use the same split. ``data_dir`` is recorded as an absolute path.
     """
 
     preset: str
@@ -184,6 +184,8 @@ def resolve_model_config(cfg: TrainConfig, data: DataSplits | None = None) -> IR
 
 class _Trainer:
     def __init__(self, cfg: TrainConfig, ctx: DistContext) -> None:
+        if cfg.data_dir is not None:  # config.json names the folder for eval, whatever its working directory
+            cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(cfg.data_dir))
         self.cfg, self.dist = cfg, ctx
         self.run = RunDir(cfg.out)
         self.device = resolve_device(cfg.device, ctx.local_rank)
