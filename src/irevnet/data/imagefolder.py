@@ -115,8 +115,8 @@ def load_imagefolder(
         held = held_out_indices(base, val_split, seed=seed)
         kept = sorted(set(range(len(base))) - set(held))
         train, val = _part(base, kept, train_transform), _part(base, held, eval_transform)
-        log.info("%s: %d classes, %d train / %d held-out images (val_split %g, stratified, seed %d)", tree,
-                 len(base.classes), len(train), len(val), val_split, seed)
+        log.info("%s: %d classes, %d train / %d held-out images (val_split %g of each class, split seed %d)",
+                 tree, len(base.classes), len(train), len(val), val_split, seed)
         return train, val
     if root.is_dir() and not (root / "train").is_dir():
         raise DataError(f"{root} has no train/ folder: give {root}/train and {root}/val class folders, or hold out "
