@@ -311,3 +311,22 @@ def test_cli_only_and_errors(tmp_path, capsys):
                            AnalysisOptions(spectrum_images=1, progress=False), stems={"spectrum": "jacobian"})
     assert sorted(p.name for p in (tmp_path / "renamed").iterdir()) == ["jacobian.json", "jacobian.png"]
     assert json.loads((tmp_path / "renamed" / "jacobian.json").read_text()) == renamed["spectrum"]
+
+
+def test_cli_analyzes_one_tree_of_class_folders_with_val_split(tmp_path, capsys):
+    """The held-out part is the test split, the rest the training split; without --val-split the
+    refusal names the flag, which analyze has."""
+    from PIL import Image
+
+    for c in ("ant", "bee"):
+        (tmp_path / "flat" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "flat" / c / f"{i}.png")
+    model = irevnet.create_model("digits", blocks=(1, 1), input_shape=(3, 8, 8), num_classes=2)
+    ckpt = irevnet.save_model(model, tmp_path / "m.pt")
+    args = ["analyze", str(ckpt), "--data", "imagefolder", "--data-dir", str(tmp_path / "flat"), "--only",
+            "reconstruct", "--no-progress", "--out"]
+    assert main([*args, str(tmp_path / "whole")]) == 2
+    assert "analyze: error: " in (err := capsys.readouterr().err) and "(see --val-split)" in err
+    assert main([*args, str(tmp_path / "out"), "--val-split", "0.5"]) == 0
+    assert json.loads((tmp_path / "out" / "reconstruct.json").read_text())["images"] == 6  # 3 of each class

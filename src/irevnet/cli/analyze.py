@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..data.registry import DATASETS
 from .common import add_force_argument, add_format_argument, add_workers_argument, check_outputs, dir_path, \
-    existing_dir, int_range, model_path, nonnegative_int, positive_float, positive_int, seed
+    existing_dir, fraction, int_range, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
 
 
-def _load_data(name: str, data_dir: str | None, config: IRevNetConfig) -> tuple[Dataset, Dataset]:
+def _load_data(name: str, data_dir: str | None, config: IRevNetConfig,
+               val_split: float | None = None) -> tuple[Dataset, Dataset]:
     """``(train_set, test_set)`` of ``--data`` through the model's evaluation preprocessing.
 
     Features of the training split must not depend on random crops and flips: no augmentation.
     """
     from ..data import build_datasets
 
-    splits = build_datasets(name, data_dir, config=config, augment=False)
+    splits = build_datasets(name, data_dir, config=config, augment=False, val_split=val_split)
     assert splits.train is not None  # only eval_only=True leaves it out
     return splits.train, splits.eval
 
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", type=model_path)
     p.add_argument("--data", required=True, choices=DATASETS, help="data set to analyse on")
     p.add_argument("--data-dir", default=None, type=existing_dir, help="folder of the data set (not needed for digits)")
+    p.add_argument("--val-split", type=fraction, default=None, metavar="F",
+                   help="imagefolder without val/: the held-out fraction F of each class is the test split, the "
+                   "rest the training split (the images `irevnet train --val-split F` holds out)")
     p.add_argument("--out", required=True, type=dir_path, help="output folder for NAME.png / NAME.json")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=ANALYSIS_NAMES,
                    help=f"run only these analyses, from {', '.join(ANALYSIS_NAMES)} (default: all that apply; "
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.device import resolve_device
 
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
-    train_set, test_set = _load_data(args.data, args.data_dir, model.config)
+    train_set, test_set = _load_data(args.data, args.data_dir, model.config, args.val_split)
     image_shape = tuple(test_set[0][0].shape)
     if image_shape[0] != model.input_shape[0]:
         raise ValueError(f"{args.data} images are {image_shape}, but the checkpoint expects {model.input_shape[0]} "
