@@ -40,12 +40,18 @@ class Parser(argparse.ArgumentParser):
     """``ArgumentParser`` whose errors are one line: ``irevnet train: error: ... (see --help)``, exit 2;
     a value that is none of an option's choices (or a mistyped command) names the closest one."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Python 3.15 suggests by default (3.14 on request), in the same hook: the guess would be
+        # given twice. An attribute, not the keyword, which Python < 3.14 does not take.
+        self.suggest_on_error = False
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
-        # argparse's one check of `choices` (options and sub-commands alike), the hook Python
-        # 3.14's suggest_on_error uses too; its message is kept and the suggestion appended.
+        # argparse's one check of `choices` (options and sub-commands alike); its message is kept
+        # and the suggestion appended.
         try:
             super()._check_value(action, value)
         except argparse.ArgumentError as e:
