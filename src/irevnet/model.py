@@ -258,17 +258,16 @@ class IRevNet(nn.Module):
 
     # -- float32 precision -----------------------------------------------------------
     def set_full_float32(self, enabled: bool = True) -> "IRevNet":
-        """Compute Φ and Φ⁻¹ in full IEEE float32 whatever the global TF32 flags (default; returns ``self``).
+        """Compute the representation in IEEE float32 whatever the global TF32 / bf16 flags (default; returns ``self``).
 
-        PyTorch lets cuDNN convolutions use TF32 by default on Ampere and newer GPUs, and
-        ``torch.backends.*.fp32_precision`` / ``torch.set_float32_matmul_precision`` can ask
-        for TF32 or bf16 on other backends; an inverse is then only exact to ~1e-3 of the
-        signal. While enabled, :meth:`forward_features`, :meth:`forward_intermediates`,
-        :meth:`inverse` and the memory-saving recompute run with all of those flags set to
-        IEEE float32 (:mod:`irevnet.precision`); the caller's flags are restored afterwards.
-        The head always follows the global flags. ``set_full_float32(False)`` lets the
-        global flags apply: faster convolutions on such GPUs for training, at the cost of
-        reconstructions accurate to about 1e-3 only while TF32 is on.
+        While enabled, :meth:`forward_features`, :meth:`forward_intermediates` (and
+        :meth:`iter_intermediates`, :meth:`log_prob`) and :meth:`inverse` set every float32
+        precision flag to IEEE for their duration and restore the caller's flags afterwards
+        (:func:`irevnet.precision.full_float32`): with TF32 an inverse is exact only to ~1e-3
+        of the signal. Classification (:meth:`forward`) and training follow the global flags
+        either way (see :meth:`forward`). ``set_full_float32(False)`` lets the global flags
+        apply to the representation too: a faster inverse on such GPUs, accurate to about
+        1e-3 while TF32 is on.
         """
         self.full_float32 = bool(enabled)
         return self
@@ -324,17 +323,33 @@ class IRevNet(nn.Module):
             pair = block(pair)
         return pair
 
+    def _features(self, x: Tensor) -> Tensor:
+        """Φ(x) under the caller's float32 flags."""
+        return merge(*self._run_blocks(self._embed(x)))
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """Φ(x): ``(N, C, H, W) -> (N, num_features, H/f, W/f)``, the representation before the head."""
+        """Φ(x): ``(N, C, H, W) -> (N, num_features, H/f, W/f)``, the representation before the head.
+
+        In IEEE float32 whatever the global flags (see :meth:`set_full_float32`): this is the
+        representation :meth:`inverse` maps back.
+        """
         with self._precision():
-            return merge(*self._run_blocks(self._embed(x)))
+            return self._features(x)
 
     def forward_head(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
         """Logits ``(N, num_classes)`` from Φ (or pooled features with ``pre_logits=True``)."""
         return self.head(phi, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+        """Logits ``(N, num_classes)``: ``forward_head(Φ(x))``.
+
+        Classification and training follow PyTorch's float32 precision flags, like any PyTorch
+        model (TF32 convolutions where they allow it: cuDNN's default on Ampere and newer GPUs).
+        In memory-saving mode the backward replays the flags this forward ran with, so both
+        modes do the same arithmetic. To train in IEEE float32, run the step (forward and
+        backward) under :func:`irevnet.precision.full_float32`.
+        """
+        return self.forward_head(self._features(x))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density of ``x`` under a standard normal on Φ: ``(N, C, H, W) -> (N,)``.

@@ -32,8 +32,10 @@ State that is reproduced exactly:
   masks match and the global RNG state after the step is the plain run's.
 - Autocast: the recompute runs under the autocast state captured at forward time.
 - Float32 precision: the recompute (and its backward) runs under the TF32 / bf16 flags
-  captured at forward time (:class:`~irevnet.precision.Float32Flags`; the model sets them
-  to full float32 by default), whatever the global flags are when the backward runs.
+  captured at forward time (:class:`~irevnet.precision.Float32Flags`), whatever the global
+  flags are when the backward runs. Plain autograd's backward runs under the global flags,
+  normally the forward's: both modes then do the same arithmetic (TF32 where the flags
+  allow it, IEEE float32 under :func:`~irevnet.precision.full_float32`).
 - Exact zeros: channels of ``a`` that were exactly zero in the forward (one bool per
   channel and block, :meth:`~irevnet.blocks.IRevBlock.forward_with_zeros`) are reset to exact
   zeros before the recompute, by the mechanism the inverse uses for the padding
