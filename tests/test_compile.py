@@ -23,7 +23,7 @@ from torch._dynamo.utils import counters
 import irevnet
 from irevnet import IRevNet
 from floor import floor_factor, floor_of_batch, relative_error
-from irevnet.compile import CompileSpec, CompileUnavailableError
+from irevnet.compile import CompileSpec, CompileUnavailableError, compiled
 
 SMALL = dict(blocks=(2, 2, 2), channels=(4, 16, 64), input_shape=(3, 8, 8), num_classes=5)
 
@@ -102,6 +102,49 @@ def test_blocks_share_compiled_code() -> None:
         graphs[depth] = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
     assert graphs[3] == graphs[6] > 0
+
+
+def _exercise(model: IRevNet, batch: int) -> None:
+    """Every compiled function with and without grad: a plain and a memory-saving train step, Φ and Φ⁻¹ in eval mode."""
+    x = torch.randn(batch, *model.input_shape)
+    y = torch.randint(0, model.config.num_classes, (batch,))
+    for saving in (False, True):
+        model.set_memory_efficient(saving).train()
+        F.cross_entropy(model(x), y).backward()
+    model.eval()
+    with torch.no_grad():
+        model.inverse(model.forward_features(x))
+
+
+@pytest.mark.slow
+def test_one_graph_set_per_shape_whatever_ran_before() -> None:
+    """cifar10 then imagenet-b shapes, at dynamo's default recompile limit, full graph: no recompile, no limit.
+
+    Each kind of block compiles 5 graphs per shape (plain forward with grad; memory-saving
+    forward and recompute; eval forward and inverse), each in a code object of its own, so
+    no code object collects graphs as the process sees more shapes. (One code object per
+    block function collected ~20 graphs per cifar10 shape and failed here.)
+    """
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting(gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    before = compiled.cache_info().currsize
+    cifar = irevnet.create_model("cifar10", blocks=(1, 1, 1)).compile_blocks(backend=counting)  # 3 kinds of block
+    _exercise(cifar, 2)
+    assert len(graphs) == 5 * 3 == compiled.cache_info().currsize - before
+    with torch._dynamo.config.patch(recompile_limit=8):  # dynamo's default: irevnet must not need it raised
+        imagenet = irevnet.create_model("imagenet-b", blocks=(1, 1, 1, 1)).compile_blocks(backend=counting)
+        _exercise(imagenet, 1)
+        assert len(graphs) == 5 * (3 + 4)
+        _exercise(cifar, 3)  # another batch size: one more set
+        assert len(graphs) == 5 * (3 + 4 + 3)
+        _exercise(cifar, 2)  # seen before: nothing new
+        assert len(graphs) == 5 * (3 + 4 + 3) == compiled.cache_info().currsize - before
+    torch._dynamo.reset()
 
 
 def test_compile_blocks_toggles_and_validates() -> None:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .compile import CompileSpec, compiled
 from .layers import Bottleneck, InjectivePad, InvertibleDownsampling, Pair, merge, split
+from .precision import conv_precision_key
 
 __all__ = ["IRevBlock", "ReverseStep"]
 
@@ -123,7 +124,7 @@ class IRevBlock(nn.Module):
         zero and that is free to know (CPU tensors); on an accelerator it is kept as is,
         since asking would synchronize.
         """
-        y, mask = self._compiled(_forward_zeros_core)(self, x)
+        y, mask = self._compiled(_forward_zeros_core, x)(self, x)
         if mask.device.type == "cpu" and not bool(mask.any()):
             return y, None
         return y, mask
@@ -146,14 +147,27 @@ class IRevBlock(nn.Module):
         return a - (a * zeros.view(1, -1, 1, 1)).detach()
 
     # -- the block as a function, its reverse step and its inverse ----------------------
-    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn``, or its compiled version when the block is compiled (and not already being traced)."""
+    def _compiled(self, fn: Callable[..., Any], x: Pair) -> Callable[..., Any]:
+        """``fn``, or its compiled version for a call on the pair ``x`` when the block is compiled
+        (and not already being traced)."""
         if self.compile_spec is None or torch.compiler.is_compiling():
             return fn
-        return compiled(self.compile_spec, fn)
+        return compiled(self.compile_spec, fn, self.graph_key(x))
+
+    def graph_key(self, x: Pair) -> tuple[Any, ...]:
+        """What selects the compiled graph of a call on the pair ``x``: the kind of block, the
+        shapes, dtype and device, grad and train mode, autocast and, where compiled code bakes
+        it in (``max-autotune``'s convolution templates), the float32 convolution precision."""
+        a, b = x
+        device = a.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        spec = self.compile_spec
+        conv = conv_precision_key() if spec is not None and (spec.mode or "").startswith("max-autotune") else None
+        return (self.in_channels, self.out_channels, self.stride, self.bottleneck.first, tuple(a.shape),
+                tuple(b.shape), a.dtype, a.device, torch.is_grad_enabled(), self.training, autocast, conv)
 
     def forward(self, x: Pair) -> Pair:
-        return self._compiled(_forward_core)(self, x)
+        return self._compiled(_forward_core, x)(self, x)
 
     def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> ReverseStep:
         """The reverse step: rebuild the block's padded input ``(x1, x2)`` from its output, recomputing F.
@@ -177,7 +191,7 @@ class IRevBlock(nn.Module):
             # Only f is differentiated: cut b off too, or a compiled core (one autograd node
             # for all its outputs) would send the VJP on into b's history.
             a, b = a.detach().requires_grad_(), b.detach()
-        x1, x2, f = self._compiled(_reverse_core)(self, a, b, zeros, vjp)
+        x1, x2, f = self._compiled(_reverse_core, (a, b))(self, a, b, zeros, vjp)
         return ReverseStep(x1, x2, f, a)
 
     def input_grad(self, grad_y: Pair, grad_f_a: Tensor) -> Pair:

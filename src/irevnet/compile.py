@@ -12,10 +12,19 @@ argument; dynamo lifts its parameters and buffers to graph inputs):
   memory-saving backward call; with grad, AOTAutograd compiles its backward too, so
   the recompute and its vector-Jacobian product run compiled.
 
-Blocks of the same shape, stride and kind (first, injective) hit the same cache entry:
-a network compiles one graph per kind of block and mode (train with / without grad,
-eval), whatever its depth. Shapes are static (``dynamic=False``): a new batch size is a
-new (cached) graph rather than a slower shape-generic one.
+Blocks of the same kind (channels, stride, first) called on the same shapes share one
+graph: a network compiles one graph per kind of block and mode (train with / without
+grad, eval), whatever its depth. Shapes are static (``dynamic=False``): a new batch size
+is a new graph rather than a slower shape-generic one.
+
+Each graph gets a code object of its own. Dynamo keeps its cache, and counts
+recompilations against ``torch._dynamo.config.recompile_limit``, per code object; one code
+object for every block, shape and mode would collect a graph for each (~20 per ``cifar10``
+batch size) until the limit fails a ``fullgraph`` compile. :func:`compiled` therefore
+takes a key naming what selects the graph (:meth:`~irevnet.blocks.IRevBlock.graph_key`)
+and compiles, per key, a copy of the function with its own code object: the number of
+graphs is one set per shape, whatever else the process has run, and dynamo's limits keep
+their defaults.
 
 Dropout: with the inductor backend, random ops fall back to PyTorch's own kernels
 (``fallback_random``), so compiled blocks draw the same masks from the same generator
@@ -26,8 +35,9 @@ as in eager mode.
 from __future__ import annotations
 
 import functools
+import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 
@@ -127,12 +137,15 @@ def mark_step(spec: CompileSpec | None, device: torch.device) -> None:
 
 
 @functools.cache
-def compiled(spec: CompileSpec, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The compiled version of the block function ``fn``, one per ``spec`` (shared by all blocks)."""
-    # The cache key (per code object) holds one entry per kind of block and grad/train
-    # mode; a model with many stages needs more than dynamo's default of 8.
-    _raise_recompile_limit(64)
-    fn = spec.compile(fn)
+def compiled(spec: CompileSpec, fn: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
+    """The compiled version of the block function ``fn`` for calls described by ``key``.
+
+    One per ``(spec, fn, key)``, shared by every block whose calls have that key. Each is
+    compiled from a copy of ``fn`` with a code object of its own (see the module docs), so
+    its dynamo cache holds the graph of this key only (plus the rare variants dynamo guards
+    on beyond it, e.g. the memory format or which inputs require grad).
+    """
+    fn = spec.compile(_own_code(fn, compiled.cache_info().currsize))
     if torch.__version__ < "2.5":  # (the option is the default, then deprecated, from 2.5 on)
         # Before torch 2.5 dynamo specializes on each module instance (one graph per block,
         # compile time growing with depth) unless told to trace modules' parameters as inputs.
@@ -140,9 +153,11 @@ def compiled(spec: CompileSpec, fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _raise_recompile_limit(limit: int) -> None:
-    cfg = torch._dynamo.config
-    for key in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6; both exist in some versions
-        if hasattr(cfg, key) and getattr(cfg, key) < limit:
-            setattr(cfg, key, limit)
-
+def _own_code(fn: Callable[..., Any], index: int) -> Callable[..., Any]:
+    """``fn`` with a new code object (named ``fn.__name__`` + ``index``: code objects compare by value)."""
+    code = fn.__code__
+    name = f"{code.co_name}_{index}"
+    code = code.replace(co_name=name, co_qualname=name) if hasattr(code, "co_qualname") else code.replace(co_name=name)
+    copy = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__, copy.__module__, copy.__doc__ = fn.__kwdefaults__, fn.__module__, fn.__doc__
+    return copy
