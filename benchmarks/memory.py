@@ -19,6 +19,14 @@ plain run peaks at the start of its backward, before most gradients exist, so th
 under-reports plain autograd by up to the gradient size: the comparison is conservative.
 
 - CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
+- CUDA with CUDA graphs (``--compile reduce-overhead`` or ``max-autotune``): a replayed
+  graph writes into the graphs' private memory pool without calling the allocator, so
+  ``max_memory_allocated`` does not see a replayed step. Each (mode, depth) then runs in
+  a fresh subprocess: two warm-up steps (CUDA-graph trees warm up, then record), the
+  measured replay, then the memory the process holds (``memory_reserved`` after
+  ``empty_cache``, which keeps the pool: the graphs own it) minus parameters, optimizer
+  state and gradients. That is the pool the step replays into plus allocator rounding:
+  an upper bound, labelled ``pool`` in the output.
 - CPU: PyTorch has no allocator peak counter, so each (mode, depth) runs in a fresh
   subprocess that reads the kernel's peak resident set size (``VmHWM`` in
   ``/proc/self/status``, reset by writing 5 to ``/proc/self/clear_refs`` just before the
@@ -55,6 +63,7 @@ from torch.utils.checkpoint import checkpoint
 
 import irevnet
 from irevnet import IRevNet
+from irevnet.compile import CompileSpec, mark_step
 from irevnet.layers import merge, split
 
 MODES = ("plain", "saving", "checkpoint")
@@ -71,18 +80,26 @@ def _logits(model: IRevNet, x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def _build(
-    preset: str, blocks: tuple[int, ...] | None, mode: str, device: torch.device, compile_mode: str | None = None
+    preset: str, blocks: tuple[int, ...] | None, mode: str, device: torch.device, compile: dict | None = None
 ) -> IRevNet:
+    """The model of one run; ``compile``: keyword arguments of ``compile_blocks`` (None: eager)."""
     torch.manual_seed(0)
     overrides = {} if blocks is None else {"blocks": blocks}
     model = irevnet.create_model(preset, dropout=0.1, memory_efficient=mode == "saving", **overrides)
     model.to(device).train()
-    return model.compile_blocks(mode=compile_mode) if compile_mode else model
+    return model.compile_blocks(**compile) if compile else model
+
+
+def _forward_backward(model: IRevNet, x: torch.Tensor, y: torch.Tensor, mode: str) -> None:
+    """One step's forward and backward. With CUDA graphs a step begins with a step mark: the
+    previous step's graph outputs may be overwritten from here on (none is used again)."""
+    mark_step(model.compile_spec, x.device)
+    F.cross_entropy(_logits(model, x, mode), y).backward()
 
 
 def _train_step(model: IRevNet, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, mode: str) -> None:
-    opt.zero_grad(set_to_none=True)
-    F.cross_entropy(_logits(model, x, mode), y).backward()
+    opt.zero_grad(set_to_none=True)  # before the mark: no gradient of the last step's graphs survives it
+    _forward_backward(model, x, y, mode)
     opt.step()
 
 
@@ -125,31 +142,49 @@ class _PeakMeter:
         raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def _cuda_graphs(compile: dict | None) -> bool:
+    return bool(compile) and CompileSpec(**compile).cuda_graphs
+
+
 def measure_activation_memory(
     preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, device: torch.device,
-    compile_mode: str | None = None,
+    compile: dict | None = None,
 ) -> int:
-    """Peak over forward+backward minus parameters, optimizer state and gradients, in bytes."""
-    model = _build(preset, blocks, mode, device, compile_mode)
+    """Peak over forward+backward minus parameters, optimizer state and gradients, in bytes.
+
+    With CUDA graphs on a CUDA device: the pool the replayed step runs in (module docs).
+    """
+    model = _build(preset, blocks, mode, device, compile)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch_size, *model.input_shape, device=device)
     y = torch.randint(0, model.config.num_classes, (batch_size,), device=device)
-    _train_step(model, opt, x, y, mode)  # allocates the optimizer state
+    graphs = _cuda_graphs(compile)
+    for _ in range(2 if graphs else 1):  # allocates the optimizer state (and warms up, records the graphs)
+        _train_step(model, opt, x, y, mode)
     opt.zero_grad(set_to_none=True)
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if graphs and device.type == "cuda":
+        _forward_backward(model, x, y, mode)  # a replay
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        state_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                          if isinstance(t, torch.Tensor))
+        held = grad_bytes + state_bytes + sum(p.numel() * p.element_size() for p in model.parameters())
+        return torch.cuda.memory_reserved(device) - held - x.numel() * x.element_size()
     meter = _PeakMeter(device)
     before = meter.current()
     meter.reset()
-    F.cross_entropy(_logits(model, x, mode), y).backward()
+    _forward_backward(model, x, y, mode)
     return meter.peak() - before - grad_bytes
 
 
 def _memory_in_subprocess(
-    preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, threads: int, compile_mode: str | None = None
+    preset: str, blocks: tuple[int, ...], mode: str, batch_size: int, device: str, threads: int,
+    compile: dict | None = None,
 ) -> int:
-    """CPU: run :func:`measure_activation_memory` in a fresh process (see the module docstring)."""
+    """:func:`measure_activation_memory` in a fresh process (see the module docstring)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--child", json.dumps([preset, list(blocks), mode, batch_size, compile_mode])]
+    cmd = [sys.executable, __file__, "--child", json.dumps([preset, list(blocks), mode, batch_size, device, compile])]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1])
 
@@ -193,34 +228,43 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    if args.child:  # one CPU memory measurement, in its own process
-        preset, blocks, mode, batch_size, compile_mode = json.loads(args.child)
+    if args.child:  # one memory measurement, in its own process
+        preset, blocks, mode, batch_size, device_name, compile = json.loads(args.child)
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        print(measure_activation_memory(preset, tuple(blocks), mode, batch_size, torch.device("cpu"), compile_mode))
+        print(measure_activation_memory(preset, tuple(blocks), mode, batch_size, torch.device(device_name), compile))
         return
     if args.quick:
         args.depth, args.batch_size, args.steps = 1, 4, 1
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     stages = len(irevnet.create_model(args.preset).config.blocks)
+    compile = {"mode": args.compile} if args.compile else None
+    # A fresh process per measurement where the process's own counters are the measure (module docs).
+    fresh = device.type == "cpu" or _cuda_graphs(compile)
+    # torch.utils.checkpoint reruns a compiled block inside the backward: not what this compares.
+    modes = [m for m in MODES if not (compile and m == "checkpoint")]
 
-    print(f"# activation memory (MiB), preset {args.preset}, batch {args.batch_size}, device {args.device}"
+    kind = " (pool: CUDA graphs' memory, an upper bound)" if compile and _cuda_graphs(compile) and device.type == "cuda" else ""
+    print(f"# activation memory (MiB){kind}, preset {args.preset}, batch {args.batch_size}, device {args.device}"
           f"{f', blocks compiled ({args.compile})' if args.compile else ''}")
-    print(f"| blocks per stage | total blocks | {' | '.join(MODES)} |")
-    print("|---:|---:|" + "---:|" * len(MODES))
+    if len(modes) < len(MODES):
+        print("# checkpoint: not run with compiled blocks (its recompute would rerun compiled blocks in the backward)")
+    print(f"| blocks per stage | total blocks | {' | '.join(modes)} |")
+    print("|---:|---:|" + "---:|" * len(modes))
     memory: dict[tuple[str, int], float] = {}
     depths = (args.depth, 2 * args.depth, 4 * args.depth)
     for depth in depths:
         blocks = (depth,) * stages
-        for mode in MODES:
-            if device.type == "cpu":
-                used = _memory_in_subprocess(args.preset, blocks, mode, args.batch_size, args.threads, args.compile)
+        for mode in modes:
+            if fresh:
+                used = _memory_in_subprocess(args.preset, blocks, mode, args.batch_size, args.device, args.threads,
+                                             compile)
             else:
-                used = measure_activation_memory(args.preset, blocks, mode, args.batch_size, device, args.compile)
+                used = measure_activation_memory(args.preset, blocks, mode, args.batch_size, device, compile)
             memory[mode, depth] = used / MiB
-        row = " | ".join(f"{memory[m, depth]:.1f}" for m in MODES)
+        row = " | ".join(f"{memory[m, depth]:.1f}" for m in modes)
         print(f"| {depth} | {depth * stages} | {row} |", flush=True)
-    growth = " ".join(f"{m} {memory[m, depths[-1]] / memory[m, depths[0]]:.2f}x" for m in MODES)
+    growth = " ".join(f"{m} {memory[m, depths[-1]] / memory[m, depths[0]]:.2f}x" for m in modes)
     print(f"\nmemory at 4d / at d: {growth}\n")
 
     seconds = time_train_steps(args.time_preset, args.batch_size, device, args.steps)

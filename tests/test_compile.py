@@ -8,11 +8,12 @@ kernels, in seconds. One test runs inductor itself on a tiny model.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from torch._dynamo.utils import counters
 
 import irevnet
 from irevnet import IRevNet
+from cudagraph_sim import CudaGraphSim
 from floor import floor_factor, floor_of_batch, relative_error
 from irevnet.compile import CompileSpec, CompileUnavailableError, compiled
 
@@ -244,3 +246,62 @@ def test_mark_step_only_for_cuda_graphs_on_cuda(monkeypatch):
     mark_step(CompileSpec(mode="reduce-overhead"), cuda)
     mark_step(CompileSpec(mode="max-autotune"), cuda)
     assert len(calls) == 2
+
+
+def _accumulated_grads(model: IRevNet, micro: list[tuple[Tensor, Tensor]], mark: Callable[[int], None]) -> list[Tensor]:
+    """One optimizer step's gradients, accumulated over ``micro``; ``mark(i)`` runs before micro-batch i."""
+    model.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(micro):
+        mark(i)
+        (F.cross_entropy(model(x), y) / len(micro)).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_cuda_graph_memory_rule_one_mark_per_optimizer_step(memory_efficient: bool) -> None:
+    """Gradient accumulation under CUDA graphs' memory rule (simulated, tests/cudagraph_sim.py).
+
+    A ``.grad`` is a graph output (the backward's); a step mark between two micro-batches
+    lets the next replay overwrite it before the second backward accumulates into it. One
+    mark per optimizer step, before the first micro-batch, gives the eager gradients; a
+    mark per micro-batch does not (the rule the simulation enforces).
+    """
+    eager = _model(dropout=0.0).set_memory_efficient(memory_efficient)
+    x, y = _batch(eager)
+    micro = [(x[:2], y[:2]), (x[2:], y[2:])]
+    reference = _accumulated_grads(eager, micro, lambda i: None)
+    sim = CudaGraphSim()
+    model = copy.deepcopy(eager).compile_blocks(backend=sim.backend)
+    for _ in range(2):  # the second step runs after a mark that overwrote everything the first produced
+        grads = _accumulated_grads(model, micro, lambda i: sim.mark() if i == 0 else None)
+        assert _max_rel(grads, reference) <= 1e-5
+    assert sim.steps()[0] == 0 and len(sim.steps()) == 3
+    per_micro_batch = _accumulated_grads(model, micro, lambda i: sim.mark())
+    assert not all(torch.isfinite(g).all() for g in per_micro_batch)
+
+
+def _benchmark(name: str) -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["plain", "saving"])
+def test_memory_benchmark_begins_every_step_with_a_mark(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """benchmarks/memory.py with compiled blocks: a step mark before each step, nothing kept across one."""
+    memory = _benchmark("memory")
+    sim = CudaGraphSim()
+    monkeypatch.setattr(memory, "mark_step", sim.mark_step)
+    built: list[IRevNet] = []
+    build = memory._build
+    monkeypatch.setattr(memory, "_build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    memory.measure_activation_memory("cifar10", (1, 1, 1), mode, 2, torch.device("cpu"), {"backend": sim.backend})
+    (model,) = built
+    assert sim.steps()[0] == 0 and len(sim.steps()) == 3 and min(sim.steps()[1:]) > 0  # warm-up and measured step
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    memory._train_step(model, opt, x, y, mode)  # after the measured step's outputs were overwritten by this mark
+    assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in model.parameters())
