@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast gpu-smoke install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: install
 # While developing: all but the tests marked slow (pyproject.toml lists the marker), in ~2 min.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# benchmarks/gpu_suite.sh on the CPU: every section with tiny sizes, to check that the GPU run will
+# run to its end (a few minutes; not part of `make test`). Output in $$OUT (default /tmp/irevnet-gpu).
+gpu-smoke: install
+	PYTHON=$(BIN)/python bash benchmarks/gpu_suite.sh --smoke
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

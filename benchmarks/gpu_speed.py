@@ -1,291 +1,315 @@
-"""Train-step and inverse speed on one GPU: eager vs per-block compiled, plain vs memory-saving, fp32 vs bf16.
+"""Train-step and inverse speed on one GPU: eager vs compiled blocks, plain vs memory-saving, fp32 vs bf16.
 
-    python benchmarks/gpu_speed.py                        # the issue's table, on the GPU (~8 min)
-    python benchmarks/gpu_speed.py --smoke                # tiny models on the CPU, aot_eager: checks that it runs
-    python benchmarks/gpu_speed.py --configs cifar10:128 --variants eager,compiled --no-bf16
+    python benchmarks/gpu_speed.py                      # the table below, on the GPU, within --budget-s
+    python benchmarks/gpu_speed.py --smoke              # tiny models on the CPU, aot_eager: checks that it runs
+    python benchmarks/gpu_speed.py --eager              # without compiled rows (the preflight failed)
 
-For every ``preset:batch`` of ``--configs`` it prints one row per variant of the train step
-(zero_grad, forward, cross-entropy, backward, SGD step with momentum), all on one model
-architecture with fresh weights, in one process:
+One row per variant of the train step (zero_grad, step mark, forward, cross-entropy,
+backward, SGD with momentum), each on a fresh model, all under PyTorch's default float32
+flags (the policy: TF32 convolutions where they allow it), so plain and memory-saving do
+the same arithmetic. Rows run in this order, most wanted first; a row that would start
+with too little of ``--budget-s`` left is skipped, saying so:
 
-- ``eager`` / ``compiled`` (``model.compile_blocks(mode=--mode)``), each in ``plain`` and
-  ``saving`` (memory-saving) mode, fp32 and (unless ``--no-bf16``) bf16 autocast with
-  channels_last;
-- img/s (median of ``--repeats`` runs of ``--steps`` steps), the ratio to eager plain fp32
-  of the same configuration, the step time relative to compiled plain of the same
-  precision, and peak activation memory (CUDA: ``max_memory_allocated`` over the timed
-  steps minus what was allocated before them: weights, optimizer state);
-- ``first step s``: the first step of the variant, compile included (graphs of one
-  preset, batch, dtype and mode are shared by every model of that preset, so only the
-  first compiled variant of a configuration pays for them);
-- then eval-mode forward and inverse img/s, eager and compiled;
-- then (``--depth-check``, on by default) compile + first step of compiled memory-saving
-  ``cifar10`` at 1x and 2x the blocks per stage, in fresh dynamo state, with inductor's
-  caches off: the target is < 20% growth.
+1. for each ``--configs`` entry (default ``cifar10:128``, ``imagenet-b:64``, ``cifar10:512``):
+   eager plain, eager memory-saving, compiled plain, compiled memory-saving (fp32); then
+   eval img/s: ``model(x)`` (default flags), ``forward_features`` and ``inverse`` (IEEE
+   float32, the exact path), eager, and compiled for the first configuration;
+2. eager plain under ``full_float32()`` (the arithmetic of IEEE training) for the first two
+   configurations: what the precision policy gains;
+3. for each ``--bf16-configs`` entry: eager plain, compiled plain, compiled memory-saving
+   under bf16 autocast with channels_last.
 
-Compile caches are off for the whole run (``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``) so
-that compile seconds are cold figures. Warnings that PyTorch logs about CUDA graphs
-being skipped are counted and printed at the end.
+Columns: img/s (median of ``--repeats`` runs of ``--steps`` steps), the ratio to eager plain
+fp32 of the same configuration, the step time relative to compiled plain of the same
+precision, peak memory, the seconds of the first ``--warmup`` steps (compile, CUDA-graph
+warm-up and recording included) and, for compiled rows, the graphs dynamo compiled, the
+recompilations among them and the CUDA graphs inductor skipped (its own counters).
+
+Peak memory: ``max_memory_allocated`` over the timed steps minus what was allocated before
+them (weights, optimizer state). Not for CUDA-graph rows: a replay writes into the graphs'
+private pool without calling the allocator, so the allocator's peak does not see it
+(``-``; ``benchmarks/memory.py --compile reduce-overhead`` measures the pool instead).
+
+Compile budget: the graphs are one set per shape (``irevnet.compile``): a compiled plain
+row compiles one graph (forward and backward) per kind of block, a memory-saving row two
+(the no-grad forward, the recompute with its backward), eval rows two; ``cifar10`` has 6
+kinds of block, ``imagenet-b`` 8. Inductor's caches are on (a later process recompiles from
+them). Every row's figures are printed, and appended to ``$OUT/speed.jsonl``, as soon as
+they exist. ``--depth-check`` adds compile + first step of compiled memory-saving
+``cifar10`` at 18 and 36 blocks per stage, fresh dynamo state, caches off.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
-
-os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")  # before torch: cold compile figures
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-import irevnet
-
-SMOKE_OVERRIDES = dict(blocks=(2, 2, 2), channels=(4, 16, 64), input_shape=(3, 8, 8), num_classes=10)
-SMOKE_OVERRIDES_B = dict(blocks=(1, 1), strides=(2, 2), channels=(12, 48), input_shape=(3, 16, 16), num_classes=10)
+from gpu_common import CompileCounters, Deadline, Machine, Results, kinds_of_block, out_path
+from irevnet import IRevNet
+from irevnet.precision import full_float32
 
 
 @dataclass
-class Result:
+class Row:
+    config: str
     name: str
     img_s: float
     step_s: float
     first_s: float
     peak_mib: float | None
+    graphs: dict[str, int] | None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@dataclass(frozen=True)
+class Variant:
+    compiled: bool
+    saving: bool
+    bf16: bool = False
+    ieee: bool = False
+
+    @property
+    def name(self) -> str:
+        return (f"{'compiled' if self.compiled else 'eager':8s} {'saving' if self.saving else 'plain':6s} "
+                f"{'bf16' if self.bf16 else 'fp32'}{' IEEE' if self.ieee else ''}")
 
 
-def _median_time(fn: Callable[[], None], device: torch.device, steps: int, repeats: int) -> float:
-    runs = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        _sync(device)
-        runs.append((time.perf_counter() - start) / steps)
-    return statistics.median(runs)
+class Bench:
+    def __init__(self, m: Machine, args: argparse.Namespace) -> None:
+        self.m, self.args = m, args
+        self.deadline = Deadline(args.budget_s)
+        self.results = Results(out_path("speed.jsonl"))
+        self.rows: dict[tuple[str, Variant], Row] = {}
+        self.compile_s = 60.0 if not m.smoke else 5.0  # the time a compiled row is expected to need, updated
 
+    def _model(self, preset: str, v: Variant) -> IRevNet:
+        model = self.m.model(preset).set_memory_efficient(v.saving)
+        if v.bf16:
+            model.to(memory_format=torch.channels_last)
+        if v.compiled:
+            assert self.m.spec is not None
+            model.compile_blocks(backend=self.m.spec.backend, mode=self.m.spec.mode)
+        return model
 
-def _model(preset: str, overrides: dict, device: torch.device, *, saving: bool, compiled: bool, mode: str | None,
-           bf16: bool, backend: str) -> irevnet.IRevNet:
-    torch.manual_seed(0)
-    model = irevnet.create_model(preset, **overrides).to(device).set_memory_efficient(saving)
-    if bf16:
-        model.to(memory_format=torch.channels_last)
-    if compiled:
-        model.compile_blocks(backend=backend, mode=mode)
-    return model
-
-
-def _cudagraphs(mode: str | None) -> bool:
-    return mode in ("reduce-overhead", "max-autotune")
-
-
-def train_variant(preset: str, overrides: dict, batch: int, device: torch.device, args: argparse.Namespace, *,
-                  saving: bool, compiled: bool, bf16: bool) -> Result:
-    model = _model(preset, overrides, device, saving=saving, compiled=compiled, mode=args.mode, bf16=bf16,
-                   backend=args.backend)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, *model.input_shape, device=device)
-    if bf16:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, model.config.num_classes, (batch,), device=device)
-    mark = compiled and _cudagraphs(args.mode)
-
-    def step() -> None:
-        if mark:
-            torch.compiler.cudagraph_mark_step_begin()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-
-    _sync(device)
-    start = time.perf_counter()
-    step()
-    _sync(device)
-    first = time.perf_counter() - start
-    for _ in range(args.warmup):
-        step()
-    peak = None
-    if device.type == "cuda":
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    step_s = _median_time(step, device, args.steps, args.repeats)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    name = f"{'compiled' if compiled else 'eager':8s} {'saving' if saving else 'plain':6s} {'bf16' if bf16 else 'fp32'}"
-    del model, opt
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return Result(name, batch / step_s, step_s, first, peak)
-
-
-def eval_speeds(preset: str, overrides: dict, batch: int, device: torch.device, args: argparse.Namespace,
-                compiled: bool) -> tuple[float, float]:
-    """(forward img/s, inverse img/s) in eval mode, no grad, fp32."""
-    model = _model(preset, overrides, device, saving=False, compiled=compiled, mode=args.mode, bf16=False,
-                   backend=args.backend).eval()
-    x = torch.randn(batch, *model.input_shape, device=device)
-    with torch.no_grad():
-        phi = model.forward_features(x)
-    mark = compiled and _cudagraphs(args.mode)
-
-    def run(fn: Callable[[], object]) -> Callable[[], None]:
-        def go() -> None:
-            if mark:
-                torch.compiler.cudagraph_mark_step_begin()
-            with torch.no_grad():
+    def _time(self, fn: Callable[[], None]) -> float:
+        runs = []
+        for _ in range(self.args.repeats):
+            self.m.sync()
+            start = time.perf_counter()
+            for _ in range(self.args.steps):
                 fn()
-        return go
+            self.m.sync()
+            runs.append((time.perf_counter() - start) / self.args.steps)
+        return statistics.median(runs)
 
-    fwd, inv = run(lambda: model.forward_features(x)), run(lambda: model.inverse(phi))
-    for _ in range(args.warmup + 1):
-        fwd(), inv()
-    t_fwd = _median_time(fwd, device, args.steps, args.repeats)
-    t_inv = _median_time(inv, device, args.steps, args.repeats)
-    return batch / t_fwd, batch / t_inv
+    def skip(self, what: str, needed: float) -> bool:
+        if self.deadline.left() >= needed:
+            return False
+        print(f"{what}: skipped, {self.deadline.left():.0f} s of the budget left (needs ~{needed:.0f} s)", flush=True)
+        self.results.add(row=what, skipped="time budget")
+        return True
+
+    def train_row(self, preset: str, batch: int, v: Variant) -> None:
+        config = f"{preset}:{batch}"
+        if self.skip(f"{config} {v.name}", self.compile_s if v.compiled else 10):
+            return
+        model = self._model(preset, v)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(batch, *model.input_shape, device=self.m.device)
+        if v.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, model.config.num_classes, (batch,), device=self.m.device)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)  # before the mark: no gradient survives it
+            self.m.mark(model)
+            with full_float32() if v.ieee else nullcontext():
+                with torch.autocast(self.m.device.type, dtype=torch.bfloat16, enabled=v.bf16):
+                    loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            opt.step()
+
+        counters = CompileCounters()
+        self.m.sync()
+        start = time.perf_counter()
+        for _ in range(self.args.warmup):  # with CUDA graphs: warm-up, recording, a replay
+            step()
+        self.m.sync()
+        first = time.perf_counter() - start
+        graphs = counters.delta() if v.compiled else None
+        cuda_graphs = v.compiled and self.m.spec is not None and self.m.spec.cuda_graphs
+        base = None
+        if self.m.device.type == "cuda" and not cuda_graphs:
+            opt.zero_grad(set_to_none=True)
+            self.m.sync()
+            base = torch.cuda.memory_allocated(self.m.device)
+            torch.cuda.reset_peak_memory_stats(self.m.device)
+        step_s = self._time(step)
+        peak = None if base is None else (torch.cuda.max_memory_allocated(self.m.device) - base) / 2**20
+        if v.compiled:
+            self.compile_s = max(self.compile_s, 1.5 * first)
+        row = Row(config, v.name, batch / step_s, step_s, first, peak, graphs)
+        self.rows[config, v] = row
+        self._print(row, v)
+        del model, opt
+        if self.m.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _print(self, r: Row, v: Variant) -> None:
+        ref = self.rows.get((r.config, Variant(False, False)))
+        cplain = self.rows.get((r.config, Variant(True, False, v.bf16)))
+        ratio = f"{r.img_s / ref.img_s:8.2f}" if ref else f"{'-':>8s}"
+        rel = f"{r.step_s / cplain.step_s:8.2f}" if cplain else f"{'-':>8s}"
+        peak = f"{r.peak_mib:9.0f}" if r.peak_mib is not None else f"{'-':>9s}"
+        g = r.graphs
+        counts = f"{g['graphs']:7d} {g['recompiles']:7d} {g['cudagraph_skips']:7d}" if g else ""
+        print(f"{r.config:16s} {r.name:27s} {r.img_s:9.0f} {ratio} {rel} {peak} {r.first_s:9.1f} {counts}",
+              flush=True)
+        self.results.add(**asdict(r))
+
+    def eval_row(self, preset: str, batch: int, compiled: bool) -> None:
+        """Eval img/s, no grad: logits (default flags), forward_features and inverse (IEEE float32)."""
+        config = f"{preset}:{batch}"
+        label = f"{config} {'compiled' if compiled else 'eager'} eval"
+        if self.skip(label, self.compile_s if compiled else 10):
+            return
+        model = self._model(preset, Variant(compiled, False)).eval()
+        x = torch.randn(batch, *model.input_shape, device=self.m.device)
+        with torch.no_grad():
+            phi = model.forward_features(x)
+
+        def run(fn: Callable[[], Any]) -> Callable[[], None]:
+            def go() -> None:
+                self.m.mark(model)
+                with torch.no_grad():
+                    fn()
+            return go
+
+        figures = {}
+        for name, fn in (("logits", lambda: model(x)), ("forward_features", lambda: model.forward_features(x)),
+                         ("inverse", lambda: model.inverse(phi))):
+            go = run(fn)
+            for _ in range(self.args.warmup):
+                go()
+            figures[name] = batch / self._time(go)
+        print(f"{label}: logits {figures['logits']:.0f} img/s (default flags); forward_features "
+              f"{figures['forward_features']:.0f}, inverse {figures['inverse']:.0f} img/s (IEEE float32); "
+              f"inverse / forward_features {figures['inverse'] / figures['forward_features']:.2f}", flush=True)
+        self.results.add(row=label, **figures)
+
+    def header(self, what: str) -> None:
+        print(f"\n== {what}", flush=True)
+        print(f"{'config':16s} {'variant':27s} {'img/s':>9s} {'x eager':>8s} {'/ c.plain':>8s} {'peak MiB':>9s} "
+              f"{'first s':>9s} {'graphs':>7s} {'recomp':>7s} {'cg skip':>7s}", flush=True)
 
 
-def depth_check(device: torch.device, args: argparse.Namespace, smoke: bool) -> list[tuple[int, float, float, int]]:
-    """Compile + first step of compiled memory-saving cifar10 at d and 2d blocks per stage, fresh dynamo state.
-
-    Per depth: (blocks per stage, wall seconds, this process's CPU seconds, graphs compiled).
-    CPU seconds are what a loaded machine distorts least.
-    """
-    from torch._dynamo.utils import counters
-
+def _configs(spec: str, m: Machine) -> list[tuple[str, int]]:
     out = []
-    base = SMOKE_OVERRIDES if smoke else {}
-    d = 3 if smoke else 18  # from 3 blocks per stage on, no new kind of block appears
-    batch = 8 if smoke else 128
-    for depth in (d, 2 * d):
-        torch._dynamo.reset()
-        counters.clear()
-        overrides = {**base, "blocks": (depth,) * 3}
-        cpu = time.process_time()
-        r = train_variant("cifar10", overrides, batch, device, argparse.Namespace(**{**vars(args), "steps": 1,
-                          "repeats": 1, "warmup": 0}), saving=True, compiled=True, bf16=False)
-        out.append((depth, r.first_s, time.process_time() - cpu, counters["stats"]["unique_graphs"]))
+    for item in spec.split(","):
+        if item.strip():
+            preset, batch = item.strip().split(":")
+            out.append((preset, m.batch(int(batch))))
     return out
 
 
-class _SkipCounter:
-    """Counts log records that say CUDA graphs were skipped (inductor logs them as warnings)."""
+def compile_plan(b: Bench, configs: list[tuple[str, int]], bf16: list[tuple[str, int]]) -> None:
+    """How many graphs the compiled rows compile: one set per configuration and mode."""
+    total = 0
+    for preset, batch in configs:
+        k = kinds_of_block(b.m.model(preset))
+        n = k * (1 + 2) + (2 * k if (preset, batch) == configs[0] else 0)
+        total += n
+        print(f"compile plan {preset}:{batch}: {k} kinds of block -> {n} dynamo graphs (plain 1, memory-saving 2, "
+              f"eval 2 per kind)", flush=True)
+    for preset, batch in bf16:
+        k = kinds_of_block(b.m.model(preset))
+        total += 3 * k
+        print(f"compile plan {preset}:{batch} bf16: {3 * k} dynamo graphs", flush=True)
+    print(f"compile plan: {total} dynamo graphs in all (each with grad: a forward and a backward inductor graph)",
+          flush=True)
 
-    def __init__(self) -> None:
-        import logging
 
-        self.messages: dict[str, int] = {}
-        handler = logging.Handler()
-        handler.emit = self._emit  # type: ignore[method-assign]
-        logging.getLogger("torch").addHandler(handler)
+def depth_check(b: Bench) -> None:
+    """Compile + first step of compiled memory-saving cifar10 at d and 2d blocks per stage, fresh, caches off."""
+    from torch._inductor import config as inductor_config
 
-    def _emit(self, record) -> None:  # noqa: ANN001
-        msg = record.getMessage()
-        if "skipping cudagraphs" in msg.lower():
-            key = msg.splitlines()[0][:160]
-            self.messages[key] = self.messages.get(key, 0) + 1
+    d = 3 if b.m.smoke else 18
+    batch = b.m.batch(128)
+    for depth in (d, 2 * d):
+        torch._dynamo.reset()
+        counters = CompileCounters()
+        cpu = time.process_time()
+        with inductor_config.patch(force_disable_caches=True):
+            model = b.m.model("cifar10", blocks=(depth,) * 3).set_memory_efficient(True)
+            assert b.m.spec is not None
+            model.compile_blocks(backend=b.m.spec.backend, mode=b.m.spec.mode)
+            x = torch.randn(batch, *model.input_shape, device=b.m.device)
+            y = torch.randint(0, 10, (batch,), device=b.m.device)
+            start = time.perf_counter()
+            b.m.mark(model)
+            F.cross_entropy(model(x), y).backward()
+            b.m.sync()
+        print(f"depth check: {depth} blocks per stage: compile + first step {time.perf_counter() - start:.1f} s "
+              f"({time.process_time() - cpu:.1f} CPU s), {counters.delta()}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny models, few steps, on the CPU unless --device is given")
-    p.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
-    p.add_argument("--configs", default="cifar10:128,cifar10:512,imagenet-b:64", help="preset:batch,...")
-    p.add_argument("--variants", default="eager,compiled", help="eager, compiled or both")
-    p.add_argument("--modes", default="plain,saving", help="plain, saving or both")
-    p.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast + channels_last variants")
+    p.add_argument("--smoke", action="store_true", help="tiny models, few steps, on the CPU (aot_eager)")
+    p.add_argument("--eager", action="store_true", help="no compiled rows")
+    p.add_argument("--configs", default="cifar10:128,imagenet-b:64,cifar10:512", help="preset:batch,...")
+    p.add_argument("--bf16-configs", default="cifar10:512,imagenet-b:64", help="preset:batch,... ('' for none)")
     p.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of the blocks (default: CUDA graphs)")
-    p.add_argument("--backend", default=None, help="torch.compile backend (default inductor; aot_eager with --smoke)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 10; 1 with --smoke)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 5; 1 with --smoke)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs, the median is shown (default 3; 1 with --smoke)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps after the first (default 3; 1 with --smoke)")
-    p.add_argument("--no-depth-check", action="store_true")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (CUDA graphs: warm-up, record, replay)")
+    p.add_argument("--budget-s", type=float, default=None, help="skip rows that would start later than this")
+    p.add_argument("--depth-check", action="store_true")
     args = p.parse_args(argv)
-    device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device (use --smoke for a CPU run)")
-        return 1
-    if device.type == "cpu" and args.mode in ("reduce-overhead", "max-autotune"):
-        args.mode = None  # CUDA graphs are a GPU feature
-    for key, default, smoke in (("steps", 10, 1), ("repeats", 3, 1), ("warmup", 3, 1)):
-        if getattr(args, key) is None:
-            setattr(args, key, smoke if args.smoke else default)
-    args.backend = args.backend or ("aot_eager" if args.smoke else "inductor")
-    if args.backend != "inductor":
-        args.mode = None
-    if device.type == "cuda":
+    args.steps = args.steps or (1 if args.smoke else 5)
+    args.repeats = args.repeats or (1 if args.smoke else 3)
+    m = Machine.from_args(args.smoke, args.mode, eager_only=args.eager)
+    if m.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; torch {torch.__version__}; compile backend {args.backend}, mode {args.mode}; "
-          f"TF32 conv {torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}", flush=True)
-    skips = _SkipCounter()
-    variants = [v.strip() for v in args.variants.split(",")]
-    modes = [m.strip() for m in args.modes.split(",")]
-    precisions = [False] if args.no_bf16 else [False, True]
-    for spec in args.configs.split(","):
-        preset, batch = spec.split(":")
-        batch = int(batch)
-        overrides: dict = {}
-        if args.smoke:
-            overrides = SMOKE_OVERRIDES if preset.startswith("cifar") else SMOKE_OVERRIDES_B
-            batch = min(batch, 8)
-        print(f"\n== {preset}, batch {batch}{' (smoke: tiny model)' if args.smoke else ''}", flush=True)
-        print(f"{'variant':22s} {'img/s':>9s} {'x eager':>8s} {'/ compiled plain':>17s} {'peak MiB':>9s} "
-              f"{'first step s':>13s}", flush=True)
-        results: dict[tuple[str, str, bool], Result] = {}
-        for bf16 in precisions:
-            for variant in variants:
-                for mode in modes:
-                    try:
-                        r = train_variant(preset, overrides, batch, device, args, saving=mode == "saving",
-                                          compiled=variant == "compiled", bf16=bf16)
-                    except Exception as e:  # report and go on: one failing variant must not hide the others
-                        print(f"{variant} {mode} {'bf16' if bf16 else 'fp32'}: FAILED {type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}", flush=True)
-                        continue
-                    results[variant, mode, bf16] = r
-                    ref = results.get(("eager", "plain", False))
-                    cplain = results.get(("compiled", "plain", bf16))
-                    ratio = f"{r.img_s / ref.img_s:8.2f}" if ref else f"{'-':>8s}"
-                    rel = f"{r.step_s / cplain.step_s:17.2f}" if cplain else f"{'-':>17s}"
-                    peak = f"{r.peak_mib:9.0f}" if r.peak_mib is not None else f"{'-':>9s}"
-                    print(f"{r.name:22s} {r.img_s:9.0f} {ratio} {rel} {peak} {r.first_s:13.1f}", flush=True)
-        for variant in variants:
-            try:
-                f_img, i_img = eval_speeds(preset, overrides, batch, device, args, compiled=variant == "compiled")
-            except Exception as e:
-                print(f"{variant} eval: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
-                continue
-            print(f"{variant:8s} eval fp32: forward {f_img:9.0f} img/s, inverse {i_img:9.0f} img/s, "
-                  f"inverse/forward {i_img / f_img:.2f}", flush=True)
-    if not args.no_depth_check and "compiled" in variants:
-        print("\n== compile + first step, compiled memory-saving cifar10, fresh dynamo state, caches off", flush=True)
-        try:
-            (d1, t1, c1, g1), (d2, t2, c2, g2) = depth_check(device, args, args.smoke)
-            print(f"{d1} blocks per stage: {t1:.1f} s ({c1:.1f} CPU s, {g1} graphs); {d2} blocks per stage: "
-                  f"{t2:.1f} s ({c2:.1f} CPU s, {g2} graphs); ratio {t2 / t1:.2f} (CPU {c2 / c1:.2f})", flush=True)
-        except Exception as e:
-            print(f"depth check: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
-    if skips.messages:
-        print("\nCUDA graphs skipped:")
-        for msg, n in skips.messages.items():
-            print(f"  {n}x {msg}")
+    b = Bench(m, args)
+    print(m.describe(), flush=True)
+    configs, bf16 = _configs(args.configs, m), _configs(args.bf16_configs, m)
+    if m.smoke:  # the same code on fewer configurations: smoke runs are for "it runs", not figures
+        configs, bf16 = configs[:2], bf16[-1:]
+    if m.spec is not None:
+        compile_plan(b, configs, bf16)
+    modes = [False, True] if m.spec is not None else [False]
+    b.header("fp32 (PyTorch's default flags)")
+    for i, (preset, batch) in enumerate(configs):
+        for compiled in modes:
+            for saving in (False, True):
+                b.train_row(preset, batch, Variant(compiled, saving))
+        b.eval_row(preset, batch, compiled=False)
+        if i == 0 and m.spec is not None:
+            b.eval_row(preset, batch, compiled=True)
+    b.header("IEEE float32 training (full_float32), eager plain")
+    for preset, batch in configs[:2]:
+        b.train_row(preset, batch, Variant(False, False, ieee=True))
+        default, ieee = b.rows.get((f"{preset}:{batch}", Variant(False, False))), \
+            b.rows.get((f"{preset}:{batch}", Variant(False, False, ieee=True)))
+        if default and ieee:
+            print(f"{preset}:{batch}: default flags {default.img_s / ieee.img_s:.2f}x the IEEE step's img/s", flush=True)
+    if bf16:
+        b.header("bf16 autocast + channels_last")
+        for preset, batch in bf16:
+            b.train_row(preset, batch, Variant(False, False, bf16=True))
+            for saving in ([False, True] if m.spec is not None else []):
+                b.train_row(preset, batch, Variant(True, saving, bf16=True))
+    if args.depth_check and m.spec is not None:
+        b.header("compile + first step vs depth (fresh dynamo state, caches off)")
+        depth_check(b)
     return 0
 
 
