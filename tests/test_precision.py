@@ -284,8 +284,10 @@ def test_mixed_legacy_and_new_flags_are_restored_as_found():
     assert torch.backends.cudnn.allow_tf32 is True
 
 
-def test_analyses_reconstruct_in_full_float32_even_when_the_model_opted_out():
+def test_analyses_run_in_full_float32_even_when_the_model_opted_out():
+    """Measurements are exact: reconstructions, interpolations, and the metamers' logits (a classification)."""
     from irevnet.analysis import interpolate, reconstruct
+    from irevnet.analysis.invariance import metamer_report
 
     _set_legacy_tf32()
     before = Float32Flags.capture()
@@ -296,3 +298,8 @@ def test_analyses_reconstruct_in_full_float32_even_when_the_model_opted_out():
     interpolate(model, x[:1], x[1:2], steps=2)
     assert len(spy.records) == 6 * len(spy.convs) and spy.flags() == {IEEE}
     assert Float32Flags.capture() == before and model.training
+    bijective = create_model("digits-b")  # metamers need a bijective model; by default its Φ is IEEE, the logits too
+    spy = ConvSpy(bijective)
+    metamer_report(bijective, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), steps=0)
+    assert set(spy.events()[("forward", "forward")]) == set(spy.convs) and spy.flags() == {IEEE}
+    assert Float32Flags.capture() == before

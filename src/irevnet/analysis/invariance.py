@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..model import ClassifierHead, IRevNet
 from ..modes import eval_mode
+from ..precision import full_float32
 
 __all__ = ["head_statistics", "impose_head_statistics", "metamer_report", "metamers"]
 
@@ -170,7 +171,7 @@ def metamer_report(model: IRevNet, x_a: Tensor, x_b: Tensor, *, batch_size: int 
     ``closer_to_b`` (fraction of pairs with ``‖x_m − x_b‖ < ‖x_m − x_a‖``) and the mean distances.
     """
     x_m = metamers(model, x_a, x_b, batch_size=batch_size, **kwargs)
-    with eval_mode(model):
+    with eval_mode(model), full_float32():  # a measurement: IEEE float32, like the analyses' Φ and Φ⁻¹
         z_a, z_b, z_m = (torch.cat([model(v) for v in x.split(batch_size)]) for x in (x_a, x_b, x_m))
     rel = (z_m - z_a).norm(dim=1) / z_a.norm(dim=1).clamp_min(1e-30)
     d_a, d_b, d_ab = ((u - v).flatten(1).norm(dim=1) for u, v in ((x_m, x_a), (x_m, x_b), (x_a, x_b)))
