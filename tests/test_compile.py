@@ -305,3 +305,37 @@ def test_memory_benchmark_begins_every_step_with_a_mark(monkeypatch: pytest.Monk
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     memory._train_step(model, opt, x, y, mode)  # after the measured step's outputs were overwritten by this mark
     assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_trainer_marks_one_step_per_optimizer_step(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   memory_efficient: bool) -> None:
+    """irevnet train --accum 2 --compile reduce-overhead under the CUDA-graph memory rule (simulated).
+
+    One mark before each optimizer step (not between its micro-batches), each evaluation
+    batch and the reconstruction monitor; the run then trains the eager run's weights
+    (a mark per micro-batch overwrote the first micro-batch's ``.grad``: NaN, and the run stopped).
+    """
+    import irevnet.training.trainer as trainer
+    from irevnet.training import get_recipe
+
+    sim = CudaGraphSim()
+    compile_blocks = IRevNet.compile_blocks
+    monkeypatch.setattr(IRevNet, "compile_blocks",
+                        lambda self, enabled=True, **kw: compile_blocks(self, enabled, backend=sim.backend))
+    monkeypatch.setattr(trainer, "mark_step", sim.mark_step)
+    recipe = get_recipe("digits").replace(epochs=1, dropout=0.1, batch_size=16)
+
+    def run(out: Path, **kw: Any) -> trainer.TrainResult:
+        return trainer.train(trainer.TrainConfig(
+            preset="digits", data="synthetic", out=str(out), recipe=recipe, synthetic_size=64, accum=2,
+            memory_efficient=memory_efficient, model_overrides={"blocks": (1, 1)}, device="cpu", progress=False,
+            **kw))
+
+    compiled_run = run(tmp_path / "compiled", compile="reduce-overhead")
+    # 4 optimizer steps of 2 micro-batches, 1 evaluation batch (16 of 64 images), the monitor.
+    assert sim.steps()[0] == 0 and len(sim.steps()) == 4 + 1 + 1 + 1 and min(sim.steps()[1:]) > 0
+    eager_run = run(tmp_path / "eager")
+    got, want = compiled_run.model.state_dict(), eager_run.model.state_dict()
+    for name, ref in want.items():
+        torch.testing.assert_close(got[name], ref, rtol=1e-4, atol=1e-6, msg=name)

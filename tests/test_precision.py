@@ -303,3 +303,60 @@ def test_analyses_run_in_full_float32_even_when_the_model_opted_out():
     metamer_report(bijective, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), steps=0)
     assert set(spy.events()[("forward", "forward")]) == set(spy.convs) and spy.flags() == {IEEE}
     assert Float32Flags.capture() == before
+
+
+def _train_cfg(out, **kw):
+    from irevnet.training import get_recipe
+    from irevnet.training.trainer import TrainConfig
+
+    recipe = get_recipe("digits").replace(epochs=1, dropout=0.1)
+    return TrainConfig(preset="digits", data="synthetic", out=str(out), recipe=recipe, synthetic_size=64,
+                       model_overrides={"blocks": (1, 1)}, device="cpu", progress=False, **kw)
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+@pytest.mark.parametrize("switch", [False, True])
+def test_irevnet_train_full_float32_switch(tmp_path, switch, memory_efficient):
+    """irevnet train follows the global flags by default; --full-float32 trains (and evaluates) in IEEE float32."""
+    from irevnet.training.trainer import train
+
+    _set_legacy_tf32()
+    global_flags = _conv_flags()
+    seen: set[tuple[Any, ...]] = set()
+
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            seen.add(_conv_flags())
+            if output.requires_grad:
+                output.register_hook(lambda g: seen.add(_conv_flags()))
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:  # with evaluation only under the switch: the reconstruction monitor is IEEE float32 either way
+        train(_train_cfg(tmp_path, full_float32=switch, memory_efficient=memory_efficient,
+                         eval_every=1 if switch else 0))
+    finally:
+        handle.remove()
+    assert seen == ({IEEE} if switch else {global_flags})
+    assert _conv_flags() == global_flags
+
+
+def test_full_float32_contradicts_allow_tf32(tmp_path):
+    from irevnet import ConfigError
+    from irevnet.training.trainer import train
+
+    with pytest.raises(ConfigError, match="full_float32 .* contradicts allow_tf32"):
+        train(_train_cfg(tmp_path, full_float32=True, allow_tf32=True))
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_cli_full_float32(tmp_path, capsys):
+    import json
+
+    from irevnet.cli.main import main
+
+    args = ["train", "--preset", "digits", "--data", "synthetic", "--synthetic-size", "64", "--model", "blocks=1,1",
+            "--epochs", "1", "--eval-every", "0", "--no-progress", "--device", "cpu", "--full-float32"]
+    assert main([*args, "--allow-tf32", "--out", str(tmp_path / "both")]) == 2
+    assert "full_float32 (train in IEEE float32) contradicts allow_tf32" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["full_float32"] is True

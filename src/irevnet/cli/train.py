@@ -61,10 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--accum", type=positive_int, default=1, metavar="K", help="gradient accumulation steps")
     p.add_argument("--memory-efficient", action="store_true", help="recompute activations through the inverse")
+    p.add_argument("--full-float32", action="store_true",
+                   help="train in IEEE float32: every step and evaluation with TF32 and bf16 off (by default they "
+                   "follow PyTorch's float32 flags: TF32 convolutions on Ampere and newer GPUs, several times "
+                   "faster). Φ, its inverse and the reconstruction monitor are IEEE float32 either way")
     p.add_argument("--allow-tf32", action="store_true",
-                   help="let Φ, its inverse and the memory-saving recompute use TF32 where PyTorch's global flags "
-                   "allow it (cuDNN convolutions by default on Ampere and newer GPUs): faster, but reconstructions "
-                   "and memory-saving gradients lose about 3 digits. Default: full float32")
+                   help="kept for old command lines: training follows PyTorch's float32 flags by default")
     p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
                    metavar="MODE", help="torch.compile each block (inductor; MODE: default, reduce-overhead = CUDA "
                    "graphs, max-autotune, max-autotune-no-cudagraphs); exits with an error where compiling cannot work")
@@ -125,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         model_overrides=model_overrides(args), seed=args.seed,
         resume=args.resume, device=args.device, amp=args.amp, channels_last=args.channels_last, accum=args.accum,
         workers=args.workers, decode_on=args.decode_on, memory_efficient=args.memory_efficient,
-        allow_tf32=args.allow_tf32,
+        full_float32=args.full_float32, allow_tf32=args.allow_tf32,
         compile=args.compile, sync_bn=args.sync_bn,
         eval_every=args.eval_every, save_every=args.save_every, skip_nonfinite=args.skip_nonfinite,
         ema_as_model=not args.raw_weights, synthetic_size=args.synthetic_size, progress=not args.no_progress,

@@ -73,22 +73,23 @@ def forward_backward(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
-    before_batch: Callable[[], None] | None = None,
+    before_step: Callable[[], None] | None = None,
 ) -> StepStats:
     """Accumulate the gradients of one optimizer step (up to ``accum`` micro-batches) into ``.grad``.
 
     Each loss is divided by ``accum``, so a full group sums to the gradient of the big batch.
     A DDP-wrapped model all-reduces only on the group's last micro-batch (``no_sync``).
-    ``scaler`` (fp16) scales the loss. ``before_batch`` runs before each micro-batch's forward
-    (CUDA-graph step marks: :func:`irevnet.compile.mark_step`). The optimizer is not touched:
-    see :func:`optimizer_step`.
+    ``scaler`` (fp16) scales the loss. ``before_step`` runs once, before the first micro-batch's
+    forward: the CUDA-graph step mark (:func:`irevnet.compile.mark_step`), which must not come
+    between micro-batches, since each ``.grad`` is an output of the last backward's graphs and
+    the next step's replays overwrite those. The optimizer is not touched: see :func:`optimizer_step`.
     """
     stats = StepStats(0.0, 0, 0, 0, True)
+    if before_step is not None:
+        before_step()
     for i, (x, y) in enumerate(micro_batches):
         x, y = _prepare(x, y, device, channels_last)
         last = i + 1 == len(micro_batches)
-        if before_batch is not None:
-            before_batch()
         # Skip DDP's gradient all-reduce on all but the last micro-batch of the group.
         sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
         with sync:
@@ -216,7 +217,8 @@ def evaluate(
     on_batch: Callable[[Tensor, Tensor], None] | None = None,
 ) -> EpochStats:
     """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with ``amp_dtype``);
-    ``before_batch`` as in :func:`forward_backward`; ``on_batch(logits, labels)`` sees every batch
+    ``before_batch`` runs before each batch's forward (CUDA-graph step marks: each batch is a step);
+    ``on_batch(logits, labels)`` sees every batch
     (e.g. :class:`irevnet.predict.PerClassAccuracy`)."""
     device = torch.device(device)
     total_loss, correct1, correct5, seen = 0.0, 0, 0, 0

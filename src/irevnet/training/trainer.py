@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
@@ -42,6 +43,7 @@ from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
 from ..compile import mark_step
+from ..precision import full_float32
 from ..config import IRevNetConfig, get_preset
 from ..data import DataSplits, build_datasets
 from ..data.registry import AUGMENTATION
@@ -83,8 +85,12 @@ class TrainConfig:
     per rank (``None``: :func:`~irevnet.training.data_loading.default_workers`). ``decode_on``:
     ``"device"`` decodes ImageFolder JPEGs and augments them on the training device
     (:mod:`~irevnet.training.device_decode`; nvJPEG on CUDA), the workers only read files.
-    ``allow_tf32``: let Φ, Φ⁻¹ and the memory-saving recompute follow PyTorch's global TF32
-    flags (:meth:`~irevnet.model.IRevNet.set_full_float32`); by default they run in IEEE float32.
+    ``full_float32``: train in IEEE float32: every step's forward and backward and the evaluation
+    run under :func:`irevnet.precision.full_float32`; by default they follow PyTorch's float32
+    flags (TF32 convolutions on Ampere and newer GPUs), while Φ, Φ⁻¹ and the reconstruction
+    monitor are IEEE float32 either way. ``allow_tf32`` (kept for old configurations; training
+    follows the flags by default): the returned model's Φ and Φ⁻¹ follow them too
+    (:meth:`~irevnet.model.IRevNet.set_full_float32`).
     ``init_from``: a checkpoint or run folder whose weights start the run (fine-tuning; see
     :func:`irevnet.init_weights_from`); a resumed run continues from its own ``last.pt`` instead.
     ``ema_as_model``: when the recipe keeps an EMA of the weights, the EMA is the model that is
@@ -117,6 +123,7 @@ class TrainConfig:
     workers: int | None = None
     decode_on: Literal["workers", "device"] = "workers"
     memory_efficient: bool = False
+    full_float32: bool = False
     allow_tf32: bool = False
     compile: str | None = None  # torch.compile mode for the blocks ("default", "reduce-overhead", ...); None: eager
     recon_threshold: float | None = DEFAULT_RECON_THRESHOLD
@@ -204,6 +211,9 @@ class _Trainer:
             if folder.resolve() == self.run.path.resolve():
                 raise ConfigError("save_pretrained cannot be the run folder itself (its config.json is the run's); "
                                   f"use e.g. {self.run.path / 'model'}", option="save_pretrained")
+        if cfg.full_float32 and cfg.allow_tf32:
+            raise ConfigError("full_float32 (train in IEEE float32) contradicts allow_tf32; choose one",
+                              option="full_float32")
         denom = ctx.world_size * cfg.accum
         if recipe.batch_size % denom:
             raise ConfigError(f"batch_size {recipe.batch_size} is not divisible by world_size x accum = {denom}",
@@ -241,6 +251,10 @@ class _Trainer:
 
     def _mark_step(self) -> None:
         mark_step(self.model.compile_spec, self.device)  # CUDA graphs (--compile reduce-overhead): a new step
+
+    def _precision(self) -> AbstractContextManager[None]:
+        """The float32 arithmetic of training and evaluation: PyTorch's flags, or IEEE with ``full_float32``."""
+        return full_float32() if self.cfg.full_float32 else nullcontext()
 
     def _loaders(self) -> tuple[Iterable[tuple[Tensor, Tensor]], Iterable[tuple[Tensor, Tensor]]]:
         """The training loader (resumable order, seeded augmentation) and this rank's evaluation loader."""
@@ -461,9 +475,10 @@ class _Trainer:
                    desc=f"epoch {p.epoch + 1}/{cfg.recipe.epochs}", disable=not (cfg.progress and self.dist.is_main))
         self.optimizer.zero_grad(set_to_none=True)
         for group in bar:
-            s = forward_backward(self.net, group, accum=cfg.accum, device=self.device, criterion=self.criterion,
-                                 amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
-                                 channels_last=cfg.channels_last, before_batch=self._mark_step)
+            with self._precision():
+                s = forward_backward(self.net, group, accum=cfg.accum, device=self.device, criterion=self.criterion,
+                                     amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
+                                     channels_last=cfg.channels_last, before_step=self._mark_step)
             # With fp16 the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
             bad = not s.loss_finite or (not self.scaler.is_enabled() and not grads_finite(self.model.parameters()))
             stop_now, bad = any_flags([stop.requested, bad], self.dist, self.device)
@@ -525,11 +540,11 @@ class _Trainer:
                                   "samples": stats.samples}
         if cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.recipe.epochs):
             # The bare model: DDP's forward is a collective, and shards may differ by a batch.
-            ev = reduce_stats(evaluate(self.written_model, self.eval_loader, device=self.device,
-                                       amp_dtype=self.amp_dtype, channels_last=cfg.channels_last,
-                                       before_batch=self._mark_step, desc=f"eval {epoch}/{cfg.recipe.epochs}",
-                                       progress=cfg.progress and self.dist.is_main),
-                              self.dist, self.device)
+            with self._precision():
+                ev = evaluate(self.written_model, self.eval_loader, device=self.device, amp_dtype=self.amp_dtype,
+                              channels_last=cfg.channels_last, before_batch=self._mark_step,
+                              desc=f"eval {epoch}/{cfg.recipe.epochs}", progress=cfg.progress and self.dist.is_main)
+            ev = reduce_stats(ev, self.dist, self.device)
             record.update(eval_loss=ev.loss, eval_top1=ev.top1, eval_top5=ev.top5)
             if self.monitor is not None:
                 self._mark_step()
