@@ -157,7 +157,7 @@ def _own_code(fn: Callable[..., Any], index: int) -> Callable[..., Any]:
     """``fn`` with a new code object (named ``fn.__name__`` + ``index``: code objects compare by value)."""
     code = fn.__code__
     name = f"{code.co_name}_{index}"
-    code = code.replace(co_name=name, co_qualname=name) if hasattr(code, "co_qualname") else code.replace(co_name=name)
+    code = code.replace(co_name=name, co_qualname=name)
     copy = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
     copy.__kwdefaults__, copy.__module__, copy.__doc__ = fn.__kwdefaults__, fn.__module__, fn.__doc__
     return copy
