@@ -182,8 +182,9 @@ class Bench:
             return
         model = self._model(preset, Variant(compiled, False)).eval()
         x = torch.randn(batch, *model.input_shape, device=self.m.device)
+        self.m.mark(model)
         with torch.no_grad():
-            phi = model.forward_features(x)
+            phi = model.forward_features(x)  # computed eagerly from the blocks' outputs: safe across step marks
 
         def run(fn: Callable[[], Any]) -> Callable[[], None]:
             def go() -> None:

@@ -307,6 +307,7 @@ def test_memory_benchmark_begins_every_step_with_a_mark(monkeypatch: pytest.Monk
     assert all(torch.isfinite(p).all() and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory_efficient", [False, True])
 def test_trainer_marks_one_step_per_optimizer_step(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    memory_efficient: bool) -> None:

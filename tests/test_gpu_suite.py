@@ -88,6 +88,7 @@ print("ok", loaded)
 """
 
 
+@pytest.mark.slow
 def test_core_needs_only_torch_and_numpy(minimal_site: Path) -> None:
     """Models, memory-saving training, the precision policy, compiled blocks and the inverse."""
     proc = _run(minimal_site, "-c", CORE.replace("{OPTIONAL}", repr(set(OPTIONAL))))
@@ -95,6 +96,7 @@ def test_core_needs_only_torch_and_numpy(minimal_site: Path) -> None:
     assert proc.stdout.strip().splitlines()[-1] == "ok []"
 
 
+@pytest.mark.slow
 def test_gpu_suite_scripts_need_only_torch_and_numpy(minimal_site: Path, tmp_path: Path) -> None:
     """The preflight runs; the other sections' scripts import; the train section, which needs more, says so."""
     proc = _run(minimal_site, "benchmarks/gpu_preflight.py", "--smoke")
