@@ -7,6 +7,7 @@ import irevnet
 from floor import (FLOAT64_PER_FLOAT32_ROUNDOFF, assert_at_floor, floor_factor, floor_of_batch,
                    reconstruction_and_floor, relative_error)
 from irevnet import create_model, list_presets
+from irevnet.config import get_preset
 from trained import briefly_trained_cifar
 
 
@@ -42,6 +43,27 @@ def test_imagenet_a_layout():
     # down-sampling at blocks 5, 9 and 15 of 18
     assert [i + 1 for i, b in enumerate(m.blocks) if b.stride == 2] == [5, 9, 15]
     assert m.depth == 18
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_the_configuration_plan_is_the_built_network(preset):
+    """Every block, feature_info entry and stage end the model has is the configuration's plan."""
+    config = get_preset(preset)
+    with torch.device("meta"):
+        model = create_model(preset)
+    plan = config.plan
+    assert [(b.in_channels, b.out_channels, b.stride, b.injective, b.bottleneck.first) for b in model.blocks] == \
+        [(p.in_channels, p.out_channels, p.stride, p.pad > 0, p.first) for p in plan]
+    assert [b.bottleneck.in_channels for b in model.blocks] == [p.bottleneck_in_channels for p in plan]
+    ends = [j for j in range(len(plan)) if j == len(plan) - 1 or model.stage_index[j + 1] != model.stage_index[j]]
+    assert list(config.stage_ends) == ends and len(ends) == len(config.blocks)
+    assert [(f["num_chs"], f["reduction"]) for f in model.feature_info] == [(p.channels, p.reduction) for p in plan]
+    # The shapes a forward produces (on the meta device: shapes without arithmetic).
+    x = torch.empty(1, *config.input_shape, device="meta")
+    assert [tuple(z.shape[1:]) for z in model.forward_intermediates(x, intermediates_only=True)] == \
+        [p.output_shape(config.input_shape[1:]) for p in plan] == model.block_output_shapes()
+    assert tuple(model.init_psi(x).shape[1:]) == config.embedding_shape
+    assert model.feature_shape() == config.feature_shape() == (model.num_features, *model.block_output_shapes()[-1][1:])
 
 
 def test_overrides():

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from .errors import ConfigError
 
-__all__ = ["DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
+__all__ = ["BlockPlan", "DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 # Per-channel statistics of the training sets (the values the reference code uses).
@@ -70,6 +70,50 @@ def did_you_mean(name: str, names: Sequence[str]) -> str:
     (``difflib``'s similarity, at least 0.6), or ``""`` when none is close."""
     close = difflib.get_close_matches(str(name), list(names), n=1)
     return f"did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One invertible block as a configuration lays it out (see :attr:`IRevNetConfig.plan`).
+
+    ``in_channels``: channels of the incoming pair, both halves; ``out_channels``: channels
+    of each outgoing half; ``pad``: zero channels a stride-1 block appends to reach
+    ``2 * out_channels`` (``> 0``: the block is injective; ψ blocks, stride 2, pad none);
+    ``reduction``: the spatial down-sampling of its output relative to the network's input.
+    The merged output of block ``index`` is ``(channels, H / reduction, W / reduction)``.
+    """
+
+    index: int
+    stage: int
+    in_channels: int
+    out_channels: int
+    stride: int
+    reduction: int
+    stage_end: bool
+
+    @property
+    def pad(self) -> int:
+        return 0 if self.stride == 2 else 2 * self.out_channels - self.in_channels
+
+    @property
+    def channels(self) -> int:
+        """Channels of the merged output (both halves)."""
+        return 2 * self.out_channels
+
+    @property
+    def first(self) -> bool:
+        """The network's first block (its bottleneck has no BN/ReLU in front)."""
+        return self.index == 0
+
+    @property
+    def bottleneck_in_channels(self) -> int:
+        """Channels entering F: the second half of the padded pair (the larger one when odd)."""
+        c = self.in_channels + self.pad
+        return c - c // 2
+
+    def output_shape(self, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the merged output for an input of spatial size ``input_hw``."""
+        return self.channels, input_hw[0] // self.reduction, input_hw[1] // self.reduction
 
 
 def unknown_key_error(key: str, names: Sequence[str], what: str) -> ConfigError:
@@ -172,6 +216,46 @@ class IRevNetConfig:
     def downsampling(self) -> int:
         """Total spatial reduction factor of the invertible part."""
         return max(self.init_block_size, 1) * 2 ** sum(1 for s in self.strides if s == 2)
+
+    @property
+    def embedding_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` after the initial ψ: the representation that enters the first block as a pair."""
+        c, h, w = self.input_shape
+        f = max(self.init_block_size, 1)
+        return c * f * f, h // f, w // f
+
+    @property
+    def plan(self) -> tuple[BlockPlan, ...]:
+        """Every block in order: its channels, stride, padding, stage and output reduction.
+
+        The one derivation of the architecture's shapes: the model builds its blocks from it,
+        and :func:`~irevnet.summary.describe_config`, timm's ``feature_info`` and the
+        analyses read it. (The plan does not validate: an impossible layout, e.g. a
+        stride-1 stage with fewer channels than its input, is rejected when the model builds.)
+        """
+        plan, channels_in, reduction = [], self.embedding_shape[0], max(self.init_block_size, 1)
+        for stage, (depth, stride, ch) in enumerate(zip(self.blocks, self.strides, self.channels)):
+            for i in range(depth):
+                s = stride if i == 0 else 1
+                reduction *= s
+                plan.append(BlockPlan(index=len(plan), stage=stage, in_channels=channels_in, out_channels=ch,
+                                      stride=s, reduction=reduction, stage_end=i == depth - 1))
+                channels_in = 2 * ch
+        return tuple(plan)
+
+    @property
+    def stage_ends(self) -> tuple[int, ...]:
+        """0-based index of the last block of each stage."""
+        return tuple(p.index for p in self.plan if p.stage_end)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of Φ, the merged output of the last block."""
+        return 2 * self.channels[-1]
+
+    def feature_shape(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int, int]:
+        """``(C, H, W)`` of Φ for an input of spatial size ``input_hw`` (default: ``input_shape``'s)."""
+        return self.plan[-1].output_shape(input_hw or self.input_shape[1:])
 
     def _check_input_size(self) -> None:
         """Height and width must be positive multiples of :attr:`downsampling` (every ψ halves them exactly)."""

@@ -140,37 +140,31 @@ class IRevNet(nn.Module):
         elif fields:
             config = config.replace(**fields)
         self.config = cfg = config
-        in_chans, height, width = cfg.input_shape  # divisible by cfg.downsampling (checked by the config)
-        self.init_psi = InvertibleDownsampling(cfg.init_block_size)
-        channels_in = in_chans * self.init_psi.factor**2
-        if channels_in < 2:
+        if cfg.embedding_shape[0] < 2:
             raise ConfigError(
-                f"the initial representation has {channels_in} channel(s); at least 2 are needed to split "
-                "it into a pair (use init_block_size >= 2 for single-channel images)"
+                f"the initial representation has {cfg.embedding_shape[0]} channel(s); at least 2 are needed to "
+                "split it into a pair (use init_block_size >= 2 for single-channel images)"
             )
-        layers: list[IRevBlock] = []
-        self.stage_index: list[int] = []  # stage of each block
-        for stage, (depth, stride, ch) in enumerate(zip(cfg.blocks, cfg.strides, cfg.channels)):
-            for i in range(depth):
-                layers.append(IRevBlock(
-                    channels_in, ch, stride=stride if i == 0 else 1, first=not layers,
-                    dropout=cfg.dropout, mult=cfg.mult,
-                ))
-                self.stage_index.append(stage)
-                channels_in = 2 * ch
-        self.blocks = nn.ModuleList(layers)
-        # First block of each stage: memory-saving training keeps these blocks' inputs.
-        self._stage_starts = [j for j, s in enumerate(self.stage_index) if j == 0 or s != self.stage_index[j - 1]]
-        self.num_features = channels_in
-        self.head = ClassifierHead(channels_in, cfg.num_classes)
+        self.init_psi = InvertibleDownsampling(cfg.init_block_size)
+        self.blocks = nn.ModuleList(
+            IRevBlock(p.in_channels, p.out_channels, stride=p.stride, first=p.first, dropout=cfg.dropout, mult=cfg.mult)
+            for p in cfg.plan
+        )
+        self.head = ClassifierHead(cfg.num_features, cfg.num_classes)
         self.memory_efficient = False
         self.full_float32 = True
-        # timm's per-feature description, one entry per block (Φ_j; stride relative to the input).
-        self.feature_info = [
-            {"num_chs": c, "reduction": height // h, "module": f"blocks.{j}", "stage": self.stage_index[j]}
-            for j, (c, h, _) in enumerate(self.block_output_shapes())
-        ]
+        self._read_plan()
         self._pretrained_cfg: dict[str, Any] = {}
+
+    def _read_plan(self) -> None:
+        """The attributes that follow from the configuration's block plan."""
+        plan = self.config.plan
+        self.num_features = plan[-1].channels
+        # First block of each stage: memory-saving training keeps these blocks' inputs.
+        self._stage_starts = [p.index for p in plan if p.index == 0 or plan[p.index - 1].stage_end]
+        # timm's per-feature description, one entry per block (Φ_j; reduction relative to the input).
+        self.feature_info = [{"num_chs": p.channels, "reduction": p.reduction, "module": f"blocks.{p.index}",
+                              "stage": p.stage} for p in plan]
 
     @classmethod
     def from_config(cls, config: IRevNetConfig) -> "IRevNet":
@@ -197,22 +191,19 @@ class IRevNet(nn.Module):
         """True when some block zero-pads (Φ is then larger than the input)."""
         return any(b.injective for b in self.blocks)
 
+    @property
+    def stage_index(self) -> list[int]:
+        """The (0-based) stage of each block."""
+        return [p.stage for p in self.config.plan]
+
     def feature_shape(self, input_hw: tuple[int, int] | None = None) -> tuple[int, int, int]:
         """Shape (C, H, W) of Φ for an input of spatial size ``input_hw`` (default: input_shape)."""
-        h, w = input_hw or self.input_shape[1:]
-        f = self.downsampling
-        return self.num_features, h // f, w // f
+        return self.config.feature_shape(input_hw)
 
     def block_output_shapes(self, input_hw: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
         """(C, H, W) of the merged representation after each block."""
-        h, w = input_hw or self.input_shape[1:]
-        h, w = h // self.init_psi.factor, w // self.init_psi.factor
-        shapes = []
-        for block in self.blocks:
-            if block.stride == 2:
-                h, w = h // 2, w // 2
-            shapes.append((2 * block.out_channels, h, w))
-        return shapes
+        hw = input_hw or self.input_shape[1:]
+        return [p.output_shape(hw) for p in self.config.plan]
 
     # -- validation -----------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
@@ -233,7 +224,7 @@ class IRevNet(nn.Module):
             )
 
     def _check_representation(self, z: Tensor, depth: int) -> None:
-        expected_c = self.num_features if depth == self.depth else 2 * self.blocks[depth - 1].out_channels
+        expected_c = self.config.plan[depth - 1].channels
         if not isinstance(z, Tensor) or z.ndim != 4 or z.shape[1] != expected_c:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(
@@ -452,7 +443,7 @@ class IRevNet(nn.Module):
                 "masks itself)."
             )
         if depth == 0:
-            z_c = self.input_shape[0] * self.init_psi.factor**2
+            z_c = self.config.embedding_shape[0]
             if not isinstance(phi, Tensor) or phi.ndim != 4 or phi.shape[1] != z_c:
                 raise ValueError(f"inverse(depth=0) expects (N, {z_c}, H, W), got {getattr(phi, 'shape', phi)}")
             return self.init_psi.inverse(phi)

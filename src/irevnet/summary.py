@@ -28,34 +28,26 @@ def describe_config(config: IRevNetConfig) -> dict[str, Any]:
     The keys are those of :meth:`irevnet.model.IRevNet.describe`.
     """
     c, h, w = config.input_shape
-    f = max(config.init_block_size, 1)
-    channels_in, h, w = c * f * f, h // f, w // f
-    after_init = [channels_in, h, w]
-    params, depth, injective, stages = 0, 0, False, []
-    for s, (n, stride, ch) in enumerate(zip(config.blocks, config.strides, config.channels)):
-        for i in range(n):
-            pad = 0 if (stride == 2 and i == 0) else 2 * ch - channels_in
-            injective |= pad > 0
-            f_in = (channels_in + pad) - (channels_in + pad) // 2  # the half that enters F
-            params += _bottleneck_parameters(f_in, ch, first=depth == 0, mult=config.mult)
-            if stride == 2 and i == 0:
-                h, w = h // 2, w // 2
-            channels_in, depth = 2 * ch, depth + 1
-        stages.append({"stage": s + 1, "blocks": n, "stride": stride, "channels_per_half": ch,
-                       "output_shape": [channels_in, h, w]})
-    params += 2 * channels_in + channels_in * config.num_classes + config.num_classes  # head: BN + linear
+    plan = config.plan
+    params = sum(_bottleneck_parameters(p.bottleneck_in_channels, p.out_channels, first=p.first, mult=config.mult)
+                 for p in plan)
+    stages = [{"stage": p.stage + 1, "blocks": config.blocks[p.stage], "stride": config.strides[p.stage],
+               "channels_per_half": p.out_channels, "output_shape": list(p.output_shape((h, w)))}
+              for p in plan if p.stage_end]
+    phi = config.feature_shape()
+    params += 2 * phi[0] + phi[0] * config.num_classes + config.num_classes  # head: BN + linear
     return {
         "name": config.name,
         "parameters": params,
-        "blocks": depth,
-        "layers": 3 * depth + 1,
+        "blocks": len(plan),
+        "layers": 3 * len(plan) + 1,
         "input_shape": [c, *config.input_shape[1:]],
-        "after_init_psi": after_init,
+        "after_init_psi": list(config.embedding_shape),
         "stages": stages,
-        "phi_shape": [channels_in, h, w],
-        "phi_size": channels_in * h * w,
+        "phi_shape": list(phi),
+        "phi_size": phi[0] * phi[1] * phi[2],
         "input_size": c * config.input_shape[1] * config.input_shape[2],
-        "kind": "injective" if injective else "bijective",
+        "kind": "injective" if any(p.pad > 0 for p in plan) else "bijective",
         "num_classes": config.num_classes,
         "label_names": None if config.label_names is None else list(config.label_names),
     }

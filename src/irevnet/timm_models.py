@@ -35,6 +35,11 @@ _PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", 
           "origin_url": "https://github.com/jhjacobsen/pytorch-i-revnet"}
 
 
+# The configuration fields that IRevNetConfig.plan depends on (and data, whose statistics
+# have one entry per input channel).
+_LAYOUT_FIELDS = frozenset({"blocks", "strides", "channels", "input_shape", "init_block_size", "data"})
+
+
 def _cfg(config: IRevNetConfig) -> dict[str, Any]:
     return {**timm_cfg(config), "description": config.description, **_PAPER}
 
@@ -64,14 +69,6 @@ def _overrides(preset: IRevNetConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stage_ends(blocks: tuple[int, ...]) -> tuple[int, ...]:
-    ends, total = [], 0
-    for n in blocks:
-        total += n
-        ends.append(total - 1)
-    return tuple(ends)
-
-
 def _classes_of_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """With ``pretrained_cfg_overlay=dict(file=DIR/model.safetensors)`` of a model folder, the number of
     classes (and their names) of its ``config.json``: timm then builds and keeps that classifier. A
@@ -98,13 +95,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> IRevNet:
         kwargs = _classes_of_weights(variant, kwargs)
     preset_name = entrypoint_names()[variant]
     preset = get_preset(preset_name)
-    blocks = tuple(kwargs.get("blocks", preset.blocks))
+    # The layout this call builds, for its stage ends (features_only's default taps).
+    config = preset.replace(**{k: v for k, v in _overrides(preset, kwargs).items() if k in _LAYOUT_FIELDS})
 
     def build(**model_kwargs: Any) -> IRevNet:
         return create_model(preset_name, **_overrides(preset, model_kwargs))
 
     return build_model_with_cfg(build, variant, pretrained,
-                                feature_cfg={"out_indices": _stage_ends(blocks), "feature_cls": "getter"}, **kwargs)
+                                feature_cfg={"out_indices": config.stage_ends, "feature_cls": "getter"}, **kwargs)
 
 
 def _entrypoint(name: str, preset: str):

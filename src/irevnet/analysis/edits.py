@@ -52,8 +52,8 @@ def quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
 
 
 def stage_ends(model: IRevNet) -> list[int]:
-    """1-based block number of the last block of each stage."""
-    return [j + 1 for j, s in enumerate(model.stage_index) if j + 1 == model.depth or model.stage_index[j + 1] != s]
+    """1-based block number of the last block of each stage (the configuration's ``stage_ends``, counted from 1)."""
+    return [j + 1 for j in model.config.stage_ends]
 
 
 def _channel_groups(channels: int, groups: int) -> list[slice]:
