@@ -127,3 +127,39 @@ def test_registration_is_lazy_and_optional():
                "try:\n    import irevnet.timm_models\nexcept ImportError as e:\n    print(e)")
     assert out.returncode == 0, out.stderr
     assert "pip install 'irevnet[timm]'" in out.stdout and not out.stderr
+
+
+@pytest.mark.parametrize("feature_cls", ["hook", "fx", "dict", "list"])
+def test_every_feature_extractor_returns_the_block_outputs(feature_cls):
+    """timm's hook, fx and sequential extractors give the merged Φ_j of feature_info, as the default one does."""
+    torch.manual_seed(0)
+    model = timm.create_model("irevnet_cifar10", blocks=(2, 2, 2)).eval()
+    torch.manual_seed(0)  # the same weights: the blocks are built first
+    features = timm.create_model("irevnet_cifar10", blocks=(2, 2, 2), features_only=True,
+                                 feature_cls=feature_cls).eval()
+    assert features.feature_info.channels() == [32, 128, 512] and features.feature_info.module_name() == \
+        ["blocks.1", "blocks.3", "blocks.5"]
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.double().forward_intermediates(x, indices=model.config.stage_ends, intermediates_only=True)
+        maps = features.double()(x)
+    maps = list(maps.values()) if isinstance(maps, dict) else maps
+    assert [m.shape[1] for m in maps] == [32, 128, 512]
+    # The same arithmetic on the same values; the extractors pass merged maps (the blocks split
+    # them into views), which may select another convolution kernel, so summation order may
+    # differ: ~1e-16 relative per operation in float64, far below 1e-12 after 6 blocks.
+    for m, e in zip(maps, expected):
+        torch.testing.assert_close(m, e, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_fx_traces_the_model():
+    model = timm.create_model("irevnet_digits").double().eval()
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():  # bound: as in test_every_feature_extractor_returns_the_block_outputs
+        torch.testing.assert_close(graph(x), model(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="expected 1 input channel"):  # the traced graph checks its input
+        graph(torch.randn(3, 2, 8, 8, dtype=torch.float64))
+    # Injective padding and ψ appear as calls: they branch on the memory layout when they run.
+    calls = {n.target.__name__ for n in graph.graph.nodes if n.op == "call_function" and hasattr(n.target, "__name__")}
+    assert {"_check_input", "space_to_depth", "pad"} <= calls

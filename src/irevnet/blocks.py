@@ -166,7 +166,11 @@ class IRevBlock(nn.Module):
         return (self.in_channels, self.out_channels, self.stride, self.bottleneck.first, tuple(a.shape),
                 tuple(b.shape), a.dtype, a.device, torch.is_grad_enabled(), self.training, autocast, conv)
 
-    def forward(self, x: Pair) -> Pair:
+    def forward(self, x: Pair | Tensor) -> Pair | Tensor:
+        """The block on a pair; on a merged representation (one tensor, as sequential feature
+        extractors and a torch.fx trace pass it) it splits, applies itself and merges."""
+        if not isinstance(x, tuple):
+            return merge(*self.forward(split(x)))
         return self._compiled(_forward_core, x)(self, x)
 
     def reverse(self, y: Pair, *, zeros: Tensor | None = None, vjp: bool = False) -> ReverseStep:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -58,6 +59,28 @@ def take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> tuple[
         if not take:
             raise ValueError("indices must select at least one block")
     return take, max(take)
+
+
+def _check_input(x: Tensor, input_shape: tuple[int, int, int], downsampling: int) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``x`` is ``(N, C, H, W)`` with the configuration's ``C``
+    and ``H``, ``W`` multiples of ``downsampling`` (``input_shape``: the configuration's ``(C, H, W)``)."""
+    c, f = input_shape[0], downsampling
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected a 4-D input (N, {c}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != c:
+        raise ValueError(f"expected {c} input channel(s) (N, {c}, H, W), got {x.shape[1]} in shape {tuple(x.shape)}")
+    if x.shape[2] % f or x.shape[3] % f:
+        raise ValueError(
+            f"input height and width must be divisible by the network's total down-sampling {f}, "
+            f"got {x.shape[2]}x{x.shape[3]} (this configuration expects {input_shape[1]}x{input_shape[2]})"
+        )
+
+
+# torch.fx records the check as one call (a Proxy is no Tensor and has no concrete shape);
+# a traced graph still checks its input when it runs.
+torch.fx.wrap("_check_input")
 
 
 class ClassifierHead(nn.Module):
@@ -146,10 +169,12 @@ class IRevNet(nn.Module):
                 "split it into a pair (use init_block_size >= 2 for single-channel images)"
             )
         self.init_psi = InvertibleDownsampling(cfg.init_block_size)
-        self.blocks = nn.ModuleList(
+        # Sequential (one input, one output each; registered between ψ and the head, in the order
+        # they run): timm's sequential feature extractors ("dict", "list", "hook") chain them.
+        self.blocks = nn.Sequential(*(
             IRevBlock(p.in_channels, p.out_channels, stride=p.stride, first=p.first, dropout=cfg.dropout, mult=cfg.mult)
             for p in cfg.plan
-        )
+        ))
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes)
         self.memory_efficient = False
         self.full_float32 = True
@@ -206,23 +231,6 @@ class IRevNet(nn.Module):
         return [p.output_shape(hw) for p in self.config.plan]
 
     # -- validation -----------------------------------------------------------------
-    def _check_input(self, x: Tensor) -> None:
-        c = self.input_shape[0]
-        f = self.downsampling
-        if not isinstance(x, Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected a 4-D input (N, {c}, H, W), got a {x.ndim}-D tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != c:
-            raise ValueError(
-                f"expected {c} input channel(s) (N, {c}, H, W), got {x.shape[1]} in shape {tuple(x.shape)}"
-            )
-        if x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(
-                f"input height and width must be divisible by the network's total down-sampling {f}, "
-                f"got {x.shape[2]}x{x.shape[3]} (this configuration expects {self.input_shape[1]}x{self.input_shape[2]})"
-            )
-
     def _check_representation(self, z: Tensor, depth: int) -> None:
         expected_c = self.config.plan[depth - 1].channels
         if not isinstance(z, Tensor) or z.ndim != 4 or z.shape[1] != expected_c:
@@ -302,10 +310,18 @@ class IRevNet(nn.Module):
 
     # -- forward --------------------------------------------------------------------
     def _embed(self, x: Tensor) -> Pair:
-        self._check_input(x)
+        _check_input(x, self.input_shape, self.downsampling)
         return split(self.init_psi(x))
 
     def _run_blocks(self, pair: Pair) -> Pair:
+        if isinstance(pair[0], torch.fx.Proxy):
+            # Traced by torch.fx: the blocks pass the merged representation, so that the last node
+            # of "blocks.j" in the graph is Φ_j, the map timm's and torchvision's feature extractors
+            # return for that name (the eager pair path ends with the second half).
+            z = merge(*pair)
+            for block in self.blocks:
+                z = block(z)
+            return split(z)
         if self.memory_efficient and grad_needed(self.blocks, pair):
             return reversible_forward(self.blocks, pair, keep=self._stage_starts)
         # Plain autograd; also memory-efficient mode when no graph is built (no_grad,
@@ -450,7 +466,7 @@ class IRevNet(nn.Module):
         self._check_representation(phi, depth)
         with self._precision():
             pair = split(phi)
-            for j in reversed(range(depth)):  # (slicing the ModuleList would build a new one per call)
+            for j in reversed(range(depth)):  # (slicing the Sequential would build a new one per call)
                 pair = self.blocks[j].inverse(pair)
             return self.init_psi.inverse(merge(*pair))
 

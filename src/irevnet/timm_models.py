@@ -101,8 +101,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> IRevNet:
     def build(**model_kwargs: Any) -> IRevNet:
         return create_model(preset_name, **_overrides(preset, model_kwargs))
 
-    return build_model_with_cfg(build, variant, pretrained,
-                                feature_cfg={"out_indices": config.stage_ends, "feature_cls": "getter"}, **kwargs)
+    # flatten_sequential: the sequential extractors ("dict", "list", "hook") chain ψ and the
+    # blocks one by one, and the blocks pass merged maps, so every extractor returns Φ_j.
+    feature_cfg = {"out_indices": config.stage_ends, "feature_cls": "getter", "flatten_sequential": True}
+    return build_model_with_cfg(build, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 def _entrypoint(name: str, preset: str):

@@ -226,7 +226,7 @@ def grad_needed(blocks: nn.Module, pair: Pair) -> bool:
 
 
 @torch.compiler.disable  # dynamo runs this eagerly (graph break); the rest of the model compiles
-def reversible_forward(blocks: nn.ModuleList, pair: Pair, *, keep: Collection[int] = ()) -> Pair:
+def reversible_forward(blocks: nn.Sequential, pair: Pair, *, keep: Collection[int] = ()) -> Pair:
     """Apply ``blocks`` (a list of :class:`~irevnet.blocks.IRevBlock`) to ``pair`` without storing activations.
 
     Same result as ``for block in blocks: pair = block(pair)`` (bitwise in the forward),

@@ -8,9 +8,8 @@ second halves of the channel axis. ``split`` gives the first half ``C // 2`` cha
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-
-from .psi import channels_innermost
 
 __all__ = ["Pair", "split", "merge", "InjectivePad"]
 
@@ -44,11 +43,8 @@ class InjectivePad(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.num_channels == 0:
             return x
-        n, _, h, w = x.shape
-        # Zeros in x's memory format, so that a channels_last x stays channels_last.
-        fmt = torch.channels_last if channels_innermost(x) else torch.contiguous_format
-        zeros = torch.empty((n, self.num_channels, h, w), dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
-        return torch.cat((x, zeros), dim=1)
+        # Constant padding keeps x's memory format (a channels_last x stays channels_last).
+        return F.pad(x, (0, 0, 0, 0, 0, self.num_channels))
 
     def inverse(self, y: Tensor) -> Tensor:
         if self.num_channels == 0:

@@ -11,9 +11,15 @@ their checkpoint; it differs from :class:`torch.nn.PixelUnshuffle` (``c·b² + i
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
 __all__ = ["space_to_depth", "depth_to_space", "InvertibleDownsampling", "channels_innermost"]
+
+# torch.fx records ψ as one call: its layout branch reads strides, which a traced graph
+# cannot know; the graph then runs the eager function, branch included.
+torch.fx.wrap("space_to_depth")
+torch.fx.wrap("depth_to_space")
 
 
 def channels_innermost(x: Tensor) -> bool:
