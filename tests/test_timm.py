@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import irevnet
 from irevnet.config import get_preset
 from irevnet.data.transforms import eval_transform
 from irevnet.factory import entrypoint_names
+from irevnet.summary import describe_config
 
 timm = pytest.importorskip("timm")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -163,3 +165,120 @@ def test_torch_fx_traces_the_model():
     # Injective padding and ψ appear as calls: they branch on the memory layout when they run.
     calls = {n.target.__name__ for n in graph.graph.nodes if n.op == "call_function" and hasattr(n.target, "__name__")}
     assert {"_check_input", "space_to_depth", "pad"} <= calls
+
+
+def test_factory_options_and_cfg_fields_follow_timm():
+    model = timm.create_model("irevnet_301", device="meta", dtype=torch.float64)
+    assert {(t.device.type, t.dtype) for t in model.parameters()} == {("meta", torch.float64)}
+    assert model.in_chans == 3 and model.head_hidden_size == model.num_features == 3072
+    cfg = model.pretrained_cfg
+    assert cfg["pool_size"] == (7, 7) and cfg["first_conv"] + ".weight" in model.state_dict()
+    assert model.get_submodule(cfg["first_conv"]) is model.blocks[0].bottleneck.conv1
+    small = irevnet.create_model("cifar10", blocks=(1, 1, 1), device="meta", dtype=torch.float16)
+    assert {(t.device.type, t.dtype) for t in small.parameters()} == {("meta", torch.float16)}
+    assert small.pretrained_cfg["pool_size"] == (8, 8)
+
+
+def test_no_pooling_and_the_classifier_at_every_position(tmp_path):
+    """global_pool="" (timm: none) returns maps, the classifier applied at each position; it is saved."""
+    torch.manual_seed(0)
+    model = timm.create_model("irevnet_cifar10", blocks=(1, 1, 1), num_classes=5).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        phi = model.forward_features(x)
+        normed = torch.relu(model.head.norm(phi))
+        logits = model(x)
+        model.reset_classifier(0, "")
+        assert model.num_classes == 0 and model.config.global_pool == ""
+        torch.testing.assert_close(model(x), normed, rtol=0, atol=0)
+        model.reset_classifier(0, "avg")
+        torch.testing.assert_close(model(x), normed.mean((2, 3)), rtol=0, atol=0)
+        model.reset_classifier(5, "")
+        per_position = model(x)
+        assert per_position.shape == (2, 5, 8, 8)
+        w, b = model.head.fc.weight, model.head.fc.bias
+        torch.testing.assert_close(per_position, torch.einsum("kc,nchw->nkhw", w, normed) + b[:, None, None])
+        model.reset_classifier(3)  # global_pool None: the pooling stays as it is
+        assert model.config.global_pool == "" and model(x).shape == (2, 3, 8, 8)
+    assert logits.shape == (2, 5)
+    unpooled = timm.create_model("irevnet_cifar10", blocks=(1, 1, 1), num_classes=0, global_pool="")
+    assert unpooled(torch.randn(1, 3, 32, 32)).shape == (1, 512, 8, 8)
+    unpooled.save_pretrained(tmp_path / "m")
+    again = irevnet.IRevNet.from_pretrained(tmp_path / "m")
+    assert again.config == unpooled.config and again(torch.randn(1, 3, 32, 32)).shape == (1, 512, 8, 8)
+    with pytest.raises(ValueError, match="average only"):
+        timm.create_model("irevnet_cifar10", global_pool="max")
+    with pytest.raises(ValueError, match="average only"):
+        model.reset_classifier(3, "max")
+
+
+def test_set_grad_checkpointing_is_the_memory_saving_backward():
+    model = timm.create_model("irevnet_digits_b").double().train()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    grads = []
+    for enabled in (False, True):
+        model.set_grad_checkpointing(enabled)
+        assert model.memory_efficient is enabled
+        model.zero_grad()
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    # docs/memory.md: gradients equal plain autograd's up to rounding (float64: ~1e-16 per operation).
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g1, g0, rtol=1e-9, atol=1e-12)
+
+
+def test_group_matcher_gives_layer_decay_by_depth():
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay
+
+    model = timm.create_model("irevnet_cifar10", blocks=(2, 1, 2), num_classes=3)
+    fine = group_parameters(model, model.group_matcher(), reverse=True)
+    coarse = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    for name, _ in model.named_parameters():
+        if name.startswith("blocks."):
+            j = int(name.split(".")[1])
+            assert fine[name] == j and coarse[name] == model.stage_index[j]
+        else:  # the head: after every block and stage
+            assert name.startswith("head.") and fine[name] == 5 and coarse[name] == 3
+    groups = param_groups_layer_decay(model, weight_decay=0.1, layer_decay=0.5)
+    scale = {n: g["lr_scale"] for g in groups for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    assert scale["blocks.0.bottleneck.conv1.weight"] == 0.5**5 and scale["blocks.4.bottleneck.conv3.weight"] == 0.5
+    assert scale["head.fc.weight"] == 1.0
+    assert model.no_weight_decay() == set()
+
+
+def test_prune_intermediate_layers_keeps_an_invertible_model(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("irevnet_cifar10", blocks=(2, 2, 2), num_classes=4).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x)
+        taps = model.forward_intermediates(x, intermediates_only=True)
+
+        unchanged = copy.deepcopy(model)
+        assert unchanged.prune_intermediate_layers([-1], prune_head=False) == [5]
+        torch.testing.assert_close(unchanged(x), logits, rtol=0, atol=0)
+
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers([0, 2]) == [0, 2]
+        assert pruned.depth == 3 and pruned.config.blocks == (2, 1) and pruned.config.strides == (1, 2)
+        assert [f["num_chs"] for f in pruned.feature_info] == [32, 32, 128] and pruned.num_features == 128
+        # Φ ends at block 2; the head (sized for the full Φ) is gone: no norm, pooling or classifier.
+        phi = pruned.forward_features(x)
+        torch.testing.assert_close(phi, taps[2], rtol=0, atol=0)
+        torch.testing.assert_close(pruned(x), phi, rtol=0, atol=0)
+        assert not [n for n, _ in pruned.named_parameters() if n.startswith("head.")]
+        assert relative_error(pruned.inverse(phi), x) < 1e-12
+        assert pruned.describe()["parameters"] == describe_config(pruned.config)["parameters"]
+        pruned.save_pretrained(tmp_path / "pruned")
+        again = irevnet.IRevNet.from_pretrained(tmp_path / "pruned").double().eval()
+        torch.testing.assert_close(again(x), phi, rtol=0, atol=0)
+
+        norm_only = copy.deepcopy(model)
+        norm_only.prune_intermediate_layers(6, prune_norm=True, prune_head=False)
+        assert norm_only.head.norm is None and norm_only.num_classes == 4
+        torch.testing.assert_close(norm_only(x), norm_only.head.fc(taps[-1].mean((2, 3))), rtol=0, atol=0)
+
+
+def relative_error(a, b):
+    return float((a - b).norm() / b.norm())

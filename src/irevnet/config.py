@@ -13,6 +13,7 @@ from .errors import ConfigError
 __all__ = ["BlockPlan", "DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+GLOBAL_POOLS = ("avg", "")  # timm's names: global average pooling, none
 # Per-channel statistics of the training sets (the values the reference code uses).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -152,6 +153,10 @@ class IRevNetConfig:
     name of each class, in index order (an ImageFolder's class folders, CIFAR's label names;
     ``None``: unknown); like ``description`` it is left out of comparisons, since it does not
     change the function, and :meth:`replace` drops it when ``num_classes`` changes without it.
+
+    The head (:class:`~irevnet.model.ClassifierHead`) is ``BN → ReLU`` (``head_norm``), then
+    ``global_pool`` (timm's names: ``"avg"``, or ``""`` for none: the head returns maps, the
+    classifier applied at every position), then the classifier.
     """
 
     blocks: tuple[int, ...]
@@ -166,6 +171,8 @@ class IRevNetConfig:
     description: str = field(default="", compare=False)
     data: DataConfig = DataConfig()
     label_names: tuple[str, ...] | None = field(default=None, compare=False)
+    global_pool: str = "avg"
+    head_norm: bool = True
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
@@ -188,6 +195,10 @@ class IRevNetConfig:
             raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.mult < 1:
             raise ConfigError(f"mult must be >= 1, got {self.mult}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ConfigError(f"global_pool must be 'avg' (global average pooling) or '' (none: the head returns "
+                              f"maps), got {self.global_pool!r}; an i-RevNet pools by average only",
+                              option="global_pool")
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         if not isinstance(self.data, DataConfig):
@@ -298,8 +309,10 @@ class IRevNetConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
         out["data"] = self.data.to_dict()
-        if self.label_names is None:
-            del out["label_names"]  # files of models without class names stay as they were
+        # Files of models without class names and with the usual head stay as they were.
+        for key, usual in (("label_names", None), ("global_pool", "avg"), ("head_norm", True)):
+            if out[key] == usual:
+                del out[key]
         return out
 
     @classmethod
@@ -313,7 +326,7 @@ class IRevNetConfig:
         kwargs = _checked_keys(cls, data, "model config")
         for key, kinds in _SCALAR_TYPES.items():
             value = kwargs.get(key)
-            if key in kwargs and (not isinstance(value, kinds) or isinstance(value, bool)):
+            if key in kwargs and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
                 raise ValueError(f"model config key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
                                  f"got {value!r}")
         if "data" not in kwargs and kwargs.get("name") in _PRESETS:
@@ -327,7 +340,7 @@ class IRevNetConfig:
 _PRESETS: dict[str, IRevNetConfig] = {}
 # JSON types of the scalar fields, checked by IRevNetConfig.from_dict.
 _SCALAR_TYPES = {"num_classes": (int,), "init_block_size": (int,), "mult": (int,), "dropout": (int, float),
-                 "name": (str,), "description": (str,)}
+                 "name": (str,), "description": (str,), "global_pool": (str,), "head_norm": (bool,)}
 
 
 def register_preset(config: IRevNetConfig) -> IRevNetConfig:

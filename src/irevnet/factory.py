@@ -24,13 +24,15 @@ def create_model(preset: str, **overrides: Any) -> IRevNet:
     ``overrides`` replace configuration fields, e.g. ``num_classes=100``,
     ``blocks=(2, 2, 2)``, ``dropout=0.1``, ``input_shape=(3, 64, 64)``.
     ``memory_efficient=True`` trains without stored activations
-    (:meth:`~irevnet.model.IRevNet.set_memory_efficient`, ``docs/memory.md``).
+    (:meth:`~irevnet.model.IRevNet.set_memory_efficient`, ``docs/memory.md``). ``device``
+    and ``dtype`` are :class:`~irevnet.model.IRevNet`'s (where the parameters are created).
     """
     memory_efficient = overrides.pop("memory_efficient", False)
+    device, dtype = overrides.pop("device", None), overrides.pop("dtype", None)
     config = get_preset(preset)
     if overrides:
         config = config.replace(**overrides)
-    model = IRevNet(config)
+    model = IRevNet(config, device=device, dtype=dtype)
     if memory_efficient:
         model.set_memory_efficient(True)
     return model

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .autograd import grad_needed, reversible_forward
 from .blocks import IRevBlock
 from .compile import CompileSpec, check_compile_support
-from .config import IRevNetConfig
+from .config import GLOBAL_POOLS, IRevNetConfig
 from .errors import CheckpointError, ConfigError
 from .io.card import write_card
 from .io.fit import load_fitting
@@ -90,23 +90,35 @@ class ClassifierHead(nn.Module):
     information. (The reference code builds this BN with ``momentum=0.9``, a TensorFlow
     habit; running statistics are a training detail and do not change the function of a
     given checkpoint, so we keep PyTorch's default.)
+
+    timm's variants: ``num_classes`` 0, no classifier (the pooled features); ``global_pool``
+    ``""``, no pooling: ``(N, num_classes or C, H, W)``, the classifier applied at every
+    position; ``norm=False``, no ``BN → ReLU`` (what pruning leaves).
     """
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int, *, global_pool: str = "avg", norm: bool = True) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_features)
-        # num_classes 0: no classifier, the head returns the pooled features (timm's convention).
+        self.norm = nn.BatchNorm2d(in_features) if norm else None
+        self.global_pool = global_pool
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = F.relu(self.norm(phi)).mean(dim=(2, 3))
-        return x if pre_logits else self.fc(x)
+        x = F.relu(self.norm(phi)) if self.norm is not None else phi
+        if self.global_pool:
+            x = x.mean(dim=(2, 3))
+        if pre_logits:
+            return x
+        # Unpooled maps: the linear map of channels at every position (a 1x1 convolution).
+        return self.fc(x) if self.global_pool else self.fc(x.movedim(1, -1)).movedim(-1, 1)
 
 
 def timm_cfg(config: IRevNetConfig) -> dict[str, Any]:
     """The fields of timm's ``pretrained_cfg`` that the configuration fixes: its data config,
-    the number of classes (and their names, when known) and the classifier's module name."""
-    cfg = {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc"}
+    the number of classes (and their names, when known), the classifier's and the first
+    convolution's module names, and the spatial size of Φ (``pool_size``) for the
+    configuration's input size."""
+    cfg = {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc",
+           "first_conv": "blocks.0.bottleneck.conv1", "pool_size": config.feature_shape()[1:]}
     return cfg if config.label_names is None else {**cfg, "label_names": config.label_names}
 
 
@@ -153,10 +165,13 @@ class IRevNet(nn.Module):
     keywords, ``IRevNet(blocks=..., strides=..., channels=..., ...)`` (the defaults are
     :class:`~irevnet.config.IRevNetConfig`'s), or from a configuration with some fields
     replaced, ``IRevNet(config, num_classes=10)``. :func:`irevnet.create_model` builds a
-    named preset.
+    named preset. ``device`` and ``dtype``: where and in what floating-point type the
+    parameters are created (e.g. ``device="meta"``: the architecture without memory), as
+    for PyTorch's layers.
     """
 
-    def __init__(self, config: IRevNetConfig | None = None, /, **fields: Any) -> None:
+    def __init__(self, config: IRevNetConfig | None = None, /, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **fields: Any) -> None:
         super().__init__()
         if config is None:
             config = IRevNetConfig(**fields)
@@ -168,14 +183,19 @@ class IRevNet(nn.Module):
                 f"the initial representation has {cfg.embedding_shape[0]} channel(s); at least 2 are needed to "
                 "split it into a pair (use init_block_size >= 2 for single-channel images)"
             )
-        self.init_psi = InvertibleDownsampling(cfg.init_block_size)
-        # Sequential (one input, one output each; registered between ψ and the head, in the order
-        # they run): timm's sequential feature extractors ("dict", "list", "hook") chain them.
-        self.blocks = nn.Sequential(*(
-            IRevBlock(p.in_channels, p.out_channels, stride=p.stride, first=p.first, dropout=cfg.dropout, mult=cfg.mult)
-            for p in cfg.plan
-        ))
-        self.head = ClassifierHead(cfg.num_features, cfg.num_classes)
+        with torch.device(device) if device is not None else nullcontext():
+            self.init_psi = InvertibleDownsampling(cfg.init_block_size)
+            # Sequential (one input, one output each; registered between ψ and the head, in the order
+            # they run): timm's sequential feature extractors ("dict", "list", "hook") chain them.
+            self.blocks = nn.Sequential(*(
+                IRevBlock(p.in_channels, p.out_channels, stride=p.stride, first=p.first, dropout=cfg.dropout,
+                          mult=cfg.mult)
+                for p in cfg.plan
+            ))
+            self.head = ClassifierHead(cfg.num_features, cfg.num_classes, global_pool=cfg.global_pool,
+                                       norm=cfg.head_norm)
+        if dtype is not None:
+            self.to(dtype=dtype)
         self.memory_efficient = False
         self.full_float32 = True
         self._read_plan()
@@ -344,7 +364,8 @@ class IRevNet(nn.Module):
             return self._features(x)
 
     def forward_head(self, phi: Tensor, *, pre_logits: bool = False) -> Tensor:
-        """Logits ``(N, num_classes)`` from Φ (or pooled features with ``pre_logits=True``)."""
+        """Logits ``(N, num_classes)`` from Φ (or pooled features with ``pre_logits=True``; without
+        pooling, ``config.global_pool == ""``, maps ``(N, num_classes or C, H/f, W/f)``)."""
         return self.head(phi, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -476,6 +497,16 @@ class IRevNet(nn.Module):
         return self.config.num_classes
 
     @property
+    def in_chans(self) -> int:
+        """Input channels (timm's name)."""
+        return self.input_shape[0]
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits features (timm's name): Φ's channels; the head has no hidden layer."""
+        return self.num_features
+
+    @property
     def pretrained_cfg(self) -> dict[str, Any]:
         """timm's ``pretrained_cfg``: the data config (``config.data_config``: input size, mean,
         std, crop, interpolation) over any weight-source fields timm set (``file``, ``hf_hub_id``, ...)."""
@@ -494,15 +525,74 @@ class IRevNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new, freshly initialized classifier for ``num_classes`` (0: none, the head returns
-        pooled features). The configuration follows, so saved models rebuild the new head."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"an i-RevNet pools by average only; global_pool={global_pool!r} is not supported")
-        old = self.head.fc
-        self.config = self.config.replace(num_classes=num_classes)
-        ref = self.head.norm.weight
-        self.head.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-                        if num_classes > 0 else nn.Identity())
-        self.head.fc.train(old.training)
+        its features). ``global_pool``: ``"avg"``, ``""`` (none: the head returns maps) or ``None``
+        (unchanged). The configuration follows, so saved models rebuild the new head."""
+        if global_pool not in (None, *GLOBAL_POOLS):
+            raise ValueError(f"an i-RevNet pools by average only; global_pool={global_pool!r} is not supported "
+                             "(use 'avg', or '' for none)")
+        pool = self.head.global_pool if global_pool is None else global_pool
+        self.config = self.config.replace(num_classes=num_classes, global_pool=pool)
+        ref = next(self.blocks.parameters())
+        fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0 \
+            else nn.Identity()
+        self.head.fc = fc.train(self.head.fc.training)
+        self.head.global_pool = pool
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for memory-saving training: :meth:`set_memory_efficient`.
+
+        Not checkpointing: the backward rebuilds each block's input with the block's exact
+        inverse instead of storing or recomputing it from a checkpoint, so activation memory
+        stays flat in depth and the gradients equal plain autograd's up to rounding
+        (``docs/memory.md``). Outputs are unchanged.
+        """
+        self.set_memory_efficient(enable)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups in order of depth for timm's optimizer factory (layer-wise learning-rate decay).
+
+        The stem (the initial ψ, which has no parameters), then one group per block, or per
+        stage with ``coarse``; the head, matched by neither, comes last.
+        """
+        if not coarse:
+            return {"stem": r"^init_psi", "blocks": r"^blocks\.(\d+)\."}
+        stages: dict[int, list[str]] = {}
+        for p in self.config.plan:
+            stages.setdefault(p.stage, []).append(str(p.index))
+        return {"stem": r"^init_psi",
+                "blocks": [(rf"^blocks\.(?:{'|'.join(ids)})\.", (stage,)) for stage, ids in stages.items()]}
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters to exempt from weight decay beyond timm's rule for 1-D ones (BatchNorm
+        weights and biases; the convolutions have no biases): none."""
+        return set()
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Keep only what :meth:`forward_intermediates` needs for ``indices`` (timm's semantics).
+
+        Drops the blocks after the last selected one; Φ (:meth:`forward_features`) then ends
+        there, and the head, sized for the full network's Φ, goes with them: no classifier, no
+        pooling, no norm. ``prune_norm``: drop the head's ``BN → ReLU``; ``prune_head``: drop the
+        classifier and the pooling (``reset_classifier(0, "")``). The configuration follows
+        (fewer blocks), so a pruned model saves and loads like any other, and its inverse
+        rebuilds the input from its Φ. Returns the selected 0-based block indices.
+        """
+        take, last = take_indices(self.depth, indices)
+        if last < self.depth - 1:
+            cfg, stage = self.config, self.config.plan[last].stage
+            blocks = (*cfg.blocks[:stage], last + 1 - sum(cfg.blocks[:stage]))
+            self.config = cfg.replace(blocks=blocks, strides=cfg.strides[: stage + 1],
+                                      channels=cfg.channels[: stage + 1])
+            self.blocks = self.blocks[: last + 1]
+            self._read_plan()
+            prune_norm = prune_head = True
+        if prune_norm:
+            self.head.norm = None
+            self.config = self.config.replace(head_norm=False)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     # -- model folders (Hugging Face convention) ---------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:

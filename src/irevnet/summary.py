@@ -35,7 +35,7 @@ def describe_config(config: IRevNetConfig) -> dict[str, Any]:
                "channels_per_half": p.out_channels, "output_shape": list(p.output_shape((h, w)))}
               for p in plan if p.stage_end]
     phi = config.feature_shape()
-    params += 2 * phi[0] + phi[0] * config.num_classes + config.num_classes  # head: BN + linear
+    params += (2 * phi[0] if config.head_norm else 0) + phi[0] * config.num_classes + config.num_classes  # BN, linear
     return {
         "name": config.name,
         "parameters": params,

@@ -5,11 +5,12 @@ Imported (and so registered) only when timm is: :func:`irevnet._timm_hook.instal
 and needs no timm. Names are :func:`irevnet.factory.entrypoint_names` (``irevnet_301`` is
 the paper's name for the bijective ImageNet model ``imagenet-b``).
 
-timm's usual keyword arguments work: ``num_classes``, ``in_chans``, ``img_size``,
-``drop_rate``, ``features_only`` (per-stage feature maps: by default the last block of
-every stage; ``out_indices`` selects blocks), ``pretrained`` with
-``pretrained_cfg_overlay=dict(file="model/model.safetensors")``; any other keyword is an
-:class:`~irevnet.config.IRevNetConfig` override (``blocks=(2, 2, 2)``).
+timm's usual keyword arguments work: ``num_classes``, ``global_pool`` (``"avg"``, or ``""``
+for none), ``in_chans``, ``img_size``, ``drop_rate``, ``device``, ``dtype``,
+``features_only`` (per-stage feature maps: by default the last block of every stage;
+``out_indices`` selects blocks; every ``feature_cls`` returns the merged maps Φ_j),
+``pretrained`` with ``pretrained_cfg_overlay=dict(file="model/model.safetensors")``; any
+other keyword is an :class:`~irevnet.config.IRevNetConfig` override (``blocks=(2, 2, 2)``).
 """
 
 from __future__ import annotations
@@ -64,8 +65,6 @@ def _overrides(preset: IRevNetConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
                                  crop_pct=d.crop_pct, interpolation=d.interpolation)
     if "drop_rate" in out:
         out["dropout"] = out.pop("drop_rate")
-    if out.pop("global_pool", None) not in (None, "", "avg"):
-        raise ValueError("an i-RevNet pools by average only (global_pool='avg')")
     return out
 
 
