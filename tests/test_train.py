@@ -24,7 +24,9 @@ from irevnet.analysis import reconstruct
 from irevnet.config import get_preset
 from irevnet.cli.main import main
 from irevnet.data import build_datasets
-from irevnet.training import get_recipe, train_epoch
+from irevnet.training import get_recipe
+from irevnet.training.stats import Stats
+from irevnet.training.steps import forward_backward, micro_batch_groups, optimizer_step
 from irevnet.training.trainer import TrainConfig, train
 
 # A tiny digits-shaped model on random tensors: ~1 s per run, no scikit-learn import.
@@ -183,7 +185,11 @@ def test_gradient_accumulation_matches_the_big_batch():
         nn.init.constant_(model.weight, 0.1), nn.init.zeros_(model.bias)
         opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
         loader = [(x[i:i + batch], y[i:i + batch]) for i in range(0, 32, batch)]
-        train_epoch(model, loader, opt, accum=accum, progress=False)
+        stats = Stats()
+        for group in micro_batch_groups(loader, accum):
+            assert forward_backward(model, group, accum=accum, device=torch.device("cpu"), stats=stats)
+            optimizer_step(opt)
+        assert stats.read().samples == 32
         results.append(model.weight.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
     assert not torch.equal(results[0], torch.full_like(results[0], 0.1))

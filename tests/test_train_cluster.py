@@ -31,7 +31,7 @@ import irevnet.io.formats as ckpt
 from irevnet import CheckpointError, ConfigError, IRevNet, IRevNetConfig, IRevNetError, create_model, load_model
 from irevnet.cli.main import main
 from irevnet.convert import ConversionError, load_reference_checkpoint
-from irevnet.data import CorruptImageError
+from irevnet.data import CorruptImageError, build_datasets
 from irevnet.data.imagefolder import load_image
 from irevnet.errors import OutOfMemoryError, TrainingDivergedError
 from irevnet.training import build_criterion, build_optimizer, get_recipe
@@ -237,18 +237,24 @@ def test_ema_is_evaluated_and_written_as_the_model(tmp_path):
     best = ckpt.read_checkpoint(tmp_path / "best.pt")
     assert "trainer" not in best and all(torch.equal(best["state_dict"][k], v) for k, v in ema.items())
     assert all(torch.equal(IRevNet.from_pretrained(tmp_path / "model").state_dict()[k], v) for k, v in ema.items())
-    evaluated = trainer_module.evaluate(load_model(tmp_path / "last.pt"),
-                                        DataLoader(trainer_module.build_datasets("synthetic", config=result.model.config,
-                                                                                 synthetic_size=128).eval,
-                                                   batch_size=128))
+    eval_set = build_datasets("synthetic", config=result.model.config, synthetic_size=128).eval
+    evaluated = trainer_module.evaluate(load_model(tmp_path / "last.pt"), DataLoader(eval_set, batch_size=128))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval_top1"] == evaluated.top1 and rows[-1]["eval_loss"] == pytest.approx(evaluated.loss)
+    # The trained weights are evaluated too; both checkpoints say which weights their model is.
+    trained = create_model("digits", blocks=(1, 1), dropout=0.1)
+    trained.load_state_dict(raw)
+    evaluated = trainer_module.evaluate(trained, DataLoader(eval_set, batch_size=128))
+    assert rows[-1]["eval_trained_top1"] == evaluated.top1 and "eval_ema_top1" not in rows[-1]
+    assert best["weights"] == payload["weights"] == "ema"
     # --raw-weights: the trained weights are the model, the EMA rides in the trainer state.
     swapped = train(_cfg(tmp_path / "raw", epochs=2, recipe={"ema_decay": 0.5}, eval_every=2, ema_as_model=False))
     payload_raw = ckpt.read_checkpoint(tmp_path / "raw" / "last.pt")
     assert all(torch.equal(payload_raw["state_dict"][k], raw[k]) for k in raw)
     assert all(torch.equal(payload_raw["trainer"]["ema"][k], ema[k]) for k in ema) and "model" not in payload_raw["trainer"]
     assert all(torch.equal(v, raw[k]) for k, v in swapped.model.state_dict().items())
+    row = json.loads((tmp_path / "raw" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "eval_ema_top1" in row and "eval_trained_top1" not in row and payload_raw["weights"] == "trained"
 
 
 # -- divergence guard ------------------------------------------------------------------
@@ -374,7 +380,7 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
         assert rows[0] == rows[1] and len(rows[0]) == 2
         # best.pt: the same model alone (no trainer state)
         best_ref, best = (ckpt.read_checkpoint(tmp_path / run / "best.pt") for run in ("ref", name))
-        assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict"}
+        assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict", "weights"}
         assert all(torch.equal(best_ref["state_dict"][k], v) for k, v in best["state_dict"].items())
 
 

@@ -10,33 +10,33 @@ from __future__ import annotations
 
 import copy
 import functools
+import random
+import tempfile
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 import irevnet
 from irevnet.data import load_digits_split
-from irevnet.training import build_optimizer, get_recipe, train_epoch
-from irevnet.training.optim import build_criterion
+from irevnet.training import TrainConfig, get_recipe, train
 
 
 def trained_digits_b(**recipe_overrides):
     """``(model in eval mode, digits test set)``: ``digits-b`` after 8 epochs of its recipe with
-    ``recipe_overrides`` (e.g. ``nll_weight=1.0``: the hybrid objective), seeded, a few seconds.
-    The global RNG is left as it was."""
-    train_set, test_set = load_digits_split()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = irevnet.create_model("digits-b")
-        recipe = get_recipe("digits-b").replace(epochs=8, **recipe_overrides)
-        criterion = build_criterion(recipe, model)
-        loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True)
-        opt, sched, _ = build_optimizer(model.parameters(), recipe, len(loader))
-        for _ in range(recipe.epochs):
-            train_epoch(model, loader, opt, scheduler=sched, progress=False, criterion=criterion)
-        if hasattr(criterion, "remove"):  # the hybrid objective's hook on the head
-            criterion.remove()
-    return model.eval(), test_set
+    ``recipe_overrides`` (e.g. ``nll_weight=1.0``: the hybrid objective), trained by
+    :func:`irevnet.training.train` with seed 0 on the CPU, a few seconds. The global RNGs are
+    left as they were."""
+    recipe = get_recipe("digits-b").replace(epochs=8, **recipe_overrides)
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            result = train(TrainConfig(preset="digits-b", data="digits", out=out, recipe=recipe, device="cpu",
+                                       progress=False, eval_every=0))
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+    return result.model.eval(), load_digits_split()[1]
 
 
 def briefly_trained_cifar() -> torch.nn.Module:

@@ -2,7 +2,8 @@
 
 It then trains the bijective `digits-b` with the hybrid objective (cross-entropy + NLL) for
 the analyses that need an exact inverse everywhere or a density: metamers, OOD detection
-with exact log-densities, and edits in Φ.
+with exact log-densities, and edits in Φ. Both train with `irevnet train`'s engine
+(:func:`irevnet.training.train`), into run folders inside the demo's folder.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..io.names import RUN_BEST, RUN_CONFIG, RUN_LAST, RUN_METRICS
 from .common import add_force_argument, add_format_argument, check_outputs, dir_path, nonnegative_float, \
     positive_int, seed
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
-
+    from ..model import IRevNet
     from ..training import Recipe
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-#: What the demo writes into its folder, besides one PNG + JSON per analysis.
+#: What the demo writes into its folder, besides one PNG + JSON per analysis and the run folders.
 DEMO_FILES = ("model.pt", "model_b.pt", "metrics.json", "report.md")
+#: The run folder of each training, inside the demo's folder: `irevnet train`'s files.
+RUNS = {"digits": "train-digits", "digits-b": "train-digits-b"}
+RUN_FILES = (RUN_CONFIG, RUN_METRICS, RUN_LAST, RUN_BEST)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Before any heavy import, so that a refusal is immediate.
     check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in PAPER_ANALYSES + BIJECTIVE_ANALYSES
-                                                   for ext in (f".{args.format}", ".json")], force=args.force)
+                                                   for ext in (f".{args.format}", ".json")]
+                  + [out / run / f for run in RUNS.values() for f in RUN_FILES], force=args.force)
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     import torch
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = get_recipe("digits")
     if args.epochs is not None:
         recipe = recipe.replace(epochs=args.epochs)
-    model, train_seconds, test = _train("digits", recipe, train_set, test_set, args)
+    model, train_seconds, test = _train("digits", recipe, out, args)
     save_model(model, out / "model.pt", recipe=recipe.to_dict())
 
     # The untrained baseline of the separability analysis is this run's initial network:
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     recipe_b = get_recipe("digits-b").replace(nll_weight=args.nll_weight)
     if args.epochs_b is not None:
         recipe_b = recipe_b.replace(epochs=args.epochs_b)
-    model_b, train_seconds_b, test_b = _train("digits-b", recipe_b, train_set, test_set, args)
+    model_b, train_seconds_b, test_b = _train("digits-b", recipe_b, out, args)
     save_model(model_b, out / "model_b.pt", recipe=recipe_b.to_dict())
     start = time.perf_counter()
     results.update(run_analyses(model_b, train_set, test_set, out, BIJECTIVE_ANALYSES, options))
@@ -98,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     meta, ood = results["metamers"], results["ood"]
 
     metrics = {
-        "test_accuracy": test.top1,
-        "test_top5": test.top5,
-        "test_loss": test.loss,
+        "test_accuracy": test["eval_top1"],
+        "test_top5": test["eval_top5"],
+        "test_loss": test["eval_loss"],
         "reconstruction_max_abs_error": rec["max_abs_error"],
         "reconstruction_mean_relative_error": rec["mean_relative_error"],
         "reconstruction_floor_relative_error": rec["floor_relative_error"],
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         "analysis_seconds": round(analysis_seconds, 2),
         "epochs": recipe.epochs,
         "params": model.num_parameters(),
-        "digits_b_test_accuracy": test_b.top1,
+        "digits_b_test_accuracy": test_b["eval_top1"],
         "digits_b_nll_weight": recipe_b.nll_weight,
         "digits_b_test_log_prob_per_dim": ood["mean_log_prob_per_dim"]["test"],
         "digits_b_ood_auroc": ood["auroc"],
@@ -136,49 +141,30 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_report(out, metrics, results, args.format)
-    print(f"test accuracy {test.top1:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
+    print(f"test accuracy {test['eval_top1']:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
           f"relative {rec['mean_relative_error']:.2e} (conditioning floor {rec['floor_relative_error']:.2e}) | "
           f"training {train_seconds:.1f} s, analyses {analysis_seconds:.1f} s | report: {out / 'report.md'}")
-    print(f"digits-b (hybrid): test accuracy {test_b.top1:.4f} | OOD AUROC "
+    print(f"digits-b (hybrid): test accuracy {test_b['eval_top1']:.4f} | OOD AUROC "
           + ", ".join(f"{k} {v:.3f}" for k, v in ood["auroc"].items())
           + f" | metamers closer to x_b for {meta['closer_to_b']:.0%} | training {train_seconds_b:.1f} s")
     return 0
 
 
-def _train(preset: str, recipe: "Recipe", train_set: "Dataset", test_set: "Dataset",
-           args: argparse.Namespace) -> tuple[Any, float, Any]:
-    """Train ``preset`` with ``recipe`` from ``torch.manual_seed(args.seed)``: (model, seconds, test EpochStats)."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+def _train(preset: str, recipe: "Recipe", out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict]:
+    """Train ``preset`` on the digits with ``recipe`` and ``args.seed`` by :func:`irevnet.training.train`,
+    into the run folder ``out/RUNS[preset]``: (final model, seconds of training, last epoch's record,
+    whose ``eval_*`` figures are the final model's on the test split)."""
+    from ..training import TrainConfig, train
 
-    from ..factory import create_model
-    from ..training import HybridCriterion, build_criterion, build_optimizer, evaluate, train_epoch
-
-    torch.manual_seed(args.seed)
-    model = create_model(preset, dropout=recipe.dropout)
-    criterion = build_criterion(recipe, model)
-    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(args.seed))
-    optimizer, scheduler, per_batch = build_optimizer(model.parameters(), recipe, len(loader))
-    log.info("training %s (%s parameters) on %d images for %d epochs%s", preset, f"{model.num_parameters():,}",
-             len(train_set), recipe.epochs, f", hybrid objective (nll_weight {recipe.nll_weight:g})"
-             if recipe.nll_weight else "")
-    seconds = 0.0
-    bar = tqdm(range(recipe.epochs), desc=f"demo {preset}", unit="epoch", disable=args.no_progress)
-    for _ in bar:
-        stats = train_epoch(model, loader, optimizer, scheduler=scheduler if per_batch else None,
-                            criterion=criterion, progress=False)
-        if not per_batch:
-            scheduler.step()
-        seconds += stats.seconds
-        bar.set_postfix(loss=f"{stats.loss:.3f}", train_acc=f"{stats.top1:.3f}",
-                        img_s=f"{stats.images_per_second:.0f}")
-    if isinstance(criterion, HybridCriterion):
-        criterion.remove()
-    test = evaluate(model, DataLoader(test_set, batch_size=512))
-    log.info("%s: test accuracy %.4f after %.1f s of training", preset, test.top1, seconds)
-    return model, seconds, test
+    run = out / RUNS[preset]
+    for name in RUN_FILES:  # a previous demo's run (check_outputs allowed it: --force)
+        (run / name).unlink(missing_ok=True)
+    result = train(TrainConfig(preset=preset, data="digits", out=str(run), recipe=recipe, seed=args.seed,
+                               device="cpu", progress=not args.no_progress))
+    last = result.history[-1]
+    seconds = sum(r["epoch_seconds"] for r in result.history)
+    log.info("%s: test accuracy %.4f after %.1f s of training (run folder %s)", preset, last["eval_top1"], seconds, run)
+    return result.model, seconds, last
 
 
 def _depth_table(sep: dict) -> str:
@@ -208,6 +194,7 @@ def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
 | condition number of ∂Φ/∂x ({len(spec['condition_number'])} test images) | {kappa} |
 | PCA components where accuracy saturates (1-NN / SVM) | {sat['nn']} / {sat['svm']} of {pca['dims'][-1]} |
 | training time | {m['train_seconds']:.1f} s for {m['epochs']} epochs ({m['threads']} threads) |
+| training runs | `{RUNS['digits']}/`, `{RUNS['digits-b']}/`: `irevnet train`'s run folders (per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`) |
 | analysis time | {m['analysis_seconds']:.1f} s |
 | parameters | {m['params']:,} |
 | data | {m['train_images']} train / {m['test_images']} test images (stratified 75/25 split; seed {m['seed']} for initialization and data order) |

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from ..config import list_presets
 from ..data.registry import DATASETS
-from ..training.preemption import PREEMPTED_EXIT_CODE
+from ..training.preemption import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, exit_code
 from ..training.recipes import get_recipe, list_recipes, parse_overrides, recipe_for_preset
 from .common import SOURCE_HELP, add_model_overrides_argument, add_workers_argument, check_writable, dir_path, \
     existing_dir, fraction, model_overrides, model_path, nonnegative_int, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
-    from ..training.trainer import TrainConfig
+    from ..training.options import TrainConfig
 
 #: Recipe fields with flags of their own (``--epochs``, ...); the others are set with ``--set KEY=VALUE``.
 RECIPE_FLAGS = ("epochs", "batch_size", "lr")
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DistributedDataParallel over all ranks; rank 0 writes RUN/{config.json,metrics.jsonl,last.pt,best.pt} "
         "(last.pt: the resumable training state; best.pt: the best model alone). "
         f"On SIGTERM or SIGUSR1 it finishes the current step, writes RUN/last.pt and exits with status "
-        f"{PREEMPTED_EXIT_CODE}; run the same command with --resume to continue.")
+        f"{PREEMPTED_EXIT_CODE} (Ctrl-C: the same, with status {INTERRUPTED_EXIT_CODE}; a second Ctrl-C stops at "
+        "once); run the same command with --resume to continue.")
     p.add_argument("--preset", required=True, choices=list_presets(), help="model preset")
     add_common_arguments(p)
     p.add_argument("--out", required=True, metavar="RUN", type=dir_path,
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--resume", nargs="?", const="yes", default="no", choices=["yes", "auto"],
                    help="continue from RUN/last.pt; `--resume auto` starts fresh when it is absent "
-                   "(use under torchrun --max-restarts)")
+                   "(use under torchrun --max-restarts). With --epochs, a run (finished or not) gets more epochs: "
+                   "the remaining steps follow the schedule of a run planned with that many")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--accum", type=positive_int, default=1, metavar="K", help="gradient accumulation steps")
     p.add_argument("--memory-efficient", action="store_true", help="recompute activations through the inverse")
@@ -115,7 +117,7 @@ def _recon_threshold(text: str) -> float:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Resolve recipe and overrides: explicit flags beat ``--set``, which beats the named recipe."""
-    from ..training.trainer import TrainConfig
+    from ..training.options import TrainConfig
 
     recipe = get_recipe(args.recipe) if args.recipe else recipe_for_preset(args.preset)
     overrides = parse_overrides(recipe, args.recipe_overrides)
@@ -144,10 +146,13 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config_from_args(args))
     if result.preempted:
-        return PREEMPTED_EXIT_CODE  # the trainer logged where it stopped; a requeued job continues with --resume
+        return exit_code(result.stopped_by)  # the trainer logged where it stopped; --resume continues
     if result.history and int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1]
         top1 = f", eval top-1 {last['eval_top1']:.4f}" if "eval_top1" in last else ""
+        for other, name in (("trained", "trained weights"), ("ema", "EMA")):
+            if f"eval_{other}_top1" in last:
+                top1 += f" ({name}: {last[f'eval_{other}_top1']:.4f})"
         if "recon_rel_error" in last:
             top1 += f", reconstruction error {last['recon_rel_error']:.1e} (floor {last['recon_floor']:.1e})"
         best = f"{result.best_top1:.4f}" if result.best_top1 >= 0 else "n/a"

@@ -24,7 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-__all__ = ["ResumableSampler", "SeededItems", "default_workers", "train_loader", "item_seed", "seeded_rngs"]
+from .preemption import STOP_SIGNALS
+
+__all__ = ["ResumableSampler", "SeededItems", "default_workers", "train_loader", "item_seed", "seeded_rngs",
+           "ignore_stop_signals"]
 
 # Data sets whose items are ready tensors in memory: worker processes would only add overhead.
 _IN_MEMORY = frozenset({"digits", "synthetic"})
@@ -135,11 +138,13 @@ def default_workers(data: str, local_world_size: int = 1) -> int:
     return max(1, min(_MAX_AUTO_WORKERS, cpus // max(local_world_size, 1) - 1))
 
 
-def _quiet_worker(worker_id: int) -> None:
-    # A scheduler signals every process of the job; the main process stops the run cleanly
-    # and shuts the workers down, so they must not die first (that would fail the step).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: the stop signals are the main process's to handle."""
+    # A scheduler signals every process of the job, Ctrl-C the terminal's whole process group;
+    # the main process stops the run cleanly and shuts the workers down, so they must not die
+    # first (that would fail the step).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def train_loader(dataset: Dataset, sampler: ResumableSampler, *, batch_size: int, workers: int, pin_memory: bool,
@@ -151,7 +156,7 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, *, batch_size: int
     """
     extra: dict[str, Any] = {}
     if workers > 0:
-        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": _quiet_worker}
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": ignore_stop_signals}
     return DataLoader(SeededItems(dataset, defer=defer_seeding), batch_size=batch_size, sampler=sampler,
                       num_workers=workers, pin_memory=pin_memory, collate_fn=collate_fn,
                       generator=torch.Generator().manual_seed(sampler.seed), **extra)

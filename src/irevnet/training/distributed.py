@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from .device import resolve_device
-from .loop import EpochStats
+from .stats import Stats
 
 __all__ = ["DistContext", "init_distributed", "reduce_stats", "broadcast_buffers", "gather_objects", "any_flags",
            "max_int"]
@@ -55,17 +55,19 @@ def init_distributed(device_spec: str) -> tuple[DistContext, bool]:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, local_world), created
 
 
-def reduce_stats(stats: EpochStats, ctx: DistContext, device: torch.device) -> EpochStats:
-    """Sum the per-rank statistics over all ranks (exact counts, slowest rank's time)."""
+def reduce_stats(stats: Stats, ctx: DistContext, device: torch.device) -> Stats:
+    """The statistics of all ranks together, read: summed counts and sums, the slowest rank's times."""
+    stats = stats.read()
     if not ctx.enabled:
         return stats
-    t = torch.tensor([stats.loss * stats.samples, stats.top1 * stats.samples, stats.top5 * stats.samples,
-                      stats.samples, stats.seconds], dtype=torch.float64, device=device)
-    secs = t[4:].clone()
-    dist.all_reduce(t)
-    dist.all_reduce(secs, op=dist.ReduceOp.MAX)
-    n = max(t[3].item(), 1.0)
-    return EpochStats(t[0].item() / n, round(t[1].item()) / n, round(t[2].item()) / n, int(t[3].item()), secs.item())
+    sums = torch.tensor([stats.loss_sum, stats.correct1, stats.correct5, stats.samples, stats.compile_samples],
+                        dtype=torch.float64, device=device)
+    times = torch.tensor([stats.seconds, stats.compile_seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    dist.all_reduce(times, op=dist.ReduceOp.MAX)
+    loss_sum, c1, c5, n, compile_n = sums.tolist()
+    seconds, compile_seconds = times.tolist()
+    return Stats(loss_sum, float(round(c1)), float(round(c5)), round(n), seconds, compile_seconds, round(compile_n))
 
 
 def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
@@ -84,12 +86,12 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     return out
 
 
-def any_flags(flags: list[bool], ctx: DistContext, device: torch.device) -> list[bool]:
-    """Element-wise OR of ``flags`` over all ranks (one small all-reduce): ranks decide together."""
-    if not ctx.enabled:
-        return flags
-    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+def any_flags(flags: list[bool | Tensor], ctx: DistContext, device: torch.device) -> list[bool]:
+    """Element-wise OR of ``flags`` (Python or 0-d tensor booleans) over all ranks: ranks decide
+    together. One transfer from the device (and one small all-reduce under torchrun)."""
+    t = torch.stack([torch.as_tensor(f, device=device) for f in flags]).int()
+    if ctx.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
 
 

@@ -12,10 +12,10 @@ from torch import nn
 
 from ..model import IRevNet
 from .hybrid import HybridCriterion
-from .loop import Criterion
 from .recipes import Recipe
+from .steps import Criterion
 
-__all__ = ["build_optimizer", "build_criterion"]
+__all__ = ["build_optimizer", "build_criterion", "load_schedule"]
 
 
 def _param_groups(params: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
@@ -52,6 +52,25 @@ def build_optimizer(params: nn.Module | Iterable[nn.Parameter], recipe: Recipe, 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(_warmup_cosine, warmup=warmup, total=total)), True
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_milestones),
                                                      gamma=recipe.lr_gamma), False
+
+
+def load_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict, *, stretch: bool) -> None:
+    """Restore ``scheduler`` from ``state``, the state of the same recipe's schedule.
+
+    ``stretch``: ``state`` was written for another number of epochs. A schedule stepped per
+    optimizer step (``onecycle``, ``cosine``) is a function of the step and the total, and
+    keeps this scheduler's total: from the saved step on, the run follows the schedule of a
+    run planned with the new length from the start (the lr jumps to that schedule's value).
+    Continuing from the end of the old one instead would train at its final lr, about 0 for
+    both. The ``step`` schedule's milestones are epochs: it continues unchanged.
+    """
+    length = {k: v for k, v in scheduler.state_dict().items() if k in ("total_steps", "_schedule_phases")}
+    if not stretch or isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
+        scheduler.load_state_dict(state)
+        return
+    scheduler.load_state_dict({**state, **length})  # OneCycleLR's total; the cosine's is in its function
+    scheduler.last_epoch -= 1
+    scheduler.step()  # sets the lr (and OneCycleLR's momentum) of the saved step on this schedule
 
 
 def build_criterion(recipe: Recipe, model: IRevNet | None = None) -> Criterion:

@@ -33,7 +33,9 @@ class Recipe:
       ``"cosine"`` (linear warm-up over ``warmup_epochs``, then cosine decay to 0, per step).
     - ``label_smoothing``: of the training cross-entropy (the eval loss is plain).
     - ``ema_decay``: keep an exponential moving average of the weights with this decay per
-      optimizer step (0: none); it is evaluated and written as the model.
+      optimizer step (0: none); it is evaluated and written as the model. ``ema_warmup``: the
+      decay of the ``k``-th update is ``min(ema_decay, (1 + k) / (10 + k))`` (see
+      :mod:`~irevnet.training.ema`).
     - ``dropout``: in the bottlenecks (the one source of the trained model's dropout).
     - ``batch_size`` is the global batch of one optimizer step, over all processes and
       accumulation steps.
@@ -58,6 +60,7 @@ class Recipe:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    ema_warmup: bool = True
 
     def __post_init__(self) -> None:
         # Refuse values that would train nothing or train on NaN (``--epochs 0``, ``--set lr=nan``).

@@ -8,7 +8,8 @@
     RUN/best.pt         the model alone (configuration + weights, no trainer state) of the epoch with the best
                         eval top-1 so far: what ``irevnet eval``, ``load_model`` and fine-tuning read
 
-Only rank 0 writes here.
+With an EMA both checkpoints say which weights their model is (``"weights": "ema"`` or
+``"trained"``). Only rank 0 writes here.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ class RunDir:
         """Write ``model`` and ``extras`` (the trainer state) to ``last.pt``, atomically."""
         return save_model(model, self.last, **extras)
 
-    def save_best(self, model: nn.Module) -> Path:
-        """Write ``model`` alone to ``best.pt``, atomically."""
-        return save_model(model, self.best)
+    def save_best(self, model: nn.Module, **extras: Any) -> Path:
+        """Write ``model`` (and small ``extras``, no trainer state) to ``best.pt``, atomically."""
+        return save_model(model, self.best, **extras)
 
     def model_metrics(self, checkpoint: str) -> dict[str, Any]:
         """The figures of the run for the weights in its ``checkpoint`` (``best.pt`` or ``last.pt``), e.g.

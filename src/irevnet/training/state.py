@@ -7,7 +7,7 @@ Everything here is tensors and plain containers, so checkpoints load with
 from __future__ import annotations
 
 import random
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,19 @@ import torch
 from ..config import IRevNetConfig
 from ..errors import CheckpointError
 from .recipes import Recipe
+from .stats import Stats
 
 _RECIPE_DEFAULTS = {f.name: f.default for f in fields(Recipe) if f.default is not MISSING}
 
 __all__ = ["Progress", "rng_state", "set_rng_state", "seed_everything", "check_resumable"]
 
 
-_NO_SUMS = (0.0, 0, 0, 0, 0.0)  # [loss_sum, correct1, correct5, samples, seconds] of an epoch not started
-
-
 @dataclass
 class Progress:
     """Where a run stands. ``epoch``: epochs completed; ``batch``: micro-batches of epoch ``epoch``
-    (0-based) already trained; ``step``: optimizer steps so far; ``sums``: the running
-    ``[loss_sum, correct1, correct5, samples, seconds]`` of the unfinished epoch (this rank's);
-    ``skipped``: steps skipped for a non-finite loss or gradient.
+    (0-based) already trained; ``step``: optimizer steps so far; ``stats``: what the unfinished
+    epoch has seen so far (this rank's); ``skipped``: steps skipped for a non-finite loss or
+    gradient; ``best_top1``: the best eval top-1 so far (-1: never evaluated).
     """
 
     epoch: int = 0
@@ -39,21 +37,25 @@ class Progress:
     step: int = 0
     best_top1: float = -1.0
     skipped: int = 0
-    sums: list[float] = field(default_factory=lambda: list(_NO_SUMS))
+    stats: Stats = field(default_factory=Stats)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "best_top1": self.best_top1,
+                "skipped": self.skipped, "epoch_stats": self.stats.to_state()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Progress":
-        # Checkpoints written before mid-epoch saves hold only the epoch and best_top1.
-        return cls(epoch=int(state["epoch"]), batch=int(state.get("batch", 0)), step=int(state.get("step", 0)),
-                   best_top1=float(state["best_top1"]), skipped=int(state.get("skipped", 0)),
-                   sums=list(state.get("sums", _NO_SUMS)))
+        if "epoch_stats" in state:
+            stats = Stats.from_state(state["epoch_stats"])
+        else:  # the positional form of earlier checkpoints: [loss_sum, correct1, correct5, samples, seconds]
+            loss_sum, c1, c5, n, seconds = state["sums"]
+            stats = Stats(float(loss_sum), float(c1), float(c5), int(n), float(seconds))
+        return cls(epoch=int(state["epoch"]), batch=int(state["batch"]), step=int(state["step"]),
+                   best_top1=float(state["best_top1"]), skipped=int(state["skipped"]), stats=stats)
 
     def start_epoch(self, epoch: int) -> None:
         """Position at the beginning of epoch ``epoch`` (0-based), with nothing summed yet."""
-        self.epoch, self.batch, self.sums = epoch, 0, list(_NO_SUMS)
+        self.epoch, self.batch, self.stats = epoch, 0, Stats()
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -93,8 +95,9 @@ def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetCo
     """The trainer state of checkpoint ``payload``, if this run (model, recipe) may continue it.
 
     The optimizer and scheduler states carry the old lr, milestones and step count, so a
-    changed recipe would be silently ignored: it is refused, except more epochs of a ``step``
-    schedule (the scheduler keeps its milestones).
+    changed recipe would be silently ignored: it is refused, except ``epochs``, which may
+    change as long as the epochs already trained fit (the trainer then stretches the
+    schedule over the new length: :func:`~irevnet.training.optim.load_schedule`).
     """
     saved = IRevNetConfig.from_dict(payload["config"])
     if saved != model_config:
@@ -104,12 +107,16 @@ def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetCo
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds weights only (no trainer state); it cannot be resumed")
     # A field added to recipes after a checkpoint was written had its default value there.
-    saved = {**_RECIPE_DEFAULTS, **payload.get("recipe", {})}
-    changed = sorted(k for k in recipe if saved.get(k) != recipe[k]
-                     and not (k == "epochs" and recipe["schedule"] == "step"))
+    trained = {**_RECIPE_DEFAULTS, **payload.get("recipe", {})}
+    changed = sorted(k for k in recipe if trained.get(k) != recipe[k] and k != "epochs")
     if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {recipe[k]!r}" for k in changed)
+        diffs = ", ".join(f"{k}: {trained.get(k)!r} -> {recipe[k]!r}" for k in changed)
         raise CheckpointError(f"{path} was trained with a different recipe ({diffs}); resume with the same "
                               "settings, or start a new run in another folder")
+    if recipe["epochs"] != trained["epochs"]:
+        least = state["epoch"] + (1 if state["batch"] else 0)  # an epoch begun must be finished
+        if recipe["epochs"] < least:
+            raise CheckpointError(f"{path} has trained {state['epoch']} epoch(s)"
+                                  f"{' and part of the next' if state['batch'] else ''}: epochs must be at least "
+                                  f"{least} to resume it, got {recipe['epochs']}", option="epochs")
     return state
-
