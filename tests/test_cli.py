@@ -45,6 +45,15 @@ def test_demo_writes_its_outputs(tmp_path):
     for key in ("test_accuracy", "reconstruction_max_abs_error", "train_seconds", "params"):
         assert key in metrics
     model = load_model(out / "model.pt")
+    # The demo trains with irevnet train's engine: its run folders, with the same metrics.
+    rows = {run: [json.loads(line) for line in (out / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("train-digits", "train-digits-b")}
+    for run in rows.values():
+        assert [r["epoch"] for r in run] == [1, 2] and set(run[-1]) == {
+            "epoch", "loss", "top1", "top5", "lr", "img_per_s", "epoch_seconds", "compile_seconds", "samples",
+            "eval_loss", "eval_top1", "eval_top5", "recon_rel_error", "recon_floor"}
+    assert metrics["test_accuracy"] == rows["train-digits"][-1]["eval_top1"]
+    assert metrics["digits_b_test_accuracy"] == rows["train-digits-b"][-1]["eval_top1"]
     # At the conditioning floor (tests/floor.py), whatever the trained function's conditioning.
     assert metrics["reconstruction_mean_relative_error"] <= (
         floor_factor(model) * metrics["reconstruction_floor_relative_error"])

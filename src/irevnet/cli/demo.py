@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train `digits` on scikit-learn's bundled 8x8 digits and run the paper's analyses on it "
         f"({', '.join(PAPER_ANALYSES)}); then train the bijective `digits-b` with the hybrid objective "
         f"(cross-entropy + NLL) and run the analyses that need a bijective model ({', '.join(BIJECTIVE_ANALYSES)}). "
-        "Writes OUT/report.md, the two models (model.pt, model_b.pt), metrics.json and a figure + JSON per "
-        "analysis. About 1.5 minutes on 2 CPU cores; nothing is downloaded.")
+        "Writes OUT/report.md, the two models (model.pt, model_b.pt), metrics.json, a figure + JSON per "
+        "analysis, and the two trainings' run folders (OUT/train-digits, OUT/train-digits-b: those of irevnet "
+        "train). About 1.5 minutes on 2 CPU cores; nothing is downloaded.")
     p.add_argument("--out", default="runs/demo", type=dir_path, help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the digits recipe's epoch count")
     p.add_argument("--epochs-b", type=positive_int, default=None, help="override the digits-b recipe's epoch count")
