@@ -131,8 +131,8 @@ def evaluate(
 ) -> Stats:
     """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with
     ``amp_dtype``), read (:meth:`Stats.read`); ``before_batch`` runs before each batch's forward
-    (CUDA-graph step marks: each batch is a step); ``on_batch(logits, labels)`` sees every batch (e.g. :class:`irevnet.predict.PerClassAccuracy`).
-    The loss is the plain cross-entropy, whatever the training criterion."""
+    (CUDA-graph step marks: each batch is a step); ``on_batch(logits, labels)`` sees every batch
+    (e.g. :class:`irevnet.predict.PerClassAccuracy`). The loss is the plain cross-entropy, whatever the training criterion."""
     device = torch.device(device)
     stats = Stats()
     start = time.perf_counter()
