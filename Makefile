@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast gpu-smoke install clean
+.PHONY: demo test test-fast test-numerics gpu-smoke install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-fast: install
 # run to its end (a few minutes; not part of `make test`). Output in $$OUT (default /tmp/irevnet-gpu).
 gpu-smoke: install
 	PYTHON=$(BIN)/python bash benchmarks/gpu_suite.sh --smoke
+
+# The numerical tests under each CPU kernel variant (MKL, ATen, oneDNN code paths; 1 and 2
+# threads): one line per variant, then the worst ratio error / bound per check.
+test-numerics: install
+	tests/numerics_variants.sh $(BIN)/python
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
