@@ -8,10 +8,12 @@
 # (IREVNET_TEST_SEED, seeds 0-2). AVX-512 variants run only where the CPU has AVX-512.
 # Prints one line per variant and, at the end, the worst ratio error / bound per check.
 #
-# Usage: tests/numerics_variants.sh [PYTHON]   (make test-numerics)
+# Usage: tests/numerics_variants.sh [PYTHON [PYTEST ARGS...]]   (make test-numerics)
+# e.g. tests/numerics_variants.sh .venv/bin/python -k digits   (a quick subset)
 set -u
 cd "$(dirname "$0")/.."
 PY=${1:-${PYTHON:-python}}
+shift $(($# > 0 ? 1 : 0))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -35,7 +37,7 @@ for variant in "${variants[@]}"; do
         [ "$variant" != default ] && env_args+=("$variant")
         start=$(date +%s)
         env "${env_args[@]}" "$PY" -m pytest -q -m numerics -p randomly --randomly-seed="$run" \
-            -p no:cacheprovider >"$work/log-$run.txt" 2>&1
+            -p no:cacheprovider "$@" >"$work/log-$run.txt" 2>&1
         rc=$?
         seconds=$(($(date +%s) - start))
         summary=$(tail -n 1 "$work/log-$run.txt")

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import irevnet
-from floor import check, sensitivity
+from floor import LAMBDA, check, sensitivity, unit_roundoff
 from irevnet.analysis import (
     averaged_features,
     classifier_accuracies,
@@ -74,6 +74,7 @@ def small_splits(digits) -> tuple[TensorDataset, TensorDataset]:
 
 
 # -- spectrum -------------------------------------------------------------------------
+@pytest.mark.numerics
 @pytest.mark.parametrize("window", [None, (2, 3, 4, 5)])
 def test_spectrum_matches_svd_of_the_full_jacobian(window):
     model = _small_model()
@@ -87,7 +88,12 @@ def test_spectrum_matches_svd_of_the_full_jacobian(window):
     got = jacobian_spectrum(model, x, window)
     assert got.shape == expected.shape == (jac[0].numel(),)
     assert torch.all(got[:-1] >= got[1:]) and got[0] == 1
-    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-12)
+    # Weyl: |Δσ_i| <= ‖ΔJ‖₂, so |Δ(σ_i/σ_0)| <= (1 + σ_i/σ_0)‖ΔJ‖/σ_0. Two float64 Jacobians
+    # (JVPs, reverse mode), each column a derivative of Φ accurate to LAMBDA·u·κ like Φ (tests/floor.py),
+    # and two SVDs, backward stable to n·u (n input dimensions).
+    u, n, flat = unit_roundoff(torch.float64), jac[0].numel(), jac.flatten(1)
+    rel = 2 * (LAMBDA * u * sensitivity(model, x.unsqueeze(0)).forward.item() + n * u)
+    check((got - expected).abs(), (1 + expected) * rel * flat.norm() / torch.linalg.matrix_norm(flat, ord=2), "spectrum")
     assert 1 / got[-1] > 2, "the randomized BatchNorms should make the Jacobian ill-conditioned"
 
 
@@ -98,6 +104,7 @@ def test_lanczos_matches_the_exact_top_values():
     exact = jacobian_spectrum(model, x, window, method="exact")
     top = jacobian_spectrum(model, x, window, method="lanczos", k=6)
     assert top.shape == (6,)
+    # Lanczos stops at its relative tolerance (1e-6, the library's default), not at rounding.
     torch.testing.assert_close(top, exact[:6], rtol=1e-5, atol=0)
     # The exact method dispatches by size: a budget below the window's 36 dims means Lanczos.
     auto = jacobian_spectrum(model, x, window, k=6, exact_max_dims=10)
@@ -164,6 +171,7 @@ def test_reconstruct_reports_the_floor_and_float64_is_exact():
 
 
 # -- features ---------------------------------------------------------------------------
+@pytest.mark.numerics
 def test_averaged_features_equal_forward_intermediates(small_splits):
     model = _small_model()
     ds = small_splits[1]
@@ -171,8 +179,16 @@ def test_averaged_features_equal_forward_intermediates(small_splits):
     x, y = ds[:]
     with torch.no_grad():
         _, inter = model.forward_intermediates(x)
+    u = unit_roundoff(torch.float32)
     for j in (1, 2):
-        np.testing.assert_allclose(feats.features[j], inter[j - 1].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+        # Two float32 computations of Φ_j (batches of 50 and of 120), each within LAMBDA·u·κ‖Φ_j‖
+        # (tests/floor.py), then averaged over P positions (a contraction by 1/sqrt(P), and sums
+        # of P entries rounding by u(‖Φ_j‖/sqrt(P) + ‖mean‖) each).
+        phi, pooled = inter[j - 1].double(), inter[j - 1].double().mean(dim=(2, 3))
+        norms, root_p = phi.flatten(1).norm(dim=1), phi[0, 0].numel() ** 0.5
+        forward = sensitivity(model, x, depth=j).bound("forward", computations=2) * norms
+        bound = (forward + 2 * u * norms) / root_p + 2 * u * pooled.norm(dim=1)
+        check((torch.from_numpy(feats.features[j]).double() - pooled).norm(dim=1), bound, f"block {j}")
     np.testing.assert_array_equal(feats.labels, y.numpy())
     assert select_blocks(8, 3) == [3, 6, 8] and select_blocks(8) == list(range(1, 9))
 
@@ -191,6 +207,7 @@ def test_standardize_uses_training_statistics_only():
     rng = np.random.default_rng(0)
     train, test = rng.normal(3, 2, size=(200, 4)), rng.normal(-5, 1, size=(50, 4))
     s_train, s_test = standardize(train, test)
+    # float64, 200 values of size <= 5: each mean within (200 + 3)·u·5 ~ 1e-13 of exact, in any order.
     np.testing.assert_allclose(s_train.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(s_train.std(0), 1)
     np.testing.assert_allclose(s_test, (test - train.mean(0)) / train.std(0))

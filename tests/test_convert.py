@@ -54,6 +54,7 @@ def test_full_imagenet_b_maps_every_key_and_shape():
     assert key_map["bn1.running_mean"] == "head.norm.running_mean" and key_map["linear.bias"] == "head.fc.bias"
 
 
+@pytest.mark.numerics
 def test_imagenet_b_outputs_equal_reference(ref_b):
     ref, path = ref_b
     ours = load_reference_checkpoint(path, "imagenet-b", **SMALL_B)
@@ -73,6 +74,7 @@ def test_imagenet_b_outputs_equal_reference(ref_b):
     check_reconstruction(ours, x)
 
 
+@pytest.mark.numerics
 def test_cifar10_layout_bare_state_dict_without_counters(tmp_path):
     # An old-style checkpoint: non-zip format, no wrapper dict, no `module.` prefix, no num_batches_tracked.
     torch.manual_seed(1)

@@ -103,6 +103,7 @@ def test_monitor_warns_once_about_a_lossy_inverse(caplog, loss):
         assert first["recon_rel_error"] == pytest.approx(loss, rel=1e-3)
 
 
+@pytest.mark.numerics
 def test_monitor_below_threshold_or_disabled_stays_silent(caplog):
     model = create_model("cifar10", blocks=(2, 2, 2))  # at the init Φ⁻¹ is well conditioned (~1e-6)
     with caplog.at_level(logging.WARNING, logger="irevnet"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import irevnet
+from floor import check, sensitivity, unit_roundoff
 from irevnet.analysis import auroc, log_prob_per_dim, ood_detection, shifted_copies
 from irevnet.cli.main import main
 from irevnet.training import HybridCriterion, get_recipe
@@ -42,6 +44,7 @@ def test_auroc():
     assert auroc([1.0, 3.0], [2.0]) == 0.5
 
 
+@pytest.mark.numerics
 def test_hybrid_criterion_adds_the_nll_per_dimension():
     torch.manual_seed(0)
     model = irevnet.create_model("digits-b")
@@ -52,7 +55,16 @@ def test_hybrid_criterion_adds_the_nll_per_dimension():
     # Train mode: the batch's joint log-density, per example and dimension.
     with torch.no_grad():
         nll = -model.log_prob(x).sum() / (6 * 64)
-    torch.testing.assert_close(loss, F.cross_entropy(logits, y) + 0.5 * nll, rtol=1e-6, atol=0)
+    # Two train-mode forwards of the same batch, each Φ within LAMBDA·u·κ‖Φ‖ (tests/floor.py), moving
+    # Σ log N(Φ) by ‖Φ‖·‖ΔΦ‖; two sums of the 384 terms (any order: (n + 3)·u·Σ|t| each); the losses'
+    # few roundings.
+    u = unit_roundoff(torch.float32)
+    with torch.no_grad():
+        phi = copy.deepcopy(model).double().forward_features(x.double())
+    terms = -0.5 * phi.square() - 0.5 * math.log(2 * math.pi)
+    sums = 2 * sensitivity(model, x).batch_bound("forward") * phi.square().sum() + 2 * (terms.numel() + 3) * u * terms.abs().sum()
+    bound = 0.5 * sums.item() / (6 * 64) + 8 * u * (abs(loss.item()) + abs(nll.item()))
+    check(abs(loss.item() - (F.cross_entropy(logits, y) + 0.5 * nll).item()), bound, "hybrid loss")
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(RuntimeError, match="saw no forward"):
