@@ -134,6 +134,9 @@ def test_registration_is_lazy_and_optional():
                "try:\n    import irevnet.timm_models\nexcept ImportError as e:\n    print(e)")
     assert out.returncode == 0, out.stderr
     assert "pip install 'irevnet[timm]'" in out.stdout and not out.stderr
+    # Importing the registry module first (it imports timm itself) registers too, without a warning.
+    out = _run("import irevnet.timm_models, timm; print(sorted(timm.list_models('irevnet_*')))")
+    assert out.returncode == 0 and "'irevnet_301'" in out.stdout and not out.stderr, (out.stdout, out.stderr)
 
 
 @pytest.mark.parametrize("feature_cls", ["hook", "fx", "dict", "list"])

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def _register() -> None:
+    module = sys.modules.get(f"{__package__}.timm_models")
+    if module is not None and not hasattr(module, "register"):
+        return  # timm_models is importing timm itself; it registers when it finishes loading
     try:
         from .timm_models import register
 

@@ -128,3 +128,7 @@ def register() -> None:
         fn = _entrypoint(name, preset)
         globals()[name] = register_model(fn)
     _registered = True
+
+
+# Importing this module directly (before timm) registers too: the import hook defers to it.
+register()
