@@ -7,6 +7,7 @@ these tests are fast. Each case is one class of mistake on one sub-command.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -176,6 +177,45 @@ def test_a_mistyped_command_or_preset_names_the_closest(capsys):
         create_model("digit")
     assert main(["train", "--preset", "resnet", "--data", "digits", "--out", "x"]) == 2  # nothing close: no guess
     assert "did you mean" not in capsys.readouterr().err
+
+
+#: A command line that each command accepts (parsing only: the tests below add to it).
+VALID = {
+    "info": ["info", "digits"],
+    "demo": ["demo", "--out", "{d}/demo"],
+    "convert": ["convert", M, "{d}/out.pt"],
+    "invert": [*INVERT, "--out", "{d}/o.png"],
+    "export": ["export", "digits", "{d}/exp"],
+    "train": TRAIN,
+    "eval": ["eval", M, "--data", "digits"],
+    "predict": ["predict", M, IMG],
+    "analyze": ANALYZE,
+    "upload": ["upload", M, "someone/digits", "--dry-run", "{d}/upload"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(VALID))
+def test_an_unknown_argument_is_refused_by_its_command(command, files, capsys):
+    """The command itself refuses it, so the hint points to its own --help, not to `irevnet --help`."""
+    from irevnet.cli.main import COMMANDS
+
+    assert sorted(VALID) == sorted(COMMANDS)
+    assert main([*_argv(VALID[command], files), "--no-such-option"]) == 2
+    assert capsys.readouterr().err == (f"irevnet {command}: error: unrecognized arguments: --no-such-option "
+                                       f"(see `irevnet {command} --help`)\n")
+    if command in ("info", "convert", "export", "upload"):  # a fixed number of positional arguments: one too many
+        assert main([*_argv(VALID[command], files), "surplus"]) == 2
+        assert "unrecognized arguments: surplus (see `irevnet " + command in capsys.readouterr().err
+
+
+def test_options_may_stand_between_positional_arguments(files, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    img = str(files / "img.png")
+    assert main(["invert", str(files / "m.pt"), img, "--no-progress", img, "--out", str(out)]) == 0
+    assert [r["path"] for r in json.loads(out.with_suffix(".json").read_text())["images"]] == [img, img]
+    assert main(["analyze", "--only", "spectrum", "--data", "digits", str(files / "m.pt"), "--out",
+                 str(tmp_path / "a"), "--window", "0,0,2,2", "--no-progress"]) == 0
+    assert (tmp_path / "a" / "spectrum.json").exists()
 
 
 def test_missing_required_option_is_one_line(capsys):

@@ -61,6 +61,30 @@ class Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"{e.message}; {hint}") from None
 
 
+class CommandParser(Parser):
+    """A sub-command's parser: options may come between positional arguments
+    (``irevnet invert CKPT a.png --no-progress b.png``), and an argument it does not know is
+    refused by the sub-command itself, so the hint names ``irevnet COMMAND --help``.
+
+    argparse hands a sub-command everything after its name through ``parse_known_args``;
+    the top-level parser would otherwise report the leftovers under its own name.
+    """
+
+    _intermixed = False  # True while parse_known_intermixed_args runs its two passes
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixed:
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, []
+
+
 # ---------------------------------------------------------------------------------------------
 # argparse value types: each returns the parsed value or raises ArgumentTypeError (one line).
 

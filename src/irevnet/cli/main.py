@@ -20,7 +20,7 @@ import os
 import sys
 
 from .. import __version__
-from .common import Parser
+from .common import CommandParser, Parser
 
 COMMANDS = ["info", "demo", "convert", "invert", "export", "train", "eval", "predict", "analyze", "upload"]
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of handled errors too (bad options, unusable files, out of memory)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
