@@ -41,10 +41,8 @@ from trained import briefly_trained_cifar
 from irevnet.modes import eval_mode
 
 
-def _small_model(seed: int = 0, blocks: tuple[int, int] = (1, 1)) -> irevnet.IRevNet:
-    """A small digits network whose BatchNorms are randomized, so ∂Φ/∂x is far from an isometry."""
-    torch.manual_seed(seed)
-    model = irevnet.create_model("digits", blocks=blocks).eval()
+def _randomize_batchnorms(model: irevnet.IRevNet, seed: int) -> irevnet.IRevNet:
+    """``model`` with random BatchNorm statistics and scales, so that ∂Φ/∂x is far from an isometry."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -53,6 +51,12 @@ def _small_model(seed: int = 0, blocks: tuple[int, int] = (1, 1)) -> irevnet.IRe
                 m.running_var.copy_(0.05 + 2 * torch.rand(m.running_var.shape, generator=g))
                 m.weight.copy_(4 * torch.rand(m.weight.shape, generator=g))
     return model
+
+
+def _small_model(seed: int = 0, blocks: tuple[int, int] = (1, 1)) -> irevnet.IRevNet:
+    """A small digits network whose BatchNorms are randomized, so ∂Φ/∂x is far from an isometry."""
+    torch.manual_seed(seed)
+    return _randomize_batchnorms(irevnet.create_model("digits", blocks=blocks).eval(), seed)
 
 
 def _reference_jacobian(model: irevnet.IRevNet, x: torch.Tensor) -> torch.Tensor:
@@ -281,6 +285,76 @@ def test_plots_render(tmp_path):
     _assert_png(save_figure(plot_spectrum(spectrum), tmp_path / "s.png"))
     _assert_png(save_figure(plot_separability({"trained": curve, "untrained": curve}), tmp_path / "sep.png"))
     _assert_png(save_figure(plot_pca(pca), tmp_path / "p.png"))
+
+
+# -- registry ---------------------------------------------------------------------------
+def _analysis_name_literals() -> dict[str, list[str]]:
+    """``{name: ["path:line", ...]}``: every string literal of src/irevnet equal to an analysis name.
+
+    Progress-bar labels (``desc=``) say what a bar counts, and ``__all__``/``_MODULE_OF`` list Python
+    functions and modules (``analysis.spectrum``): neither names an analysis.
+    """
+    import ast
+    from pathlib import Path
+
+    from irevnet.analysis.registry import NAMES
+
+    root = Path(irevnet.__file__).parent
+    found: dict[str, list[str]] = {name: [] for name in NAMES}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        skip = set()
+        for node in ast.walk(tree):
+            values = []
+            if isinstance(node, ast.keyword) and node.arg == "desc":
+                values.append(node.value)
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("__all__", "_MODULE_OF")
+                                                    for t in node.targets):
+                values.append(node.value)
+            if isinstance(node, ast.arguments):  # the default of a parameter called desc
+                params = [*node.posonlyargs, *node.args][-len(node.defaults):] if node.defaults else []
+                values += [d for p, d in [*zip(params, node.defaults), *zip(node.kwonlyargs, node.kw_defaults)]
+                           if p.arg == "desc" and d is not None]
+            for value in values:
+                skip.update(id(n) for n in ast.walk(value))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in found and id(node) not in skip:
+                found[node.value].append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_each_analysis_name_is_written_once():
+    """The registry is the one list: the CLI, the suite and the demo read it instead of mirroring names."""
+    for name, places in _analysis_name_literals().items():
+        assert len(places) == 1 and places[0].startswith("analysis/registry.py:"), (name, places)
+
+
+def test_every_registered_analysis_runs_and_reports():
+    from irevnet.analysis.registry import ANALYSES, default_analyses
+    from irevnet.analysis.suite import Context
+    from irevnet.cli.demo import BIJECTIVE_ANALYSES, PAPER_ANALYSES
+
+    assert all(callable(getattr(Context, a.name, None)) for a in ANALYSES)
+    # The demo runs the paper's analyses on the injective `digits`, the others on the bijective `digits-b`.
+    assert not any(a.bijective for a in ANALYSES if a.name in PAPER_ANALYSES)
+    assert sorted(PAPER_ANALYSES + BIJECTIVE_ANALYSES) == sorted(a.name for a in ANALYSES)
+    assert default_analyses(irevnet.create_model("digits", blocks=(1, 1))) == list(PAPER_ANALYSES) + [
+        a.name for a in ANALYSES if not a.paper and not a.bijective]
+
+    class Anything(dict):
+        """A stand-in result: every key holds another one."""
+
+        def __getitem__(self, key):
+            return Anything()
+
+        def get(self, key, default=None):
+            return Anything()
+
+        def __bool__(self):
+            return True
+
+    figures = [key for a in ANALYSES for key in a.figures(Anything())]
+    assert len(figures) == len(set(figures)), "headline figure names must be unique over the analyses"
 
 
 # -- CLI --------------------------------------------------------------------------------

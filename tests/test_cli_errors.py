@@ -257,17 +257,24 @@ def test_checkpoints_follow_the_umask(tmp_path, umask):
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {mode}  # model folders too
 
 
+def _subparser(command: str):
+    from irevnet.cli.main import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices[command]
+
+
 def test_the_cli_lists_of_names_match_the_library():
     """The CLI keeps a few name lists so that parsing imports no torch; they must match the library's."""
     from irevnet.analysis.plotting import FORMATS
     from irevnet.analysis.suite import ANALYSES
-    from irevnet.cli.analyze import ANALYSIS_NAMES
     from irevnet.cli.common import FIGURE_FORMATS
     from irevnet.cli.train import AMP_CHOICES, COMPILE_MODES
     from irevnet.compile import MODES
     from irevnet.training.device import AMP_DTYPES
 
-    assert ANALYSIS_NAMES == ANALYSES and FIGURE_FORMATS == FORMATS
+    only = next(a for a in _subparser("analyze")._actions if a.dest == "only")
+    assert tuple(only.choices) == ANALYSES and FIGURE_FORMATS == FORMATS
     assert set(AMP_CHOICES) == {k for k in AMP_DTYPES if k}
     assert COMPILE_MODES == tuple(m for m in MODES if m)
 

@@ -137,6 +137,7 @@ def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkey
     """A CIFAR model's inputs are normalized; its reconstruct/interpolate figures show the pixels."""
     from torch.utils.data import TensorDataset
 
+    import irevnet.analysis.plotting as plotting
     import irevnet.analysis.suite as suite
     from irevnet import create_model
 
@@ -147,7 +148,7 @@ def test_analyses_show_and_measure_pixels_not_normalized_inputs(tmp_path, monkey
     mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (dc["mean"], dc["std"]))
     data = TensorDataset((pixels - mean) / std, torch.arange(12) % 3)
     shown = []
-    monkeypatch.setattr(suite, "image_grid", lambda rows, **kw: shown.append(rows) or image_grid(rows[:1], **kw))
+    monkeypatch.setattr(plotting, "image_grid", lambda rows, **kw: shown.append(rows) or image_grid(rows[:1], **kw))
     res = suite.run_analyses(model, data, data, tmp_path, ["reconstruct", "interpolate"],
                              suite.AnalysisOptions(num_images=4, pairs=2, steps=3, progress=False))
     originals = torch.stack(shown[0][0])

@@ -114,6 +114,17 @@ def test_cli_invert_interpolation_strip(small_b_checkpoint, tmp_path):
     out = tmp_path / "strip.png"
     assert main(["invert", str(small_b_checkpoint), "--interpolate", a, b, "--steps", "5", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 2 * Image.open(out).size[1]  # a horizontal strip
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert (report["a"], report["b"], report["t"]) == (a, b, [1.0, 0.75, 0.5, 0.25, 0.0])
+    gap = report["mean_abs_difference_from_pixel_path"]
+    assert len(gap) == 5 and max(gap[0], gap[-1]) <= report["endpoint_max_abs_error"] < max(gap[1:-1])
+    # The ends of the path are Φ⁻¹(Φ(A)) and Φ⁻¹(Φ(B)), the very tensors `invert A B` reconstructs; its
+    # errors are rounded once in float64, these in float32 (normalization undone, then the difference of
+    # pixel values below 2): at most 3 float32 roundings of 2^-23 apart.
+    assert main(["invert", str(small_b_checkpoint), a, b, "--out", str(tmp_path / "rec.png")]) == 0
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert report["endpoint_max_abs_error"] == pytest.approx(max(r["max_abs_error"] for r in rec["images"]),
+                                                             rel=0, abs=3 * 2**-23)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -10,7 +10,8 @@
 - :mod:`.edits`: Φ⁻¹ after swapping regions or channel groups of Φ between images, or zeroing them.
 - :mod:`.ood`: AUROC of exact log-densities between test images and shifted copies
   (bijective models; Nalisnick et al., ICML 2019).
-- :mod:`.plotting`: the figures; :mod:`.suite`: all of them as PNG + JSON files.
+- :mod:`.plotting`: the figures; :mod:`.registry`: the suite's analyses, each declared once;
+  :mod:`.suite`: all of them as PNG + JSON files.
 
 Names are imported on first use (PEP 562): the classifier and eigensolver stacks
 (scikit-learn, SciPy) cost seconds at start-up, and a command that only reconstructs
@@ -28,8 +29,9 @@ _MODULE_OF = {
     **dict.fromkeys(["edit_and_invert", "quadrants", "representation_edits", "stage_ends"], "edits"),
     **dict.fromkeys(["OOD_SHIFTS", "auroc", "log_prob_per_dim", "ood_detection", "shifted_copies"], "ood"),
     **dict.fromkeys(["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"], "pca"),
-    **dict.fromkeys(["Reconstruction", "conditioning_floor", "interpolate", "pairs_of_different_classes",
-                     "pixel_interpolate", "reconstruct", "reconstruct_batches"], "inversion"),
+    **dict.fromkeys(["Reconstruction", "conditioning_floor", "interpolate", "interpolation_errors",
+                     "pairs_of_different_classes", "pixel_interpolate", "reconstruct", "reconstruct_batches"],
+                    "inversion"),
     **dict.fromkeys(["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"],
                     "separability"),
     **dict.fromkeys(["default_window", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"],

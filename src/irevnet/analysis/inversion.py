@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from ..modes import eval_mode
 from ..precision import full_float32
 
 __all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate",
-           "pixel_interpolate", "pairs_of_different_classes"]
+           "interpolation_errors", "pixel_interpolate", "pairs_of_different_classes"]
 
 
 class Reconstruction(NamedTuple):
@@ -167,6 +167,22 @@ def pixel_interpolate(x0: Tensor, x1: Tensor, *, steps: int = 9) -> Tensor:
         raise ValueError(f"steps must be >= 2, got {steps}")
     ts = torch.linspace(1.0, 0.0, steps, dtype=x0.dtype, device=x0.device).view(1, steps, 1, 1, 1)
     return ts * x0.unsqueeze(1) + (1 - ts) * x1.unsqueeze(1)
+
+
+def interpolation_errors(in_phi: Tensor, in_pixels: Tensor) -> dict[str, Any]:
+    """How interpolations in Φ compare with the pixel-space line, as JSON-ready numbers.
+
+    ``in_phi``, ``in_pixels``: ``(N, steps, C, H, W)`` in the same units (e.g. pixel values),
+    from :func:`interpolate` and :func:`pixel_interpolate`. Returns ``{"t": [...],
+    "mean_abs_difference_from_pixel_path": [...] (one per t, averaged over the pairs and
+    entries; 0 at both ends up to the reconstruction error), "endpoint_max_abs_error"}``:
+    the largest error of the two ends, where the Φ path is Φ⁻¹(Φ(x)).
+    """
+    steps = in_phi.shape[1]
+    gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))
+    endpoints = (in_phi[:, [0, -1]] - in_pixels[:, [0, -1]]).abs().max()
+    return {"t": torch.linspace(1, 0, steps).tolist(), "mean_abs_difference_from_pixel_path": gap.tolist(),
+            "endpoint_max_abs_error": float(endpoints)}
 
 
 def pairs_of_different_classes(y: Tensor, n: int) -> list[tuple[int, int]]:

@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from torch import Tensor
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_log_prob_histograms", "plot_pca", "plot_separability",
-           "plot_spectrum", "save_figure", "to_display"]
+__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_edits", "plot_interpolations", "plot_log_prob_histograms",
+           "plot_metamers", "plot_pca", "plot_reconstructions", "plot_separability", "plot_spectrum", "save_figure",
+           "to_display"]
 
 #: File formats :func:`save_figure` writes (the path's suffix picks one).
 FORMATS = ("png", "pdf", "svg")
@@ -144,6 +145,60 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def plot_reconstructions(x: Sequence[Tensor], x_hat: Sequence[Tensor], *, max_abs_error: float, subject: str,
+                         col_labels: Sequence[str] | None = None, cell: float = 1.0) -> Figure:
+    """Originals ``x`` above their reconstructions ``x_hat`` = Φ⁻¹(Φ(x)) (each (C, H, W), pixel values).
+
+    The title names the ``subject`` (e.g. "test images", a model's name) and the largest pixel error.
+    """
+    return image_grid([list(x), list(x_hat)], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"], col_labels=col_labels,
+                      title=f"{subject}: reconstructions from Φ (max abs pixel error {max_abs_error:.1e})", cell=cell)
+
+
+def plot_interpolations(in_phi: Tensor, in_pixels: Tensor, *, labels: Sequence[str], note: str | None = None,
+                        cell: float = 1.0) -> Figure:
+    """Figure 5: each interpolation in Φ above the pixel-space line between the same images.
+
+    ``in_phi``, ``in_pixels``: ``(N, steps, C, H, W)`` pixel values, as
+    :func:`~irevnet.analysis.interpolate` and :func:`~irevnet.analysis.pixel_interpolate` return
+    them (``t`` from 1 to 0 along a row); ``labels``: one per pair (e.g. "3→8"); ``note`` ends the title.
+    """
+    rows: list[list[Tensor]] = []
+    row_labels: list[str] = []
+    for phi_path, pixel_path, label in zip(in_phi, in_pixels, labels):
+        rows += [list(phi_path), list(pixel_path)]
+        row_labels += [f"$\\Phi$: {label}", "pixels"]
+    ts = np.linspace(1, 0, in_phi.shape[1])
+    title = r"$\Phi^{-1}(t\,\Phi(x_0) + (1-t)\,\Phi(x_1))$, each above $t\,x_0 + (1-t)\,x_1$"
+    return image_grid(rows, row_labels=row_labels, col_labels=[f"$t$={t:.2f}" for t in ts],
+                      title=title + (f"; {note}" if note else ""), cell=cell)
+
+
+def plot_metamers(x_a: Tensor, x_b: Tensor, x_m: Tensor, result: dict[str, Any]) -> Figure:
+    """Pairs ``x_a``, ``x_b`` above their metamers ``x_m`` (each (N, C, H, W) pixel values), with the predictions.
+
+    ``result`` is the dict of :func:`~irevnet.analysis.metamer_report` for at least these N pairs.
+    """
+    k = len(x_a)
+    labels = [[f"pred {p}" for p in result[key][:k]] for key in ("pred_a", "pred_b", "pred_m")]
+    return image_grid([list(x_a), list(x_b), list(x_m)], row_labels=["$x_a$", "$x_b$", "metamer"], cell_labels=labels,
+                      title=f"metamers: logits of x_a (max rel. error {result['max_logit_relative_error']:.0e}), "
+                      f"the rest of x_b; closer to x_b for {result['closer_to_b']:.0%} of {result['pairs']} pairs")
+
+
+def plot_edits(x_a: Tensor, x_b: Tensor, edited: dict[str, Tensor], *, labels: Sequence[str]) -> Figure:
+    """One row per pair: ``x_a``, ``x_b`` and Φ⁻¹ after each edit of Φ(x_a) (``edited``: name -> (N, C, H, W)).
+
+    Pixel values; ``labels`` name the pairs, the edits' names head the columns.
+    """
+    names = list(edited)
+    shown = [x_a, x_b, *(edited[n] for n in names)]
+    rows = [[v[k] for v in shown] for k in range(len(x_a))]
+    titles = ["$x_a$", "$x_b$", *(n.replace(" ← ", "\n← ").replace(": ", ":\n") for n in names)]
+    return image_grid(rows, col_labels=titles, row_labels=list(labels),
+                      title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed")
+
+
 def _axes(title: str | None, default: str) -> tuple[Figure, Any]:
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -155,7 +210,8 @@ def _axes(title: str | None, default: str) -> tuple[Figure, Any]:
 def plot_spectrum(summary: dict[str, Any], *, title: str | None = None) -> Figure:
     """Figure 4: normalized singular values (log scale) against their rank, one curve per image.
 
-    ``summary`` is the dict of :func:`irevnet.analysis.spectrum_summary`.
+    ``summary`` is the dict of :func:`irevnet.analysis.spectrum_summary`; with the float32 method,
+    a dotted line marks its accuracy bound.
     """
     top, left, h, w = summary["window"]
     fig, ax = _axes(title, rf"singular values of $\partial\Phi/\partial x$ on the {h}$\times${w} window "
@@ -169,6 +225,9 @@ def plot_spectrum(summary: dict[str, Any], *, title: str | None = None) -> Figur
     ax.set_xlabel(f"rank $i$ (of {summary['input_dims']} input dimensions)", fontsize=_FONT["label"])
     ax.set_ylabel(r"$\sigma_i / \sigma_1$", fontsize=_FONT["label"])
     smallest = min(min(v) for v in summary["normalized"])
+    accuracy = max(summary.get("normalized_abs_error") or [0.0])
+    if accuracy > smallest / 10:  # float32 Jacobian: the values near or below this line are not resolved
+        ax.axhline(accuracy, color="grey", ls=":", lw=1, label=f"float32 accuracy (±{accuracy:.1e})")
     if smallest > 0.1:  # less than a decade: decimal ticks, not 9.975x10^-1
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax.yaxis.set_minor_formatter(NullFormatter() if smallest < 0.5 else FormatStrFormatter("%.3g"))

@@ -1,7 +1,7 @@
 """All of the paper's analyses of one model on one pair of splits, written as PNG + JSON files.
 
-Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` (or ``.pdf``/``.svg``, see
-``AnalysisOptions.format``) and ``OUT/NAME.json``:
+Each analysis NAME of :mod:`irevnet.analysis.registry` writes ``OUT/NAME.png`` (or ``.pdf``/``.svg``,
+see ``AnalysisOptions.format``) and ``OUT/NAME.json``:
 
 - ``reconstruct``: test images above Φ⁻¹(Φ(x)); per-image max abs and relative error, and the
   conditioning floor (the error of the exact inverse of Φ rounded to the model's dtype).
@@ -9,8 +9,11 @@ Each analysis NAME of :data:`ANALYSES` writes ``OUT/NAME.png`` (or ``.pdf``/``.s
 - ``spectrum``: normalized singular values of ∂Φ/∂x on a pixel window (Figure 4).
 - ``separability``: 1-NN / linear-SVM accuracy at every depth, trained vs untrained (Figure 6).
 - ``pca``: accuracy on the top-d principal components of the final features (Figure 7).
+- ``metamers``, ``ood`` (bijective models), ``edits``: beyond the paper (:mod:`.invariance`,
+  :mod:`.ood`, :mod:`.edits`).
 
-``irevnet analyze`` and ``irevnet demo`` call :func:`run_analyses`.
+:class:`Context` computes each of them (a method per analysis, named after it) and caches
+what several share; ``irevnet analyze`` and ``irevnet demo`` call :func:`run_analyses`.
 """
 
 from __future__ import annotations
@@ -21,35 +24,42 @@ import time
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.transforms import denormalize
 from ..model import IRevNet
-from .features import FeatureSet, extract_splits, select_blocks, subsample
-from .pca import pca_from_features
-from .plotting import image_grid, plot_log_prob_histograms, plot_pca, plot_separability, plot_spectrum, save_figure
-from .inversion import interpolate, pairs_of_different_classes, pixel_interpolate, reconstruct_batches
 from .edits import representation_edits
+from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .invariance import metamer_report
+from .inversion import interpolate, interpolation_errors, pairs_of_different_classes, pixel_interpolate, \
+    reconstruct_batches
 from .ood import ood_detection
+from .pca import pca_from_features
+from .plotting import plot_edits, plot_interpolations, plot_log_prob_histograms, plot_metamers, plot_pca, \
+    plot_reconstructions, plot_separability, plot_spectrum, save_figure
+from .registry import NAMES, check_analyses, default_analyses, get
 from .separability import linear_separability
 from .spectrum import Window, default_window, spectrum_summary
 
-__all__ = ["ANALYSES", "BIJECTIVE_ONLY", "AnalysisOptions", "check_analyses", "default_analyses", "run_analyses"]
+__all__ = ["ANALYSES", "BIJECTIVE_ONLY", "AnalysisOptions", "Context", "check_analyses", "default_analyses",
+           "run_analyses"]
 
 log = logging.getLogger(__name__)
 
-ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
-
+#: The names of the analyses, in the order they run (:data:`irevnet.analysis.registry.NAMES`).
+ANALYSES = NAMES
 #: Analyses that need a bijective model (Φ⁻¹ defined everywhere, or a density on Φ).
-BIJECTIVE_ONLY = ("metamers", "ood")
+BIJECTIVE_ONLY = tuple(n for n in NAMES if get(n).bijective)
 
 #: Pool of leading test images that interpolation pairs are drawn from.
 _PAIR_POOL = 200
+
+Result = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -84,8 +94,9 @@ class AnalysisOptions:
     format: str = "png"
 
 
-class _Run:
-    """One model, one pair of splits: runs analyses and caches what several of them share."""
+class Context:
+    """One model, one pair of splits: a method per analysis (``(result, figure)``, named after it),
+    and caches of what several of them share."""
 
     def __init__(self, model: IRevNet, train_set: Dataset, test_set: Dataset, opts: AnalysisOptions) -> None:
         self.model, self.opts = model, opts
@@ -119,7 +130,7 @@ class _Run:
         return extract_splits(self.model, self.train_set, self.test_set, blocks, batch_size=self.opts.batch_size,
                               num_workers=self.opts.workers, progress=self.opts.progress, name="trained")
 
-    def reconstruct(self, fig_path: Path) -> dict[str, Any]:
+    def reconstruct(self) -> tuple[Result, Figure]:
         max_err: list[float] = []
         rel_err: list[float] = []
         floor: list[float] = []
@@ -137,9 +148,7 @@ class _Run:
             if need > 0:  # the leading test images only: no copy of the other batches
                 shown += list(self.pixels(rec.x_hat[:need].float()).cpu())
         originals = list(self.pixels(self._leading_test(len(shown))[0]).cpu()) if shown else []
-        fig = image_grid([originals, shown], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
-                         title=f"test images and their reconstructions from Φ (max abs pixel error {max(max_err):.1e})")
-        save_figure(fig, fig_path)
+        fig = plot_reconstructions(originals, shown, max_abs_error=max(max_err), subject="test images")
         # The floor is None in float64, where the computation is its own reference.
         mean_floor = sum(floor) / len(floor) if floor else None
         return {"images": len(max_err), "error_units": "pixel values (normalization undone; [0, 1] for images)",
@@ -147,101 +156,64 @@ class _Run:
                 "max_abs_error": max(max_err), "mean_relative_error": sum(rel_err) / len(rel_err),
                 "floor_relative_error": mean_floor,
                 "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err,
-                "per_image_floor_relative_error": floor or None}
+                "per_image_floor_relative_error": floor or None}, fig
 
-    def interpolate(self, fig_path: Path) -> dict[str, Any]:
+    def interpolate(self) -> tuple[Result, Figure]:
         x, pairs, i0, i1, pair_labels = self._pairs(self.opts.pairs)
         steps = self.opts.steps
         in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps, progress=self.opts.progress)).cpu()
         in_pixels = self.pixels(pixel_interpolate(x[i0], x[i1], steps=steps)).cpu()
-        rows, labels = [], []
-        for k, (a, b) in enumerate(pair_labels):
-            rows += [list(in_phi[k]), list(in_pixels[k])]
-            labels += [f"$\\Phi$: {a}→{b}", "pixels"]
-        ts = torch.linspace(1, 0, steps).tolist()
-        fig = image_grid(rows, row_labels=labels, col_labels=[f"$t$={t:.2f}" for t in ts],
-                         title=r"$\Phi^{-1}(t\,\Phi(x_0) + (1-t)\,\Phi(x_1))$, each above $t\,x_0 + (1-t)\,x_1$")
-        save_figure(fig, fig_path)
-        gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))  # (steps,): 0 at both ends
-        endpoints = torch.stack([in_phi[:, 0] - in_pixels[:, 0], in_phi[:, -1] - in_pixels[:, -1]]).abs().max()
-        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, "t": ts,
-                "mean_abs_difference_from_pixel_path": gap.tolist(), "endpoint_max_abs_error": float(endpoints)}
+        fig = plot_interpolations(in_phi, in_pixels, labels=[f"{a}→{b}" for a, b in pair_labels])
+        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, **interpolation_errors(in_phi, in_pixels)}, fig
 
-    def spectrum(self, fig_path: Path) -> dict[str, Any]:
+    def spectrum(self) -> tuple[Result, Figure]:
         x, _ = self._leading_test(self.opts.spectrum_images)
         window = self.opts.window or default_window(tuple(x.shape[1:]))  # type: ignore[arg-type]
         res = spectrum_summary(self.model, x, window, method=self.opts.spectrum_method, k=self.opts.spectrum_k,
                                seed=self.opts.seed, progress=self.opts.progress)
-        save_figure(plot_spectrum(res), fig_path)
-        return res
+        return res, plot_spectrum(res)
 
-    def separability(self, fig_path: Path) -> dict[str, Any]:
+    def separability(self) -> tuple[Result, Figure]:
         # The splits are already subsampled; the seed also fixes the CV folds and the baseline.
         res = linear_separability(self.model, self.train_set, self.test_set, every=self.opts.every,
                                   baseline_seed=self.opts.seed if self.opts.baseline else None, seed=self.opts.seed,
                                   batch_size=self.opts.batch_size, num_workers=self.opts.workers,
                                   progress=self.opts.progress, features=self.trained_features)
-        save_figure(plot_separability(res), fig_path)
-        return res
+        return res, plot_separability(res)
 
-    def pca(self, fig_path: Path) -> dict[str, Any]:
+    def pca(self) -> tuple[Result, Figure]:
         train, test = self.trained_features
         d = self.model.depth
         res = pca_from_features(train.features[d], train.labels, test.features[d], test.labels,
                                 seed=self.opts.seed, progress=self.opts.progress)
-        save_figure(plot_pca(res), fig_path)
-        return res
+        return res, plot_pca(res)
 
-    def metamers(self, fig_path: Path) -> dict[str, Any]:
+    def metamers(self) -> tuple[Result, Figure]:
         x, pairs, ia, ib, pair_labels = self._pairs(max(self.opts.metamer_pairs, self.opts.pairs))
         x_m, res = metamer_report(self.model, x[ia], x[ib], batch_size=self.opts.batch_size,
                                   steps=self.opts.metamer_steps, progress=self.opts.progress)
         k = self.opts.pairs
-        shown = [self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])]
-        labels = [[f"pred {p}" for p in res[key][:k]] for key in ("pred_a", "pred_b", "pred_m")]
-        fig = image_grid([list(r) for r in shown], row_labels=["$x_a$", "$x_b$", "metamer"], cell_labels=labels,
-                         title=f"metamers: logits of x_a (max rel. error {res['max_logit_relative_error']:.0e}), "
-                         f"the rest of x_b; closer to x_b for {res['closer_to_b']:.0%} of {len(pairs)} pairs")
-        save_figure(fig, fig_path)
+        fig = plot_metamers(*(self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])), res)
         res["labels"] = pair_labels
         res["pair_indices"] = [list(p) for p in pairs]
         res["steps"] = self.opts.metamer_steps
-        return res
+        return res, fig
 
-    def ood(self, fig_path: Path) -> dict[str, Any]:
+    def ood(self) -> tuple[Result, Figure]:
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
         x = torch.cat([xb for xb, _ in loader]).to(self.device)
         res = ood_detection(self.model, x, noise=self.opts.ood_noise, seed=self.opts.seed,
                             batch_size=self.opts.batch_size, progress=self.opts.progress)
-        save_figure(plot_log_prob_histograms(res), fig_path)
-        return res
+        return res, plot_log_prob_histograms(res)
 
-    def edits(self, fig_path: Path) -> dict[str, Any]:
+    def edits(self) -> tuple[Result, Figure]:
         x, pairs, ia, ib, pair_labels = self._pairs(self.opts.pairs)
         res = representation_edits(self.model, x[ia], x[ib], progress=self.opts.progress)
-        names = list(res["images"])
-        shown = [self.pixels(v).cpu() for v in (x[ia], x[ib], *(res["images"][n] for n in names))]
-        rows = [[v[k] for v in shown] for k in range(len(pairs))]
-        titles = ["$x_a$", "$x_b$", *(n.replace(" ← ", "\n← ").replace(": ", ":\n") for n in names)]
-        fig = image_grid(rows, col_labels=titles, row_labels=[f"{a}, {b}" for a, b in pair_labels],
-                         title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed")
-        save_figure(fig, fig_path)
+        fig = plot_edits(self.pixels(x[ia]).cpu(), self.pixels(x[ib]).cpu(),
+                         {n: self.pixels(v).cpu() for n, v in res["images"].items()},
+                         labels=[f"{a}, {b}" for a, b in pair_labels])
         return {"pairs": [list(p) for p in pairs], "labels": pair_labels, "kind": res["kind"], "change": res["change"],
-                "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()}}
-
-
-def default_analyses(model: IRevNet) -> list[str]:
-    """Every analysis that applies to ``model`` (those in :data:`BIJECTIVE_ONLY` only for bijective ones)."""
-    return [n for n in ANALYSES if not (model.injective and n in BIJECTIVE_ONLY)]
-
-
-def check_analyses(names: Sequence[str]) -> list[str]:
-    """``names`` in the canonical order of :data:`ANALYSES` (PCA then reuses separability's
-    features); ValueError naming any unknown one."""
-    unknown = [n for n in names if n not in ANALYSES]
-    if unknown:
-        raise ValueError(f"unknown analysis {', '.join(map(repr, unknown))}; choose from {', '.join(ANALYSES)}")
-    return [n for n in ANALYSES if n in names]
+                "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()}}, fig
 
 
 def run_analyses(
@@ -253,29 +225,29 @@ def run_analyses(
     options: AnalysisOptions = AnalysisOptions(),
     stems: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run the analyses ``names`` (from :data:`ANALYSES`; default :func:`default_analyses`) and write
+    """Run the analyses ``names`` (from :data:`ANALYSES`; default: those that apply to ``model``) and write
     ``out/NAME.png`` and ``out/NAME.json``.
 
     ``train_set``/``test_set`` yield ``(image (C, H, W), label)``; the model runs on the
     device of its parameters and is left in the mode it was in. ``stems`` renames the
-    files of some analyses (``{"reconstruct": "reconstructions"}`` writes
-    ``reconstructions.png``). Returns each analysis's JSON-ready dict by name.
+    files of some analyses (``{name: stem}`` writes ``out/stem.png`` and ``out/stem.json``).
+    Returns each analysis's JSON-ready dict by name.
     """
     names = default_analyses(model) if names is None else check_analyses(names)
-    refused = [n for n in names if n in BIJECTIVE_ONLY and model.injective]
+    refused = [n for n in names if get(n).bijective and model.injective]
     if refused:
         raise ValueError(f"{', '.join(refused)} need(s) a bijective model, but {model.config.name!r} is injective "
                          "(its zero padding puts Φ on a subspace; use a bijective preset such as 'digits-b')")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(model, train_set, test_set, options)
+    context = Context(model, train_set, test_set, options)
     results = {}
     for i, name in enumerate(names, 1):
         log.info("analysis %d/%d: %s ...", i, len(names), name)
         start = time.perf_counter()
-        analysis: Callable[[Path], dict[str, Any]] = getattr(run, name)
         stem = (stems or {}).get(name, name)
-        results[name] = analysis(out / f"{stem}.{options.format}")
+        results[name], fig = get(name).run(context)
+        save_figure(fig, out / f"{stem}.{options.format}")
         (out / f"{stem}.json").write_text(json.dumps(results[name], indent=1) + "\n")
         log.info("analysis %d/%d: %s done in %.1f s", i, len(names), name, time.perf_counter() - start)
     return results

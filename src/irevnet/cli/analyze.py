@@ -1,8 +1,9 @@
 """``irevnet analyze CHECKPOINT --data D --out OUT``: the paper's analyses as PNG + JSON files.
 
-The work is :func:`irevnet.analysis.suite.run_analyses`; this module parses flags and
-prints a one-line summary per analysis. It imports the analysis stack (scikit-learn,
-SciPy, matplotlib) only when the command runs, so other commands start fast.
+The work is :func:`irevnet.analysis.suite.run_analyses`; this module parses flags and prints
+each analysis's headline (:mod:`irevnet.analysis.registry`, which imports nothing heavy). It
+imports the analysis stack (scikit-learn, SciPy, matplotlib) only when the command runs, so
+other commands start fast.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..analysis.registry import ANALYSES, NAMES, get
 from ..data.registry import DATASETS
 from .common import add_force_argument, add_format_argument, add_workers_argument, check_outputs, dir_path, \
     existing_dir, fraction, int_range, model_path, nonnegative_int, positive_float, positive_int, seed
@@ -19,11 +21,6 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from ..config import IRevNetConfig
-
-#: ``--only`` choices: the names of :data:`irevnet.analysis.suite.ANALYSES` (kept here so that
-#: parsing the command line does not import the analysis stack).
-ANALYSIS_NAMES = ("reconstruct", "interpolate", "spectrum", "separability", "pca", "metamers", "ood", "edits")
-
 
 def _load_data(name: str, data_dir: str | None, config: IRevNetConfig,
                val_split: float | None = None) -> tuple[Dataset, Dataset]:
@@ -58,9 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="imagefolder without val/: the held-out fraction F of each class is the test split, the "
                    "rest the training split (the images `irevnet train --val-split F` holds out)")
     p.add_argument("--out", required=True, type=dir_path, help="output folder for NAME.png / NAME.json")
-    p.add_argument("--only", nargs="+", metavar="NAME", choices=ANALYSIS_NAMES,
-                   help=f"run only these analyses, from {', '.join(ANALYSIS_NAMES)} (default: all that apply; "
-                   "metamers and ood need a bijective model)")
+    bijective = [a.name for a in ANALYSES if a.bijective]
+    p.add_argument("--only", nargs="+", metavar="NAME", choices=NAMES,
+                   help=f"run only these analyses, from {', '.join(NAMES)} (default: all that apply; "
+                   f"{' and '.join(bijective)} need a bijective model)")
     p.add_argument("--seed", type=seed, default=0, help="subsampling, CV folds and the untrained baseline's "
                    "initialization (the seed the model was trained with gives its initial network)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -98,36 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _headline(name: str, r: dict[str, Any]) -> str:
-    if name == "reconstruct":
-        floor = r["floor_relative_error"]
-        return (f"{r['dtype']}: max abs error {r['max_abs_error']:.2e}, mean relative error "
-                f"{r['mean_relative_error']:.2e}" + (f" (conditioning floor {floor:.2e})" if floor is not None else ""))
-    if name == "interpolate":
-        return f"{len(r['pairs'])} pairs, endpoint error {r['endpoint_max_abs_error']:.2e}"
-    if name == "spectrum":
-        kappa = r["condition_number"] or r["top_ratio"]
-        what = "condition number" if r["condition_number"] else "σ_1/σ_k (lower bound on the condition number)"
-        return f"{what} {', '.join(f'{c:.3g}' for c in kappa)}"
-    if name == "separability":
-        t = r["trained"]
-        return (f"last block 1-NN {t['nn'][-1]:.4f}, SVM {t['svm'][-1]:.4f} "
-                f"(first block {t['nn'][0]:.4f}, {t['svm'][0]:.4f})")
-    if name == "metamers":
-        return (f"max logit rel. error {r['max_logit_relative_error']:.1e}; closer to x_b for "
-                f"{r['closer_to_b']:.0%} of {r['pairs']} pairs (mean distance to x_b {r['mean_distance_to_b']:.2f}, "
-                f"to x_a {r['mean_distance_to_a']:.2f})")
-    if name == "ood":
-        return "AUROC of log p(x): " + ", ".join(f"{k} {v:.3f}" for k, v in r["auroc"].items())
-    if name == "edits":
-        return "mean share of the x_a→x_b difference carried: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in r["mean_change"].items() if r["kind"][k] != "zero")
-    return f"accuracy saturates at d = {r['saturation']['nn']} (1-NN), {r['saturation']['svm']} (SVM)"
-
-
 def run(args: argparse.Namespace) -> int:
     # Without --only: every analysis that applies to the model (known once it is loaded).
-    names = [n for n in ANALYSIS_NAMES if n in (args.only or ANALYSIS_NAMES)]
+    names = [n for n in NAMES if n in (args.only or NAMES)]
     out = Path(args.out)
     check_outputs([out / f"{n}{ext}" for n in names for ext in (f".{args.format}", ".json")], force=args.force,
                   inputs=[args.checkpoint])
@@ -154,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     )
     results = run_analyses(model, train_set, test_set, args.out, names if args.only else None, opts)
     for name, r in results.items():
-        print(f"{name:12s} {_headline(name, r)}  -> {Path(args.out) / name}.{args.format}/.json")
+        print(f"{name:12s} {get(name).headline(r)}  -> {Path(args.out) / name}.{args.format}/.json")
     return 0

@@ -13,8 +13,9 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..analysis.registry import ANALYSES, get
 from ..io.names import RUN_BEST, RUN_CONFIG, RUN_LAST, RUN_METRICS
 from .common import add_force_argument, add_format_argument, check_outputs, dir_path, nonnegative_float, \
     positive_int, seed
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The paper's analyses, on `digits`; then the ones that need a bijective model, on `digits-b`.
-PAPER_ANALYSES = ("reconstruct", "interpolate", "spectrum", "separability", "pca")
-BIJECTIVE_ANALYSES = ("metamers", "ood", "edits")
+#: The paper's analyses, on `digits`; then the others (beyond the paper), on the bijective `digits-b`.
+PAPER_ANALYSES = tuple(a.name for a in ANALYSES if a.paper)
+BIJECTIVE_ANALYSES = tuple(a.name for a in ANALYSES if not a.paper)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,36 +101,19 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results.update(run_analyses(model_b, train_set, test_set, out, BIJECTIVE_ANALYSES, options))
     analysis_seconds_b = time.perf_counter() - start
-    rec, spec, sep, pca = (results[k] for k in ("reconstruct", "spectrum", "separability", "pca"))
-    meta, ood = results["metamers"], results["ood"]
 
     metrics = {
         "test_accuracy": test["eval_top1"],
         "test_top5": test["eval_top5"],
         "test_loss": test["eval_loss"],
-        "reconstruction_max_abs_error": rec["max_abs_error"],
-        "reconstruction_mean_relative_error": rec["mean_relative_error"],
-        "reconstruction_floor_relative_error": rec["floor_relative_error"],
-        "jacobian_condition_number": spec["condition_number"],
-        "separability_blocks": sep["blocks"],
-        "separability_nn_trained": sep["trained"]["nn"],
-        "separability_svm_trained": sep["trained"]["svm"],
-        "separability_nn_untrained": sep["untrained"]["nn"],
-        "separability_svm_untrained": sep["untrained"]["svm"],
-        "pca_saturation_nn": pca["saturation"]["nn"],
-        "pca_saturation_svm": pca["saturation"]["svm"],
+        **_figures(results, PAPER_ANALYSES),
         "train_seconds": round(train_seconds, 2),
         "analysis_seconds": round(analysis_seconds, 2),
         "epochs": recipe.epochs,
         "params": model.num_parameters(),
         "digits_b_test_accuracy": test_b["eval_top1"],
         "digits_b_nll_weight": recipe_b.nll_weight,
-        "digits_b_test_log_prob_per_dim": ood["mean_log_prob_per_dim"]["test"],
-        "digits_b_ood_auroc": ood["auroc"],
-        "metamer_max_logit_relative_error": meta["max_logit_relative_error"],
-        "metamer_closer_to_b": meta["closer_to_b"],
-        "metamer_mean_distance_to_a": meta["mean_distance_to_a"],
-        "metamer_mean_distance_to_b": meta["mean_distance_to_b"],
+        **_figures(results, BIJECTIVE_ANALYSES, prefix="digits_b_"),
         "digits_b_train_seconds": round(train_seconds_b, 2),
         "digits_b_analysis_seconds": round(analysis_seconds_b, 2),
         "digits_b_epochs": recipe_b.epochs,
@@ -142,13 +126,18 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_report(out, metrics, results, args.format)
-    print(f"test accuracy {test['eval_top1']:.4f} | reconstruction max abs error {rec['max_abs_error']:.2e}, "
-          f"relative {rec['mean_relative_error']:.2e} (conditioning floor {rec['floor_relative_error']:.2e}) | "
-          f"training {train_seconds:.1f} s, analyses {analysis_seconds:.1f} s | report: {out / 'report.md'}")
-    print(f"digits-b (hybrid): test accuracy {test_b['eval_top1']:.4f} | OOD AUROC "
-          + ", ".join(f"{k} {v:.3f}" for k, v in ood["auroc"].items())
-          + f" | metamers closer to x_b for {meta['closer_to_b']:.0%} | training {train_seconds_b:.1f} s")
+    print(f"digits: test accuracy {test['eval_top1']:.4f} | training {train_seconds:.1f} s, analyses "
+          f"{analysis_seconds:.1f} s | report: {out / 'report.md'}")
+    print(f"digits-b (hybrid): test accuracy {test_b['eval_top1']:.4f} | training {train_seconds_b:.1f} s, analyses "
+          f"{analysis_seconds_b:.1f} s")
+    for name, result in results.items():
+        print(f"{name:12s} {get(name).headline(result)}")
     return 0
+
+
+def _figures(results: dict[str, dict], names: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    """The headline figures of the analyses ``names`` (:mod:`irevnet.analysis.registry`), names prefixed."""
+    return {prefix + key: value for name in names for key, value in get(name).figures(results[name]).items()}
 
 
 def _train(preset: str, recipe: "Recipe", out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict]:
@@ -168,111 +157,35 @@ def _train(preset: str, recipe: "Recipe", out: Path, args: argparse.Namespace) -
     return result.model, seconds, last
 
 
-def _depth_table(sep: dict) -> str:
-    """Markdown table: accuracy at each analysed block, trained and untrained."""
-    t, u = sep["trained"], sep["untrained"]
-    rows = [f"| {j} | {t['nn'][i]:.3f} | {t['svm'][i]:.3f} | {u['nn'][i]:.3f} | {u['svm'][i]:.3f} |"
-            for i, j in enumerate(sep["blocks"])]
-    return "\n".join(["| block | 1-NN trained | SVM trained | 1-NN untrained | SVM untrained |",
-                      "|---|---|---|---|---|", *rows])
-
-
 def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
-    spec, pca = results["spectrum"], results["pca"]
-    meta, ood = results["metamers"], results["ood"]
-    ood_rows = "\n".join(f"| {k} | {v:.3f} | {ood['mean_log_prob_per_dim'][k]:.3f} |" for k, v in ood["auroc"].items())
-    sat = pca["saturation"]
-    kappa = ", ".join(f"{c:.3g}" for c in spec["condition_number"])
-    top, left, h, w = spec["window"]
+    """``report.md``: the training figures, then each analysis's section (:meth:`Analysis.section`)."""
+    paper = "\n".join(get(name).section(results[name], f"{name}.{fmt}") for name in PAPER_ANALYSES)
+    beyond = "\n".join(get(name).section(results[name], f"{name}.{fmt}", level=3) for name in BIJECTIVE_ANALYSES)
+    headlines = "\n".join(f"| {get(name).title} | {get(name).headline(r)} |" for name, r in results.items())
     text = f"""# irevnet demo: i-RevNet on the bundled digits
 
 | figure | value |
 |---|---|
 | test accuracy (top-1) | {m['test_accuracy']:.4f} |
-| reconstruction max abs error, test set, eval mode | {m['reconstruction_max_abs_error']:.2e} |
-| mean relative reconstruction error | {m['reconstruction_mean_relative_error']:.2e} |
-| conditioning floor (exact float64 inverse of Φ rounded to float32) | {m['reconstruction_floor_relative_error']:.2e} |
-| condition number of ∂Φ/∂x ({len(spec['condition_number'])} test images) | {kappa} |
-| PCA components where accuracy saturates (1-NN / SVM) | {sat['nn']} / {sat['svm']} of {pca['dims'][-1]} |
 | training time | {m['train_seconds']:.1f} s for {m['epochs']} epochs ({m['threads']} threads) |
 | training runs | `{RUNS['digits']}/`, `{RUNS['digits-b']}/`: `irevnet train`'s run folders (per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`) |
 | analysis time | {m['analysis_seconds']:.1f} s |
 | parameters | {m['params']:,} |
 | data | {m['train_images']} train / {m['test_images']} test images (stratified 75/25 split; seed {m['seed']} for initialization and data order) |
+{headlines}
 
 Each figure below has its numbers in the JSON file of the same name; `irevnet analyze model.pt
 --data digits --out DIR` recomputes them (docs/analysis.md explains each analysis).
 
-## Reconstructions from Φ
-
-Top row: test digits. Bottom row: Φ⁻¹(Φ(x)), computed from the final representation alone.
-
-![reconstructions](reconstruct.{fmt})
-
-## Interpolations in Φ (paper, Figure 5)
-
-Each "Φ" row walks the straight line between Φ(x0) and Φ(x1) and maps it back with Φ⁻¹; the
-row below it is the straight line between the images in pixel space.
-
-![interpolations](interpolate.{fmt})
-
-## Local conditioning: singular values of ∂Φ/∂x (paper, Figure 4)
-
-Perturbation window: {h}x{w} pixels at ({top}, {left}), {spec['input_dims']} input dimensions; exact SVD.
-
-![spectrum](spectrum.{fmt})
-
-## Progressive linear separation (paper, Figure 6)
-
-Spatially averaged, standardized Φ_j; 1-NN and linear SVM fit on the training split, test
-accuracy. Dashed: the same network before training (same seed).
-
-{_depth_table(results['separability'])}
-
-![separability](separability.{fmt})
-
-## Progressive contraction (paper, Figure 7)
-
-Accuracy on the top-d principal components of the final averaged features; dotted lines
-mark where accuracy comes within {pca['tolerance']:g} of its value with all components.
-
-![pca](pca.{fmt})
-
+{paper}
 ## Beyond the paper: the bijective `digits-b`
 
 `digits-b` ({m['digits_b_params']:,} parameters) has a Φ of 16×2×2 = 64 entries, as many as
 the image, so Φ⁻¹ is defined everywhere and log p(x) = log N(Φ(x); 0, I) is an exact
 density. It was trained with the hybrid objective, cross-entropy + {m['digits_b_nll_weight']:g} ×
 NLL per dimension ({m['digits_b_epochs']} epochs, {m['digits_b_train_seconds']:.1f} s), and reaches
-{m['digits_b_test_accuracy']:.4f} test accuracy; test digits average {m['digits_b_test_log_prob_per_dim']:.3f}
-nats per dimension. `irevnet analyze model_b.pt --data digits --only metamers ood edits`
-recomputes the figures below ({m['digits_b_analysis_seconds']:.1f} s here).
+{m['digits_b_test_accuracy']:.4f} test accuracy. `irevnet analyze model_b.pt --data digits --only
+{' '.join(BIJECTIVE_ANALYSES)}` recomputes the figures below ({m['digits_b_analysis_seconds']:.1f} s here).
 
-### Metamers (Jacobsen et al., ICLR 2019)
-
-Each column: x_a, x_b, and a metamer with the logits of x_a (max relative error
-{m['metamer_max_logit_relative_error']:.1e}, eval mode) that keeps what the head discards from x_b.
-Mean pixel distance of the metamer to x_b: {m['metamer_mean_distance_to_b']:.2f}, to x_a:
-{m['metamer_mean_distance_to_a']:.2f}; closer to x_b for {m['metamer_closer_to_b']:.0%} of {meta['pairs']} pairs.
-
-![metamers](metamers.{fmt})
-
-### Out-of-distribution detection with exact densities (Nalisnick et al., ICML 2019)
-
-AUROC of log p(x) between the {ood['images']} test digits and copies of them (1: every test
-digit is denser than every copy; 0.5: chance):
-
-| copies | AUROC | mean log p(x) per dimension |
-|---|---|---|
-{ood_rows}
-
-![ood](ood.{fmt})
-
-### Edits in Φ
-
-Φ⁻¹ after swapping a quadrant of Φ or one half of its channels from x_b into x_a, or after
-zeroing half of the channels at the end of each stage.
-
-![edits](edits.{fmt})
-"""
+{beyond}"""
     (out / "report.md").write_text(text)

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Preprocess each image as the model's evaluation does (ImageNet models: resize 256, "
         "centre crop 224, ImageNet mean/std), compute Φ⁻¹(Φ(x)) in eval mode, undo the normalization and "
         "write a PNG grid (originals above reconstructions) plus a JSON of per-image errors next to it. "
-        "With --interpolate A B, write the strip Φ⁻¹(tΦ(A) + (1-t)Φ(B)) instead.",
+        "With --interpolate A B, write the strip Φ⁻¹(tΦ(A) + (1-t)Φ(B)) above the pixel-space line instead, "
+        "and a JSON of its errors.",
     )
     p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec,
                    help="an irevnet checkpoint (or a preset: untrained)")
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"figure to write ({', '.join(FIGURE_SUFFIXES)}: the suffix picks the format); "
                    "the errors go to the same path with .json")
     p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), type=existing_file,
-                   help="write the interpolation strip from A to B")
+                   help="write the interpolation strip from A to B (and its errors to the .json)")
     p.add_argument("--steps", type=int_range(2, 64), default=9,
                    help="images in the interpolation strip, 2 to 64 (default: 9)")
     p.add_argument("--float64", action="store_true",
@@ -45,13 +46,11 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.interpolate):
         raise ValueError("give either IMAGE files to reconstruct or --interpolate A B (not both)")
     out = Path(args.out)
-    written = [out] if args.interpolate else [out, out.with_suffix(".json")]
-    check_outputs(written, force=args.force, inputs=[args.model, *args.images, *(args.interpolate or [])])
+    check_outputs([out, out.with_suffix(".json")], force=args.force,
+                  inputs=[args.model, *args.images, *(args.interpolate or [])])
 
-    import torch
-
-    from ..analysis import interpolate, reconstruct
-    from ..analysis.plotting import image_grid, save_figure
+    from ..analysis import interpolate, interpolation_errors, pixel_interpolate, reconstruct
+    from ..analysis.plotting import plot_interpolations, plot_reconstructions, save_figure
     from ..data.transforms import denormalize
 
     model = model_from_spec(args.model)
@@ -60,15 +59,22 @@ def run(args: argparse.Namespace) -> int:
     def to_pixels(t: Tensor) -> Tensor:
         return denormalize(t, cfg)
 
+    about = {"model": args.model, "preset": cfg.name, "preprocessing": cfg.data_config}
     if args.interpolate:
-        strip = interpolate(model, *(read_images([p], cfg) for p in args.interpolate), steps=args.steps,
-                            progress=not args.no_progress)[0]
-        ts = torch.linspace(1.0, 0.0, args.steps).tolist()
-        fig = image_grid([list(to_pixels(strip))], col_labels=[f"$t$={t:.2f}" for t in ts],
-                         title=r"$\Phi^{-1}(t\,\Phi(A) + (1-t)\,\Phi(B))$, "
-                         f"A = {Path(args.interpolate[0]).name}, B = {Path(args.interpolate[1]).name}", cell=1.6)
+        a, b = (read_images([p], cfg) for p in args.interpolate)
+        in_phi = to_pixels(interpolate(model, a, b, steps=args.steps, progress=not args.no_progress))
+        in_pixels = to_pixels(pixel_interpolate(a, b, steps=args.steps))
+        names = [Path(p).name for p in args.interpolate]
+        fig = plot_interpolations(in_phi, in_pixels, labels=["A→B"], note=f"A = {names[0]}, B = {names[1]}", cell=1.6)
         save_figure(fig, out)
-        print(f"wrote {out}")
+        errors = interpolation_errors(in_phi, in_pixels)
+        report = {**about, "a": args.interpolate[0], "b": args.interpolate[1],
+                  "error_units": "pixel values in [0, 1], after undoing the normalization", **errors}
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"endpoint max abs error {errors['endpoint_max_abs_error']:.2e} (Φ⁻¹(Φ(A)) against A, Φ⁻¹(Φ(B)) "
+              f"against B); largest mean distance from the pixel-space line "
+              f"{max(errors['mean_abs_difference_from_pixel_path']):.2e}")
+        print(f"wrote {out} and {out.with_suffix('.json')}")
         return 0
 
     x = read_images(args.images, cfg, progress=not args.no_progress)
@@ -77,16 +83,12 @@ def run(args: argparse.Namespace) -> int:
     max_err, rel_err = rec.max_abs_error, rec.relative_error
     floor = rec.floor_relative_error.tolist() if rec.floor_relative_error is not None else [None] * len(x)
     names = [Path(p).name for p in args.images]
-    fig = image_grid([list(to_pixels(x)), list(to_pixels(rec.x_hat.float()))],
-                     row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
-                     col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())],
-                     title=f"{model.config.name}: reconstructions from Φ (max abs pixel error {max_err.max():.1e})",
-                     cell=1.6)
+    fig = plot_reconstructions(to_pixels(x), to_pixels(rec.x_hat.float()), max_abs_error=float(max_err.max()),
+                               subject=cfg.name, cell=1.6,
+                               col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())])
     save_figure(fig, out)
     report = {
-        "model": args.model,
-        "preset": model.config.name,
-        "preprocessing": cfg.data_config,
+        **about,
         "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
         "error_units": "pixel values in [0, 1], after undoing the normalization",
         "floor": "floor_relative_error: the exact (float64) inverse of Φ rounded to the model's dtype; "
