@@ -115,6 +115,25 @@ def test_lanczos_matches_the_exact_top_values():
     torch.testing.assert_close(auto, top, rtol=1e-5, atol=0)
 
 
+def test_the_default_spectrum_agrees_with_the_exact_one_within_its_stated_accuracy():
+    """On a 300-dimensional window the default is the float32 Jacobian, with a bound on its error."""
+    torch.manual_seed(0)
+    model = _randomize_batchnorms(irevnet.create_model("cifar10", blocks=(1, 1, 1)).eval(), seed=0)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    window = (11, 11, 10, 10)
+    got = spectrum_summary(model, x, window, progress=False)
+    exact = jacobian_spectrum(model, x[0], window, method="exact")
+    assert got["method"] == "float32" and got["input_dims"] == 300 and got["complete"]
+    bound = got["normalized_abs_error"][0]
+    deviation = (torch.tensor(got["normalized"][0], dtype=torch.float64) - exact).abs().max()
+    assert deviation <= bound
+    # Not vacuous: the bound is 2 ‖Ĵ‖_F/σ₁ (<= 2 sqrt(300)) times the float32 columns' relative error, at
+    # most ~100 float32 roundings (2^-24) through 3 blocks; the smallest value it must resolve is 10x more.
+    assert 0 < bound <= 2 * 300**0.5 * 100 * 2**-24 < 0.1 * float(exact[-1])
+    assert got["condition_number"][0] == pytest.approx(1 / float(exact[-1]), rel=2 * bound / float(exact[-1]))
+    assert 1 / float(exact[-1]) > 10, "the randomized BatchNorms should make the Jacobian ill-conditioned"
+
+
 def test_spectrum_summary_and_bad_inputs():
     model = _small_model()
     images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))

@@ -34,8 +34,8 @@ _MODULE_OF = {
                     "inversion"),
     **dict.fromkeys(["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"],
                     "separability"),
-    **dict.fromkeys(["default_window", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"],
-                    "spectrum"),
+    **dict.fromkeys(["default_window", "float32_error_bound", "jacobian_singular_values", "jacobian_spectrum",
+                     "spectrum_summary"], "spectrum"),
 }
 
 __all__ = sorted(_MODULE_OF)

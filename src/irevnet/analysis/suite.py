@@ -79,7 +79,7 @@ class AnalysisOptions:
     ood_noise: float = 0.2
     steps: int = 9
     window: Window | None = None
-    spectrum_images: int = 3
+    spectrum_images: int = 1
     spectrum_method: str = "auto"
     spectrum_k: int | None = None
     every: int = 1

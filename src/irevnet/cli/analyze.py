@@ -82,9 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=_window, default=None, metavar="TOP,LEFT,HEIGHT,WIDTH",
                    help="spectrum: pixel window of the perturbation (default: whole image up to 100x100, "
                    "else a centred 100x100 box)")
-    p.add_argument("--spectrum-images", type=positive_int, default=3, help="spectrum: number of test images")
-    p.add_argument("--spectrum-method", choices=["auto", "exact", "lanczos"], default="auto",
-                   help="spectrum: exact SVD (auto up to 4096 window dimensions) or Lanczos top-k")
+    p.add_argument("--spectrum-images", type=positive_int, default=1, help="spectrum: number of test images")
+    p.add_argument("--spectrum-method", choices=["auto", "exact", "float32", "lanczos"], default="auto",
+                   help="spectrum: exact (the whole Jacobian in float64), float32 (its columns in float32, "
+                   "4-6x faster, with a bound on the error in the JSON) or Lanczos (top k); auto (default) picks by "
+                   "the window's size (docs/analysis.md)")
     p.add_argument("--spectrum-k", type=positive_int, default=None, help="spectrum: number of top singular values (Lanczos)")
     p.add_argument("--ood-noise", type=positive_float, default=0.2,
                    help="ood: noise standard deviation of the noised copies, as a fraction of the value range")
