@@ -57,11 +57,11 @@ def _step(model: IRevNet, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], T
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("memory_efficient", [False, True])
 def _max_rel(got: list[Tensor], ref: list[Tensor]) -> float:
     return max(((a - b).norm() / b.norm().clamp_min(1e-30)).item() for a, b in zip(got, ref, strict=True))
 
 
+@pytest.mark.parametrize("memory_efficient", [False, True])
 def test_compiled_step_matches_eager(memory_efficient: bool) -> None:
     """Loss, gradients, BatchNorm buffers and RNG state after a step: as in eager mode."""
     eager = _model().set_memory_efficient(memory_efficient)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..model import IRevNet
-    from .suite import Context
 
 __all__ = ["ANALYSES", "Analysis", "NAMES", "check_analyses", "default_analyses", "get"]
 
@@ -49,7 +48,9 @@ class Analysis:
     bijective: bool = False
     details: Callable[[Result], str] | None = field(default=None)
 
-    def run(self, context: Context) -> tuple[Result, Figure]:
+    # ``context`` is an irevnet.analysis.suite.Context; not imported, even for type checking,
+    # because the suite imports this registry (no circle of imports in the package).
+    def run(self, context: Any) -> tuple[Result, Figure]:
         """``(result, figure)`` of this analysis on the context's model and splits."""
         method: Callable[[], tuple[Result, Figure]] = getattr(context, self.name)
         return method()
