@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast test-numerics gpu-smoke install clean
+.PHONY: demo lint test test-fast test-numerics gpu-smoke install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +12,19 @@ $(BIN)/python:
 # The exact versions of constraints.txt (torch and torchvision from this machine's local files);
 # pyproject.toml itself only states ranges, so irevnet installs beside any tested PyTorch.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,hub,timm,onnx]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,hub,timm,onnx]'
 
 demo: install
 	$(BIN)/irevnet demo --out runs/demo
 
-# Every test, the slow ones (subprocess training runs, torchrun, compile) included: what CI runs.
-test: install
+# Formatting, lint and types of src/ (pyproject.toml configures ruff and mypy): seconds once mypy's cache exists.
+lint: install
+	$(BIN)/ruff format --check src
+	$(BIN)/ruff check src
+	$(BIN)/mypy
+
+# Lint, then every test, the slow ones (subprocess training runs, torchrun, compile) included: what CI runs.
+test: lint
 	$(BIN)/python -m pytest -q
 
 # While developing: all but the tests marked slow (pyproject.toml lists the marker), in ~2 min.
