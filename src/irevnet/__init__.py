@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from .model import IRevNet
 
 _MODULE_OF = {
-    "CheckpointError": "errors", "ConfigError": "errors", "IRevNetError": "errors",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "IRevNetError": "errors",
     **dict.fromkeys(["init_weights_from", "load_model", "save_model"], "io.load"),
-    "DataConfig": "config", "IRevNetConfig": "config", "list_presets": "config",
+    "DataConfig": "config",
+    "IRevNetConfig": "config",
+    "list_presets": "config",
     "create_model": "factory",
     "IRevNet": "model",
 }

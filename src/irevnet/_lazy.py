@@ -11,8 +11,9 @@ import importlib
 from typing import Any, Callable
 
 
-def lazy_exports(package: str, module_of: dict[str, str], namespace: dict[str, Any]) -> tuple[
-        Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, module_of: dict[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` exporting ``module_of``'s names from its submodules."""
 
     def __getattr__(name: str) -> Any:

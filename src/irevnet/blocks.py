@@ -163,8 +163,20 @@ class IRevBlock(nn.Module):
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         spec = self.compile_spec
         conv = conv_precision_key() if spec is not None and (spec.mode or "").startswith("max-autotune") else None
-        return (self.in_channels, self.out_channels, self.stride, self.bottleneck.first, tuple(a.shape),
-                tuple(b.shape), a.dtype, a.device, torch.is_grad_enabled(), self.training, autocast, conv)
+        return (
+            self.in_channels,
+            self.out_channels,
+            self.stride,
+            self.bottleneck.first,
+            tuple(a.shape),
+            tuple(b.shape),
+            a.dtype,
+            a.device,
+            torch.is_grad_enabled(),
+            self.training,
+            autocast,
+            conv,
+        )
 
     def forward(self, x: Pair | Tensor) -> Pair | Tensor:
         """The block on a pair; on a merged representation (one tensor, as sequential feature

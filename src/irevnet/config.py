@@ -45,20 +45,26 @@ class DataConfig:
             object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
             object.__setattr__(self, "std", tuple(float(v) for v in self.std))
             if len(self.mean) != len(self.std) or not self.mean:
-                raise ValueError(f"data config: mean and std need one entry per channel, got {self.mean} and {self.std}")
+                raise ValueError(
+                    f"data config: mean and std need one entry per channel, got {self.mean} and {self.std}"
+                )
             if any(s <= 0 for s in self.std):
                 raise ValueError(f"data config: std must be positive, got {self.std}")
         object.__setattr__(self, "crop_pct", float(self.crop_pct))
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"data config: crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"data config: interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                             f"got {self.interpolation!r}")
+            raise ValueError(
+                f"data config: interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": None if self.mean is None else list(self.mean),
-                "std": None if self.std is None else list(self.std),
-                "crop_pct": self.crop_pct, "interpolation": self.interpolation}
+        return {
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
@@ -120,8 +126,9 @@ class BlockPlan:
 def unknown_key_error(key: str, names: Sequence[str], what: str) -> ConfigError:
     """The error for ``key``, which is none of ``names``: it names the key, the closest valid one and all of them."""
     hint = did_you_mean(key, names)
-    return ConfigError(f"{what} has an unknown key {key!r}{f' ({hint})' if hint else ''}; valid keys: "
-                       f"{', '.join(names)}")
+    return ConfigError(
+        f"{what} has an unknown key {key!r}{f' ({hint})' if hint else ''}; valid keys: {', '.join(names)}"
+    )
 
 
 def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
@@ -133,8 +140,7 @@ def _checked_keys(cls: type, data: Any, what: str) -> dict[str, Any]:
     for key in data:
         if key not in names:
             raise unknown_key_error(key, names, what)
-    required = [f.name for f in fields
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"{what} lacks the required key(s) {', '.join(map(repr, missing))}")
@@ -196,16 +202,20 @@ class IRevNetConfig:
         if self.mult < 1:
             raise ConfigError(f"mult must be >= 1, got {self.mult}")
         if self.global_pool not in GLOBAL_POOLS:
-            raise ConfigError(f"global_pool must be 'avg' (global average pooling) or '' (none: the head returns "
-                              f"maps), got {self.global_pool!r}; an i-RevNet pools by average only",
-                              option="global_pool")
+            raise ConfigError(
+                f"global_pool must be 'avg' (global average pooling) or '' (none: the head returns "
+                f"maps), got {self.global_pool!r}; an i-RevNet pools by average only",
+                option="global_pool",
+            )
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         if not isinstance(self.data, DataConfig):
             raise TypeError(f"data must be a DataConfig, got {type(self.data).__name__}")
         if self.data.mean is not None and len(self.data.mean) != self.input_shape[0]:
-            raise ValueError(f"the data config's mean/std have {len(self.data.mean)} entries but input_shape "
-                             f"{self.input_shape} has {self.input_shape[0]} channel(s)")
+            raise ValueError(
+                f"the data config's mean/std have {len(self.data.mean)} entries but input_shape "
+                f"{self.input_shape} has {self.input_shape[0]} channel(s)"
+            )
         if self.label_names is not None:
             self._check_label_names()
 
@@ -215,12 +225,14 @@ class IRevNetConfig:
             raise ConfigError(f"label_names must be a sequence of strings, got {names!r}", option="label_names")
         names = tuple(names)
         if len(names) != self.num_classes:
-            raise ConfigError(f"label_names has {len(names)} names but num_classes is {self.num_classes}",
-                              option="label_names")
+            raise ConfigError(
+                f"label_names has {len(names)} names but num_classes is {self.num_classes}", option="label_names"
+            )
         twice = sorted(n for n, count in Counter(names).items() if count > 1)  # linear: 21k ImageNet names
         if twice:
-            raise ConfigError(f"label_names must be distinct, but {twice[:5]} occur more than once",
-                              option="label_names")
+            raise ConfigError(
+                f"label_names must be distinct, but {twice[:5]} occur more than once", option="label_names"
+            )
         object.__setattr__(self, "label_names", names)
 
     @property
@@ -249,8 +261,17 @@ class IRevNetConfig:
             for i in range(depth):
                 s = stride if i == 0 else 1
                 reduction *= s
-                plan.append(BlockPlan(index=len(plan), stage=stage, in_channels=channels_in, out_channels=ch,
-                                      stride=s, reduction=reduction, stage_end=i == depth - 1))
+                plan.append(
+                    BlockPlan(
+                        index=len(plan),
+                        stage=stage,
+                        in_channels=channels_in,
+                        out_channels=ch,
+                        stride=s,
+                        reduction=reduction,
+                        stage_end=i == depth - 1,
+                    )
+                )
                 channels_in = 2 * ch
         return tuple(plan)
 
@@ -279,7 +300,9 @@ class IRevNetConfig:
         raise ConfigError(
             f"input_shape {self.input_shape}: height and width must be multiples of {f}, the model's total "
             f"down-sampling (initial ψ block size {max(self.init_block_size, 1)} x 2^{halvings} from its "
-            f"{halvings} stride-2 stage(s)); the nearest valid input_shape is {near}", option="input_shape")
+            f"{halvings} stride-2 stage(s)); the nearest valid input_shape is {near}",
+            option="input_shape",
+        )
 
     def replace(self, **overrides: Any) -> "IRevNetConfig":
         """A copy with ``overrides``; ``data`` as a dict changes only the data-config fields it names
@@ -300,10 +323,14 @@ class IRevNetConfig:
         returns for this model, and what :mod:`irevnet.data.transforms` builds from)."""
         c = self.input_shape[0]
         d = self.data
-        return {"input_size": self.input_shape, "interpolation": d.interpolation,
-                "mean": d.mean if d.mean is not None else (0.0,) * c,
-                "std": d.std if d.std is not None else (1.0,) * c,
-                "crop_pct": d.crop_pct, "crop_mode": "center"}
+        return {
+            "input_size": self.input_shape,
+            "interpolation": d.interpolation,
+            "mean": d.mean if d.mean is not None else (0.0,) * c,
+            "std": d.std if d.std is not None else (1.0,) * c,
+            "crop_pct": d.crop_pct,
+            "crop_mode": "center",
+        }
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -327,8 +354,9 @@ class IRevNetConfig:
         for key, kinds in _SCALAR_TYPES.items():
             value = kwargs.get(key)
             if key in kwargs and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-                raise ValueError(f"model config key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"model config key {key!r} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}"
+                )
         if "data" not in kwargs and kwargs.get("name") in _PRESETS:
             kwargs["data"] = _PRESETS[kwargs["name"]].data
         try:
@@ -339,8 +367,16 @@ class IRevNetConfig:
 
 _PRESETS: dict[str, IRevNetConfig] = {}
 # JSON types of the scalar fields, checked by IRevNetConfig.from_dict.
-_SCALAR_TYPES = {"num_classes": (int,), "init_block_size": (int,), "mult": (int,), "dropout": (int, float),
-                 "name": (str,), "description": (str,), "global_pool": (str,), "head_norm": (bool,)}
+_SCALAR_TYPES = {
+    "num_classes": (int,),
+    "init_block_size": (int,),
+    "mult": (int,),
+    "dropout": (int, float),
+    "name": (str,),
+    "description": (str,),
+    "global_pool": (str,),
+    "head_norm": (bool,),
+}
 
 
 def register_preset(config: IRevNetConfig) -> IRevNetConfig:
@@ -353,8 +389,9 @@ def get_preset(name: str) -> IRevNetConfig:
         return _PRESETS[name]
     except KeyError:
         hint = did_you_mean(name, list_presets())
-        raise ConfigError(f"unknown preset {name!r}{f' ({hint})' if hint else ''}; available presets: "
-                          f"{', '.join(list_presets())}") from None
+        raise ConfigError(
+            f"unknown preset {name!r}{f' ({hint})' if hint else ''}; available presets: {', '.join(list_presets())}"
+        ) from None
 
 
 def list_presets() -> list[str]:
@@ -362,43 +399,79 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
-register_preset(IRevNetConfig(
-    name="digits",
-    description="small injective i-RevNet for scikit-learn's 8x8 digits: ψ to 4x4, zero-padded to 64 channels",
-    blocks=(4, 4), strides=(1, 2), channels=(32, 128),
-    input_shape=(1, 8, 8), num_classes=10, init_block_size=2,
-))
-register_preset(IRevNetConfig(
-    name="digits-b",
-    description="small bijective i-RevNet for scikit-learn's 8x8 digits: ψ to 4x4x4, no zero padding, "
-    "Φ of 16x2x2 = 64 entries (as many as the image), for exact densities and metamers",
-    blocks=(2, 6), strides=(1, 2), channels=(2, 8),
-    input_shape=(1, 8, 8), num_classes=10, init_block_size=2, mult=1,
-))
-register_preset(IRevNetConfig(
-    name="cifar10",
-    description="reference CIFAR i-RevNet, injective (3 input channels zero-padded to 32)",
-    blocks=(18, 18, 18), strides=(1, 2, 2), channels=(16, 64, 256),
-    input_shape=(3, 32, 32), num_classes=10, init_block_size=0,
-    data=DataConfig(mean=CIFAR10_MEAN, std=CIFAR10_STD),
-))
-register_preset(_PRESETS["cifar10"].replace(
-    name="cifar100", num_classes=100,
-    description="reference CIFAR i-RevNet with 100 classes",
-    data=DataConfig(mean=CIFAR100_MEAN, std=CIFAR100_STD),
-))
+register_preset(
+    IRevNetConfig(
+        name="digits",
+        description="small injective i-RevNet for scikit-learn's 8x8 digits: ψ to 4x4, zero-padded to 64 channels",
+        blocks=(4, 4),
+        strides=(1, 2),
+        channels=(32, 128),
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        init_block_size=2,
+    )
+)
+register_preset(
+    IRevNetConfig(
+        name="digits-b",
+        description="small bijective i-RevNet for scikit-learn's 8x8 digits: ψ to 4x4x4, no zero padding, "
+        "Φ of 16x2x2 = 64 entries (as many as the image), for exact densities and metamers",
+        blocks=(2, 6),
+        strides=(1, 2),
+        channels=(2, 8),
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        init_block_size=2,
+        mult=1,
+    )
+)
+register_preset(
+    IRevNetConfig(
+        name="cifar10",
+        description="reference CIFAR i-RevNet, injective (3 input channels zero-padded to 32)",
+        blocks=(18, 18, 18),
+        strides=(1, 2, 2),
+        channels=(16, 64, 256),
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        init_block_size=0,
+        data=DataConfig(mean=CIFAR10_MEAN, std=CIFAR10_STD),
+    )
+)
+register_preset(
+    _PRESETS["cifar10"].replace(
+        name="cifar100",
+        num_classes=100,
+        description="reference CIFAR i-RevNet with 100 classes",
+        data=DataConfig(mean=CIFAR100_MEAN, std=CIFAR100_STD),
+    )
+)
 # The reference ImageNet evaluation: resize the short side to 256, centre crop 224.
 _IMAGENET_DATA = DataConfig(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875)
-register_preset(IRevNetConfig(
-    name="imagenet-a",
-    description="injective ImageNet i-RevNet (a): ψ twice (48 ch at 56x56), zero-padded to 96, "
-    "down-sampling at blocks 5, 9 and 15 of 18",
-    blocks=(4, 4, 6, 4), strides=(1, 2, 2, 2), channels=(48, 192, 768, 3072),
-    input_shape=(3, 224, 224), num_classes=1000, init_block_size=4, data=_IMAGENET_DATA,
-))
-register_preset(IRevNetConfig(
-    name="imagenet-b",
-    description="bijective ImageNet i-RevNet (b), i-RevNet-301, the authors' checkpoint",
-    blocks=(6, 16, 72, 6), strides=(2, 2, 2, 2), channels=(24, 96, 384, 1536),
-    input_shape=(3, 224, 224), num_classes=1000, init_block_size=2, data=_IMAGENET_DATA,
-))
+register_preset(
+    IRevNetConfig(
+        name="imagenet-a",
+        description="injective ImageNet i-RevNet (a): ψ twice (48 ch at 56x56), zero-padded to 96, "
+        "down-sampling at blocks 5, 9 and 15 of 18",
+        blocks=(4, 4, 6, 4),
+        strides=(1, 2, 2, 2),
+        channels=(48, 192, 768, 3072),
+        input_shape=(3, 224, 224),
+        num_classes=1000,
+        init_block_size=4,
+        data=_IMAGENET_DATA,
+    )
+)
+register_preset(
+    IRevNetConfig(
+        name="imagenet-b",
+        description="bijective ImageNet i-RevNet (b), i-RevNet-301, the authors' checkpoint",
+        blocks=(6, 16, 72, 6),
+        strides=(2, 2, 2, 2),
+        channels=(24, 96, 384, 1536),
+        input_shape=(3, 224, 224),
+        num_classes=1000,
+        init_block_size=2,
+        data=_IMAGENET_DATA,
+    )
+)

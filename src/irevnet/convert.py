@@ -84,8 +84,10 @@ class ConversionReport:
         lines = [f"{self.converted} tensors converted"]
         if self.defaulted:
             lines.append(f"{len(self.defaulted)} num_batches_tracked buffers absent (old checkpoint), left at 0")
-        for title, items in (("missing (expected by the model, absent from the checkpoint)", self.missing),
-                             ("unexpected (in the checkpoint, unknown to the model)", self.unexpected)):
+        for title, items in (
+            ("missing (expected by the model, absent from the checkpoint)", self.missing),
+            ("unexpected (in the checkpoint, unknown to the model)", self.unexpected),
+        ):
             if items:
                 lines.append(f"{len(items)} {title}:")
                 lines += [f"  {k}" for k in items[:limit]]
@@ -125,7 +127,7 @@ def reference_key_map(model: IRevNet) -> dict[str, str]:
 def _strip_data_parallel(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Drop the ``module.`` prefix that ``nn.DataParallel`` puts on every key, if present."""
     if state_dict and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state_dict):
-        return {k[len(_DATA_PARALLEL_PREFIX):]: v for k, v in state_dict.items()}
+        return {k[len(_DATA_PARALLEL_PREFIX) :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -166,8 +168,12 @@ def read_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor
     (scalar tensors become numbers); optimizer state and the like are dropped.
     """
     path = Path(path)
-    payload = load_tensor_file(path, error=ConversionError, hint="If you trust the file, re-save just its tensors: "
-                               "torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')")
+    payload = load_tensor_file(
+        path,
+        error=ConversionError,
+        hint="If you trust the file, re-save just its tensors: "
+        "torch.save({'state_dict': ckpt['state_dict']}, 'clean.pth')",
+    )
     if not isinstance(payload, dict):
         raise ConversionError(f"{str(path)!r} holds a {type(payload).__name__}, expected a dict of tensors")
     if payload.get("format") == FORMAT:

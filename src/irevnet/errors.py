@@ -11,8 +11,15 @@ The classes keep the built-in base they had before (``ValueError`` for bad optio
 
 from __future__ import annotations
 
-__all__ = ["IRevNetError", "ConfigError", "CheckpointError", "DataError", "HubError", "TrainingDivergedError",
-           "OutOfMemoryError"]
+__all__ = [
+    "IRevNetError",
+    "ConfigError",
+    "CheckpointError",
+    "DataError",
+    "HubError",
+    "TrainingDivergedError",
+    "OutOfMemoryError",
+]
 
 
 class IRevNetError(Exception):

@@ -68,8 +68,9 @@ class _Inverse(nn.Module):
         return self.model.inverse(phi)
 
 
-def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, format: str = "torch",
-                 progress: bool = False) -> Path:
+def export_model(
+    model: IRevNet, example: Tensor, dst: str | os.PathLike, *, format: str = "torch", progress: bool = False
+) -> Path:
     """Export ``model``'s forward and inverse, traced at ``example`` (N, C, H, W), into folder ``dst``.
 
     The model is exported in eval mode and left in the mode it was in. The batch size is
@@ -87,8 +88,9 @@ def export_model(model: IRevNet, example: Tensor, dst: str | os.PathLike, *, for
     was_training, was_exact = model.training, model.full_float32
     model.eval()
     meta_extra = {}
-    bar = tqdm(total=2 if format == "torch" else 3, desc=f"export ({format})", unit="step", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        total=2 if format == "torch" else 3, desc=f"export ({format})", unit="step", disable=not progress, leave=False
+    )
     try:
         with torch.no_grad():
             phi = model.forward_features(example)
@@ -132,8 +134,10 @@ def _check_onnx_available() -> None:
     for module in EXTRAS["onnx"]:
         require(module, extra="onnx", purpose="ONNX export")
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
-        raise RuntimeError(f"ONNX export uses PyTorch's dynamo-based exporter (torch.onnx.export(dynamo=True)), "
-                           f"which PyTorch {torch.__version__} lacks; it needs PyTorch 2.5 or newer")
+        raise RuntimeError(
+            f"ONNX export uses PyTorch's dynamo-based exporter (torch.onnx.export(dynamo=True)), "
+            f"which PyTorch {torch.__version__} lacks; it needs PyTorch 2.5 or newer"
+        )
 
 
 def _relative_error(got, want: Tensor) -> float:
@@ -146,8 +150,10 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: t
     import onnxruntime
 
     batch = torch.export.Dim("batch", min=1)
-    programs = {"forward": (_Forward(model), example, ["x"], ["logits", "phi"]),
-                "inverse": (_Inverse(model), phi, ["phi"], ["x"])}
+    programs = {
+        "forward": (_Forward(model), example, ["x"], ["logits", "phi"]),
+        "inverse": (_Inverse(model), phi, ["phi"], ["x"]),
+    }
     tmp = {name: dst / f".{name}.onnx.tmp" for name in programs}
     # The exporter's optimizer logs every rewrite at INFO; keep the CLI's output readable.
     quiet = {name: logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")}
@@ -159,26 +165,41 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: t
             bar.set_postfix_str(name)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-                torch.onnx.export(module, (arg,), str(tmp[name]), dynamo=True, dynamic_shapes=({0: batch},),
-                                  input_names=inputs, output_names=outputs, external_data=False, verbose=False)
+                torch.onnx.export(
+                    module,
+                    (arg,),
+                    str(tmp[name]),
+                    dynamo=True,
+                    dynamic_shapes=({0: batch},),
+                    input_names=inputs,
+                    output_names=outputs,
+                    external_data=False,
+                    verbose=False,
+                )
             bar.update()
         bar.set_postfix_str("onnxruntime check")
         # Check on a batch of another size than the traced one, with the eager model as reference.
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=gen).to(example)
-        forward, inverse = (onnxruntime.InferenceSession(str(tmp[n]), providers=["CPUExecutionProvider"])
-                            for n in ("forward", "inverse"))
+        forward, inverse = (
+            onnxruntime.InferenceSession(str(tmp[n]), providers=["CPUExecutionProvider"])
+            for n in ("forward", "inverse")
+        )
         with full_float32():  # the reference is exact (the model's own switch is off while exporting)
             phi_x = model.forward_features(x)
             want = {"logits": model.forward_head(phi_x), "phi": phi_x, "inverse": model.inverse(phi_x)}
         logits_o, phi_o = forward.run(None, {"x": x.cpu().numpy()})
         (x_o,) = inverse.run(None, {"phi": phi_x.cpu().numpy()})
-        errors = {name: _relative_error(got, want[name])
-                  for name, got in (("logits", logits_o), ("phi", phi_o), ("inverse", x_o))}
+        errors = {
+            name: _relative_error(got, want[name])
+            for name, got in (("logits", logits_o), ("phi", phi_o), ("inverse", x_o))
+        }
         worst = max(errors, key=errors.get)
         if errors[worst] > ONNX_TOLERANCE:
-            raise RuntimeError(f"the ONNX export of {model.config.name} disagrees with the eager model: relative "
-                               f"error of {worst} {errors[worst]:.2e} > {ONNX_TOLERANCE:.0e} (all: {errors})")
+            raise RuntimeError(
+                f"the ONNX export of {model.config.name} disagrees with the eager model: relative "
+                f"error of {worst} {errors[worst]:.2e} > {ONNX_TOLERANCE:.0e} (all: {errors})"
+            )
         bar.update()
         for name, path in tmp.items():
             os.replace(path, dst / f"{name}.onnx")

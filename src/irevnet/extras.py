@@ -32,5 +32,6 @@ def require(module: str, *, extra: str, purpose: str) -> ModuleType:
     except ImportError as e:
         raise MissingExtraError(
             f"{purpose} needs the optional dependency {module!r} ({e.msg if hasattr(e, 'msg') else e}); "
-            f"install it with: pip install 'irevnet[{extra}]'", name=module,
+            f"install it with: pip install 'irevnet[{extra}]'",
+            name=module,
         ) from None

@@ -117,8 +117,13 @@ def timm_cfg(config: IRevNetConfig) -> dict[str, Any]:
     the number of classes (and their names, when known), the classifier's and the first
     convolution's module names, and the spatial size of Φ (``pool_size``) for the
     configuration's input size."""
-    cfg = {**config.data_config, "num_classes": config.num_classes, "classifier": "head.fc",
-           "first_conv": "blocks.0.bottleneck.conv1", "pool_size": config.feature_shape()[1:]}
+    cfg = {
+        **config.data_config,
+        "num_classes": config.num_classes,
+        "classifier": "head.fc",
+        "first_conv": "blocks.0.bottleneck.conv1",
+        "pool_size": config.feature_shape()[1:],
+    }
     return cfg if config.label_names is None else {**cfg, "label_names": config.label_names}
 
 
@@ -140,12 +145,17 @@ def config_of(net: "IRevNet") -> IRevNetConfig:
     head, fc = net.head, getattr(net.head, "fc", None)
     if net.config.num_classes == 0 and isinstance(head, ClassifierHead) and isinstance(fc, nn.Identity):
         return net.config  # no classifier (reset_classifier(0)): the head returns pooled features
-    if not isinstance(head, ClassifierHead) or not isinstance(fc, nn.Linear) or fc.bias is None \
-            or fc.in_features != net.num_features:
+    if (
+        not isinstance(head, ClassifierHead)
+        or not isinstance(fc, nn.Linear)
+        or fc.bias is None
+        or fc.in_features != net.num_features
+    ):
         raise ValueError(
             f"cannot save this model: its head must be irevnet's ClassifierHead ending in "
             f"nn.Linear({net.num_features}, num_classes) (got {type(head).__name__} with {fc!r}); "
-            "use model.reset_classifier(num_classes) to change the number of classes")
+            "use model.reset_classifier(num_classes) to change the number of classes"
+        )
     if fc.out_features == net.config.num_classes:
         return net.config
     return net.config.replace(num_classes=fc.out_features)
@@ -170,8 +180,15 @@ class IRevNet(nn.Module):
     for PyTorch's layers.
     """
 
-    def __init__(self, config: IRevNetConfig | None = None, /, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, **fields: Any) -> None:
+    def __init__(
+        self,
+        config: IRevNetConfig | None = None,
+        /,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **fields: Any,
+    ) -> None:
         super().__init__()
         if config is None:
             config = IRevNetConfig(**fields)
@@ -187,13 +204,22 @@ class IRevNet(nn.Module):
             self.init_psi = InvertibleDownsampling(cfg.init_block_size)
             # Sequential (one input, one output each; registered between ψ and the head, in the order
             # they run): timm's sequential feature extractors ("dict", "list", "hook") chain them.
-            self.blocks = nn.Sequential(*(
-                IRevBlock(p.in_channels, p.out_channels, stride=p.stride, first=p.first, dropout=cfg.dropout,
-                          mult=cfg.mult)
-                for p in cfg.plan
-            ))
-            self.head = ClassifierHead(cfg.num_features, cfg.num_classes, global_pool=cfg.global_pool,
-                                       norm=cfg.head_norm)
+            self.blocks = nn.Sequential(
+                *(
+                    IRevBlock(
+                        p.in_channels,
+                        p.out_channels,
+                        stride=p.stride,
+                        first=p.first,
+                        dropout=cfg.dropout,
+                        mult=cfg.mult,
+                    )
+                    for p in cfg.plan
+                )
+            )
+            self.head = ClassifierHead(
+                cfg.num_features, cfg.num_classes, global_pool=cfg.global_pool, norm=cfg.head_norm
+            )
         if dtype is not None:
             self.to(dtype=dtype)
         self.memory_efficient = False
@@ -208,8 +234,10 @@ class IRevNet(nn.Module):
         # First block of each stage: memory-saving training keeps these blocks' inputs.
         self._stage_starts = [p.index for p in plan if p.index == 0 or plan[p.index - 1].stage_end]
         # timm's per-feature description, one entry per block (Φ_j; reduction relative to the input).
-        self.feature_info = [{"num_chs": p.channels, "reduction": p.reduction, "module": f"blocks.{p.index}",
-                              "stage": p.stage} for p in plan]
+        self.feature_info = [
+            {"num_chs": p.channels, "reduction": p.reduction, "module": f"blocks.{p.index}", "stage": p.stage}
+            for p in plan
+        ]
 
     @classmethod
     def from_config(cls, config: IRevNetConfig) -> "IRevNet":
@@ -295,9 +323,7 @@ class IRevNet(nn.Module):
         return full_float32() if self.full_float32 else nullcontext()
 
     # -- compiled blocks ----------------------------------------------------------------
-    def compile_blocks(
-        self, enabled: bool = True, *, backend: str = "inductor", mode: str | None = None
-    ) -> "IRevNet":
+    def compile_blocks(self, enabled: bool = True, *, backend: str = "inductor", mode: str | None = None) -> "IRevNet":
         """Run every block through ``torch.compile`` (returns ``self``); ``enabled=False`` undoes it.
 
         The unit compiled is the block, not the network: blocks of one kind share compiled
@@ -528,13 +554,18 @@ class IRevNet(nn.Module):
         its features). ``global_pool``: ``"avg"``, ``""`` (none: the head returns maps) or ``None``
         (unchanged). The configuration follows, so saved models rebuild the new head."""
         if global_pool not in (None, *GLOBAL_POOLS):
-            raise ValueError(f"an i-RevNet pools by average only; global_pool={global_pool!r} is not supported "
-                             "(use 'avg', or '' for none)")
+            raise ValueError(
+                f"an i-RevNet pools by average only; global_pool={global_pool!r} is not supported "
+                "(use 'avg', or '' for none)"
+            )
         pool = self.head.global_pool if global_pool is None else global_pool
         self.config = self.config.replace(num_classes=num_classes, global_pool=pool)
         ref = next(self.blocks.parameters())
-        fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) if num_classes > 0 \
+        fc = (
+            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes > 0
             else nn.Identity()
+        )
         self.head.fc = fc.train(self.head.fc.training)
         self.head.global_pool = pool
 
@@ -559,16 +590,19 @@ class IRevNet(nn.Module):
         stages: dict[int, list[str]] = {}
         for p in self.config.plan:
             stages.setdefault(p.stage, []).append(str(p.index))
-        return {"stem": r"^init_psi",
-                "blocks": [(rf"^blocks\.(?:{'|'.join(ids)})\.", (stage,)) for stage, ids in stages.items()]}
+        return {
+            "stem": r"^init_psi",
+            "blocks": [(rf"^blocks\.(?:{'|'.join(ids)})\.", (stage,)) for stage, ids in stages.items()],
+        }
 
     def no_weight_decay(self) -> set[str]:
         """Parameters to exempt from weight decay beyond timm's rule for 1-D ones (BatchNorm
         weights and biases; the convolutions have no biases): none."""
         return set()
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
         """Keep only what :meth:`forward_intermediates` needs for ``indices`` (timm's semantics).
 
         Drops the blocks after the last selected one; Φ (:meth:`forward_features`) then ends
@@ -582,8 +616,9 @@ class IRevNet(nn.Module):
         if last < self.depth - 1:
             cfg, stage = self.config, self.config.plan[last].stage
             blocks = (*cfg.blocks[:stage], last + 1 - sum(cfg.blocks[:stage]))
-            self.config = cfg.replace(blocks=blocks, strides=cfg.strides[: stage + 1],
-                                      channels=cfg.channels[: stage + 1])
+            self.config = cfg.replace(
+                blocks=blocks, strides=cfg.strides[: stage + 1], channels=cfg.channels[: stage + 1]
+            )
             self.blocks = self.blocks[: last + 1]
             self._read_plan()
             prune_norm = prune_head = True
@@ -646,8 +681,9 @@ class IRevNet(nn.Module):
         with tempfile.TemporaryDirectory(prefix="irevnet-push-") as folder:
             self.save_pretrained(folder)
             write_card(folder, config_of(self), repo_id=repo_id, metrics=metrics)
-            return upload_folder(folder, repo_id, private=private, revision=revision,
-                                 commit_message=commit_message, token=token, api=api)
+            return upload_folder(
+                folder, repo_id, private=private, revision=revision, commit_message=commit_message, token=token, api=api
+            )
 
     @classmethod
     def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> "IRevNet":
@@ -658,8 +694,12 @@ class IRevNet(nn.Module):
             model = cls(weights.config)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{str(weights.source)!r} does not describe a valid model: {e}") from None
-        load_fitting(model, weights.state, source=str(weights.path),
-                     problem="does not describe a valid model: its tensors do not fit its configuration")
+        load_fitting(
+            model,
+            weights.state,
+            source=str(weights.path),
+            problem="does not describe a valid model: its tensors do not fit its configuration",
+        )
         return model.to(map_location)
 
     # -- introspection --------------------------------------------------------------

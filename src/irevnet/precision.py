@@ -39,8 +39,14 @@ def _operators() -> tuple[tuple[str, Any], ...]:
     b = torch.backends
     if not hasattr(b.cudnn, "conv"):  # PyTorch < 2.9: the legacy flags are the whole state
         return ()
-    return (("cudnn.conv", b.cudnn.conv), ("cudnn.rnn", b.cudnn.rnn), ("cuda.matmul", b.cuda.matmul),
-            ("mkldnn.conv", b.mkldnn.conv), ("mkldnn.matmul", b.mkldnn.matmul), ("mkldnn.rnn", b.mkldnn.rnn))
+    return (
+        ("cudnn.conv", b.cudnn.conv),
+        ("cudnn.rnn", b.cudnn.rnn),
+        ("cuda.matmul", b.cuda.matmul),
+        ("mkldnn.conv", b.mkldnn.conv),
+        ("mkldnn.matmul", b.mkldnn.matmul),
+        ("mkldnn.rnn", b.mkldnn.rnn),
+    )
 
 
 # Only the operator-level settings are written: an operator's own value overrides its backend's
@@ -82,14 +88,20 @@ class Float32Flags:
     @torch.compiler.disable  # global state, not tensor code: compiled callers run it eagerly
     def capture(cls) -> "Float32Flags":
         """The current global flags."""
-        return cls(tuple(obj.fp32_precision for _, obj in _OPERATORS),
-                   _read(lambda: torch.backends.cudnn.allow_tf32), _read(torch.get_float32_matmul_precision))
+        return cls(
+            tuple(obj.fp32_precision for _, obj in _OPERATORS),
+            _read(lambda: torch.backends.cudnn.allow_tf32),
+            _read(torch.get_float32_matmul_precision),
+        )
 
     def as_ieee(self) -> "Float32Flags":
         """These flags with every reduced-precision permission withdrawn (unreadable legacy flags left as they are)."""
-        return replace(self, operators=("ieee",) * len(self.operators),
-                       cudnn_allow_tf32=None if self.cudnn_allow_tf32 is None else False,
-                       matmul_precision=None if self.matmul_precision is None else "highest")
+        return replace(
+            self,
+            operators=("ieee",) * len(self.operators),
+            cudnn_allow_tf32=None if self.cudnn_allow_tf32 is None else False,
+            matmul_precision=None if self.matmul_precision is None else "highest",
+        )
 
     @property
     def exact(self) -> bool:

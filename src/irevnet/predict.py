@@ -54,8 +54,10 @@ def predict(model: nn.Module, x: Tensor, *, top_k: int = 5, batch_size: int = 64
         for batch in x.split(batch_size):
             probs = model(batch.to(device)).float().softmax(dim=1)
             p, i = probs.topk(min(top_k, len(names)), dim=1)
-            out += [[Prediction(int(j), names[int(j)], float(q)) for q, j in zip(row_p, row_i)]
-                    for row_p, row_i in zip(p.tolist(), i.tolist())]
+            out += [
+                [Prediction(int(j), names[int(j)], float(q)) for q, j in zip(row_p, row_i)]
+                for row_p, row_i in zip(p.tolist(), i.tolist())
+            ]
     return out
 
 
@@ -75,5 +77,7 @@ class PerClassAccuracy:
 
     def rows(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
         """``{"index", "label", "images", "top1"}`` per class (``top1`` None for a class with no image)."""
-        return [{"index": i, "label": names[i], "images": int(n), "top1": int(c) / int(n) if n else None}
-                for i, (c, n) in enumerate(zip(self.correct.tolist(), self.total.tolist()))]
+        return [
+            {"index": i, "label": names[i], "images": int(n), "top1": int(c) / int(n) if n else None}
+            for i, (c, n) in enumerate(zip(self.correct.tolist(), self.total.tolist()))
+        ]

@@ -29,11 +29,20 @@ def describe_config(config: IRevNetConfig) -> dict[str, Any]:
     """
     c, h, w = config.input_shape
     plan = config.plan
-    params = sum(_bottleneck_parameters(p.bottleneck_in_channels, p.out_channels, first=p.first, mult=config.mult)
-                 for p in plan)
-    stages = [{"stage": p.stage + 1, "blocks": config.blocks[p.stage], "stride": config.strides[p.stage],
-               "channels_per_half": p.out_channels, "output_shape": list(p.output_shape((h, w)))}
-              for p in plan if p.stage_end]
+    params = sum(
+        _bottleneck_parameters(p.bottleneck_in_channels, p.out_channels, first=p.first, mult=config.mult) for p in plan
+    )
+    stages = [
+        {
+            "stage": p.stage + 1,
+            "blocks": config.blocks[p.stage],
+            "stride": config.strides[p.stage],
+            "channels_per_half": p.out_channels,
+            "output_shape": list(p.output_shape((h, w))),
+        }
+        for p in plan
+        if p.stage_end
+    ]
     phi = config.feature_shape()
     params += (2 * phi[0] if config.head_norm else 0) + phi[0] * config.num_classes + config.num_classes  # BN, linear
     return {

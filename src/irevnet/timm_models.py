@@ -32,8 +32,12 @@ from .model import IRevNet, timm_cfg
 
 __all__: list[str] = []  # timm's register_model appends the entry points
 log = logging.getLogger(__name__)
-_PAPER = {"license": "mit", "paper_name": "i-RevNet: Deep Invertible Networks", "paper_ids": "arXiv:1802.07088",
-          "origin_url": "https://github.com/jhjacobsen/pytorch-i-revnet"}
+_PAPER = {
+    "license": "mit",
+    "paper_name": "i-RevNet: Deep Invertible Networks",
+    "paper_ids": "arXiv:1802.07088",
+    "origin_url": "https://github.com/jhjacobsen/pytorch-i-revnet",
+}
 
 
 # The configuration fields that IRevNetConfig.plan depends on (and data, whose statistics
@@ -61,8 +65,12 @@ def _overrides(preset: IRevNetConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
     if in_chans != preset.input_shape[0] and "data" not in out and preset.data.mean is not None:
         # Other channel counts: the per-channel statistics averaged over the preset's channels.
         d = preset.data
-        out["data"] = DataConfig(mean=(sum(d.mean) / len(d.mean),) * in_chans, std=(sum(d.std) / len(d.std),) * in_chans,
-                                 crop_pct=d.crop_pct, interpolation=d.interpolation)
+        out["data"] = DataConfig(
+            mean=(sum(d.mean) / len(d.mean),) * in_chans,
+            std=(sum(d.std) / len(d.std),) * in_chans,
+            crop_pct=d.crop_pct,
+            interpolation=d.interpolation,
+        )
     if "drop_rate" in out:
         out["dropout"] = out.pop("drop_rate")
     return out
@@ -82,8 +90,14 @@ def _classes_of_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {**kwargs, "pretrained_cfg_overlay": {**overlay, "num_classes": saved.num_classes}}
     wanted = kwargs.get("num_classes", saved.num_classes)
     if wanted != saved.num_classes and not kwargs.get("features_only"):
-        log.warning("%s: the weights of %s hold a classifier for %d classes; num_classes=%d replaces it with a new, "
-                    "randomly initialized one", variant, overlay["file"], saved.num_classes, wanted)
+        log.warning(
+            "%s: the weights of %s hold a classifier for %d classes; num_classes=%d replaces it with a new, "
+            "randomly initialized one",
+            variant,
+            overlay["file"],
+            saved.num_classes,
+            wanted,
+        )
     elif saved.label_names is not None and wanted == saved.num_classes:
         out.setdefault("label_names", saved.label_names)
     return out

@@ -23,19 +23,34 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _MODULE_OF = {
-    **dict.fromkeys(["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample",
-                     "untrained_like"], "features"),
+    **dict.fromkeys(
+        ["FeatureSet", "averaged_features", "extract_splits", "select_blocks", "subsample", "untrained_like"],
+        "features",
+    ),
     **dict.fromkeys(["head_statistics", "impose_head_statistics", "metamer_report", "metamers"], "invariance"),
     **dict.fromkeys(["edit_and_invert", "quadrants", "representation_edits", "stage_ends"], "edits"),
     **dict.fromkeys(["OOD_SHIFTS", "auroc", "log_prob_per_dim", "ood_detection", "shifted_copies"], "ood"),
     **dict.fromkeys(["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"], "pca"),
-    **dict.fromkeys(["Reconstruction", "conditioning_floor", "interpolate", "interpolation_errors",
-                     "pairs_of_different_classes", "pixel_interpolate", "reconstruct", "reconstruct_batches"],
-                    "inversion"),
-    **dict.fromkeys(["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"],
-                    "separability"),
-    **dict.fromkeys(["default_window", "float32_error_bound", "jacobian_singular_values", "jacobian_spectrum",
-                     "spectrum_summary"], "spectrum"),
+    **dict.fromkeys(
+        [
+            "Reconstruction",
+            "conditioning_floor",
+            "interpolate",
+            "interpolation_errors",
+            "pairs_of_different_classes",
+            "pixel_interpolate",
+            "reconstruct",
+            "reconstruct_batches",
+        ],
+        "inversion",
+    ),
+    **dict.fromkeys(
+        ["classifier_accuracies", "linear_separability", "separability_from_features", "standardize"], "separability"
+    ),
+    **dict.fromkeys(
+        ["default_window", "float32_error_bound", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"],
+        "spectrum",
+    ),
 }
 
 __all__ = sorted(_MODULE_OF)

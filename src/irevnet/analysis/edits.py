@@ -47,8 +47,12 @@ def quadrants(height: int, width: int) -> dict[str, tuple[slice, slice]]:
     """The four spatial quadrants of an ``height × width`` grid (the first ones take the odd row/column)."""
     h, w = (height + 1) // 2, (width + 1) // 2
     rows, cols = {"top": slice(0, h), "bottom": slice(h, height)}, {"left": slice(0, w), "right": slice(w, width)}
-    return {f"{r}-{c}": (rows[r], cols[c]) for r in rows for c in cols if rows[r].stop > rows[r].start
-            and cols[c].stop > cols[c].start}
+    return {
+        f"{r}-{c}": (rows[r], cols[c])
+        for r in rows
+        for c in cols
+        if rows[r].stop > rows[r].start and cols[c].stop > cols[c].start
+    }
 
 
 def stage_ends(model: IRevNet) -> list[int]:
@@ -62,8 +66,9 @@ def _channel_groups(channels: int, groups: int) -> list[slice]:
 
 
 @torch.no_grad()
-def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_groups: int = 2,
-                         progress: bool = False) -> dict[str, Any]:
+def representation_edits(
+    model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_groups: int = 2, progress: bool = False
+) -> dict[str, Any]:
     """Every edit of the module docstring on the pairs ``(x_a, x_b)`` ``(N, C, H, W)``.
 
     Returns ``{"images": {name: (N, C, H, W) tensor}, "change": {name: [float] * N}, "kind":
@@ -86,22 +91,28 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
     edits: list[tuple[str, str, Edit, int | None]] = []  # (name, kind, edit, depth), inverted below
 
     for label, (rows, cols) in quadrants(*phi_b.shape[2:]).items():
+
         def swap_region(z: Tensor, rows: slice = rows, cols: slice = cols) -> Tensor:
             z[:, :, rows, cols] = phi_b[:, :, rows, cols]
             return z
+
         edits.append((f"{label} ← x_b", "spatial", swap_region, None))
     groups = _channel_groups(phi_b.shape[1], channel_groups)
     for k, sl in enumerate(groups):
+
         def swap_group(z: Tensor, sl: slice = sl) -> Tensor:
             z[:, sl] = phi_b[:, sl]
             return z
+
         edits.append((f"channels {k + 1}/{len(groups)} ← x_b", "channels", swap_group, None))
     shapes = model.block_output_shapes(tuple(x_a.shape[-2:]))
     for j in stage_ends(model):
         for k, sl in enumerate(_channel_groups(shapes[j - 1][0], channel_groups)):
+
             def zero_group(z: Tensor, sl: slice = sl) -> Tensor:
                 z[:, sl] = 0
                 return z
+
             edits.append((f"block {j}: zero {k + 1}/{channel_groups}", "zero", zero_group, j))
     images: dict[str, Tensor] = {}
     kind: dict[str, str] = {}
@@ -109,6 +120,8 @@ def representation_edits(model: IRevNet, x_a: Tensor, x_b: Tensor, *, channel_gr
         images[name], kind[name] = edit_and_invert(model, x_a, edit, depth=depth), what
     d_ab = (x_b - x_a).flatten(1).norm(dim=1).clamp_min(1e-30)
     n_a = x_a.flatten(1).norm(dim=1).clamp_min(1e-30)
-    change = {name: ((img - x_a).flatten(1).norm(dim=1) / (n_a if kind[name] == "zero" else d_ab)).tolist()
-              for name, img in images.items()}
+    change = {
+        name: ((img - x_a).flatten(1).norm(dim=1) / (n_a if kind[name] == "zero" else d_ab)).tolist()
+        for name, img in images.items()
+    }
     return {"images": images, "change": change, "kind": kind}

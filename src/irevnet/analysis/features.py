@@ -129,7 +129,14 @@ def extract_splits(
 ) -> tuple[FeatureSet, FeatureSet]:
     """:func:`averaged_features` of the training and the test split, at the same ``blocks``."""
     return tuple(  # type: ignore[return-value]
-        averaged_features(model, ds, blocks, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                          desc=f"{name} {split}".strip())
+        averaged_features(
+            model,
+            ds,
+            blocks,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            desc=f"{name} {split}".strip(),
+        )
         for split, ds in (("train", train_set), ("test", test_set))
     )

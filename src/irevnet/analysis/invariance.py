@@ -94,8 +94,16 @@ def impose_head_statistics(head: ClassifierHead, phi_b: Tensor, phi_a: Tensor) -
     return (pb + delta).view(n, c, h, w).to(phi_b.dtype)
 
 
-def _pixel_search(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int, penalty: float, lr: float,
-                  on_step: Callable[[], Any] = lambda: None) -> Tensor:
+def _pixel_search(
+    model: IRevNet,
+    x_a: Tensor,
+    x_b: Tensor,
+    *,
+    steps: int,
+    penalty: float,
+    lr: float,
+    on_step: Callable[[], Any] = lambda: None,
+) -> Tensor:
     """Adam from ``x_a`` on ``‖x − x_b‖² + penalty · ‖h(Φ(x)) − h(Φ(x_a))‖²`` (per pair, summed; eval mode);
     ``on_step`` is called after each step."""
     with torch.no_grad():
@@ -115,8 +123,17 @@ def _pixel_search(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int, penal
 
 
 @torch.no_grad()
-def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, penalty: float = 30.0,
-             lr: float = 0.02, batch_size: int = 256, progress: bool = False) -> Tensor:
+def metamers(
+    model: IRevNet,
+    x_a: Tensor,
+    x_b: Tensor,
+    *,
+    steps: int = 600,
+    penalty: float = 30.0,
+    lr: float = 0.02,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Tensor:
     """Inputs the classifier cannot tell from ``x_a`` that look like ``x_b`` (what the head discards).
 
     ``x_a, x_b``: ``(N, C, H, W)`` pairs. Two steps:
@@ -148,19 +165,25 @@ def metamers(model: IRevNet, x_a: Tensor, x_b: Tensor, *, steps: int = 600, pena
     if steps < 0 or penalty <= 0 or lr <= 0:
         raise ValueError(f"need steps >= 0, penalty > 0 and lr > 0, got {steps}, {penalty}, {lr}")
     parts = []
-    with eval_mode(model), tqdm(total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step",
-                                disable=not progress, leave=False) as bar:
+    with (
+        eval_mode(model),
+        tqdm(
+            total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step", disable=not progress, leave=False
+        ) as bar,
+    ):
         for xa, xb in zip(x_a.split(batch_size), x_b.split(batch_size)):
-            start = _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr,
-                                  on_step=bar.update) if steps else xb
+            start = (
+                _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr, on_step=bar.update) if steps else xb
+            )
             phi_m = impose_head_statistics(model.head, model.forward_features(start), model.forward_features(xa))
             parts.append(model.inverse(phi_m))
     return torch.cat(parts)
 
 
 @torch.no_grad()
-def metamer_report(model: IRevNet, x_a: Tensor, x_b: Tensor, *, batch_size: int = 256,
-                   **kwargs: Any) -> tuple[Tensor, dict[str, Any]]:
+def metamer_report(
+    model: IRevNet, x_a: Tensor, x_b: Tensor, *, batch_size: int = 256, **kwargs: Any
+) -> tuple[Tensor, dict[str, Any]]:
     """:func:`metamers` of ``(x_a, x_b)`` pairs (``kwargs`` go to it) and how well they work: ``(x_m, numbers)``.
 
     The numbers (lists over the ``N`` pairs, eval mode) are ``logit_relative_error``
@@ -185,7 +208,11 @@ def metamer_report(model: IRevNet, x_a: Tensor, x_b: Tensor, *, batch_size: int 
         "mean_distance_to_b": float(d_b.mean()),
         "mean_distance_a_b": float(d_ab.mean()),
         "logit_relative_error": rel.tolist(),
-        "pred_a": pred_a.tolist(), "pred_b": pred_b.tolist(), "pred_m": pred_m.tolist(),
-        "distance_to_a": d_a.tolist(), "distance_to_b": d_b.tolist(), "distance_a_b": d_ab.tolist(),
+        "pred_a": pred_a.tolist(),
+        "pred_b": pred_b.tolist(),
+        "pred_m": pred_m.tolist(),
+        "distance_to_a": d_a.tolist(),
+        "distance_to_b": d_b.tolist(),
+        "distance_a_b": d_ab.tolist(),
     }
     return x_m, numbers

@@ -14,8 +14,16 @@ from ..model import IRevNet
 from ..modes import eval_mode
 from ..precision import full_float32
 
-__all__ = ["Reconstruction", "reconstruct", "reconstruct_batches", "conditioning_floor", "interpolate",
-           "interpolation_errors", "pixel_interpolate", "pairs_of_different_classes"]
+__all__ = [
+    "Reconstruction",
+    "reconstruct",
+    "reconstruct_batches",
+    "conditioning_floor",
+    "interpolate",
+    "interpolation_errors",
+    "pixel_interpolate",
+    "pairs_of_different_classes",
+]
 
 
 class Reconstruction(NamedTuple):
@@ -101,7 +109,8 @@ def reconstruct(
     parts = list(reconstruct_batches(model, batches, float64=float64, floor=floor, to_pixels=to_pixels))
     floors = [r.floor_relative_error for r in parts]
     return Reconstruction(
-        torch.cat([r.x_hat for r in parts]), torch.cat([r.max_abs_error for r in parts]),
+        torch.cat([r.x_hat for r in parts]),
+        torch.cat([r.max_abs_error for r in parts]),
         torch.cat([r.relative_error for r in parts]),
         None if any(f is None for f in floors) else torch.cat(floors),  # type: ignore[arg-type]
     )
@@ -153,8 +162,10 @@ def interpolate(model: IRevNet, x0: Tensor, x1: Tensor, *, steps: int = 9, progr
     with _exact_eval(model):
         p0, p1 = model.forward_features(x0), model.forward_features(x1)
         ts = torch.linspace(1.0, 0.0, steps, dtype=p0.dtype, device=p0.device)
-        cols = [model.inverse(t * p0 + (1 - t) * p1)
-                for t in tqdm(ts, desc="interpolate", unit="step", disable=not progress, leave=False)]
+        cols = [
+            model.inverse(t * p0 + (1 - t) * p1)
+            for t in tqdm(ts, desc="interpolate", unit="step", disable=not progress, leave=False)
+        ]
     return torch.stack(cols, dim=1)
 
 
@@ -181,8 +192,11 @@ def interpolation_errors(in_phi: Tensor, in_pixels: Tensor) -> dict[str, Any]:
     steps = in_phi.shape[1]
     gap = (in_phi - in_pixels).abs().flatten(2).mean(dim=(0, 2))
     endpoints = (in_phi[:, [0, -1]] - in_pixels[:, [0, -1]]).abs().max()
-    return {"t": torch.linspace(1, 0, steps).tolist(), "mean_abs_difference_from_pixel_path": gap.tolist(),
-            "endpoint_max_abs_error": float(endpoints)}
+    return {
+        "t": torch.linspace(1, 0, steps).tolist(),
+        "mean_abs_difference_from_pixel_path": gap.tolist(),
+        "endpoint_max_abs_error": float(endpoints),
+    }
 
 
 def pairs_of_different_classes(y: Tensor, n: int) -> list[tuple[int, int]]:

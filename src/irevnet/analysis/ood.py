@@ -51,8 +51,9 @@ def shifted_copies(x: Tensor, *, noise: float = 0.2, seed: int = 0) -> dict[str,
 
 
 @torch.no_grad()
-def log_prob_per_dim(model: IRevNet, x: Tensor, *, batch_size: int = 256, progress: bool = False,
-                     desc: str = "log p(x)") -> Tensor:
+def log_prob_per_dim(
+    model: IRevNet, x: Tensor, *, batch_size: int = 256, progress: bool = False, desc: str = "log p(x)"
+) -> Tensor:
     """Eval-mode ``log p(x) / D`` in nats per dimension, ``(N,)`` (``D = C·H·W``); mode restored.
     ``progress`` shows a bar over the batches (titled ``desc``)."""
     with eval_mode(model):
@@ -71,8 +72,9 @@ def auroc(positive: np.ndarray | Tensor, negative: np.ndarray | Tensor) -> float
     return float(roc_auc_score(labels, np.concatenate([pos, neg])))
 
 
-def ood_detection(model: IRevNet, x: Tensor, *, noise: float = 0.2, seed: int = 0,
-                  batch_size: int = 256, progress: bool = False) -> dict[str, Any]:
+def ood_detection(
+    model: IRevNet, x: Tensor, *, noise: float = 0.2, seed: int = 0, batch_size: int = 256, progress: bool = False
+) -> dict[str, Any]:
     """How well ``log p(x)`` tells the test images ``x`` from their :func:`shifted_copies`.
 
     Returns ``{"log_prob_per_dim": {"test": [...], "shifted": [...], ...}, "auroc": {shift:
@@ -80,8 +82,12 @@ def ood_detection(model: IRevNet, x: Tensor, *, noise: float = 0.2, seed: int = 
     eval mode). Raises ValueError for an injective model. ``progress``: a bar over the batches of each set.
     """
     sets = {"test": x, **shifted_copies(x, noise=noise, seed=seed)}
-    scores = {name: log_prob_per_dim(model, v, batch_size=batch_size, progress=progress,
-                                     desc=f"log p(x), {name}").cpu().double() for name, v in sets.items()}
+    scores = {
+        name: log_prob_per_dim(model, v, batch_size=batch_size, progress=progress, desc=f"log p(x), {name}")
+        .cpu()
+        .double()
+        for name, v in sets.items()
+    }
     return {
         "images": len(x),
         "noise": noise,

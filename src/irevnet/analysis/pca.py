@@ -80,8 +80,13 @@ def pca_from_features(
     if not dims:
         raise ValueError(f"no requested dimension lies in 1..{max_dim}")
     cumulative = np.cumsum(pca.explained_variance_ratio_)
-    out: dict[str, Any] = {"dims": dims, "nn": [], "svm": [], "svm_C": [],
-                           "explained_variance": [float(cumulative[d - 1]) for d in dims]}
+    out: dict[str, Any] = {
+        "dims": dims,
+        "nn": [],
+        "svm": [],
+        "svm_C": [],
+        "explained_variance": [float(cumulative[d - 1]) for d in dims],
+    }
     for d in tqdm(dims, desc="pca", unit="dim", disable=not progress, leave=False):
         acc = classifier_accuracies(z_train[:, :d], y_train, z_test[:, :d], y_test, seed=seed, **kwargs)
         for key in ("nn", "svm", "svm_C"):
@@ -112,5 +117,12 @@ def pca_contraction(
     """
     train_set, test_set = subsample(train_set, max_train, seed=seed), subsample(test_set, max_test, seed=seed)
     train, test = extract_splits(model, train_set, test_set, [model.depth], batch_size=batch_size, progress=progress)
-    return pca_from_features(train.features[model.depth], train.labels, test.features[model.depth], test.labels,
-                             seed=seed, progress=progress, **kwargs)
+    return pca_from_features(
+        train.features[model.depth],
+        train.labels,
+        test.features[model.depth],
+        test.labels,
+        seed=seed,
+        progress=progress,
+        **kwargs,
+    )

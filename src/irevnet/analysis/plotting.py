@@ -22,9 +22,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from torch import Tensor
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "image_grid", "plot_edits", "plot_interpolations", "plot_log_prob_histograms",
-           "plot_metamers", "plot_pca", "plot_reconstructions", "plot_separability", "plot_spectrum", "save_figure",
-           "to_display"]
+__all__ = [
+    "FORMATS",
+    "MAX_COLUMNS",
+    "image_grid",
+    "plot_edits",
+    "plot_interpolations",
+    "plot_log_prob_histograms",
+    "plot_metamers",
+    "plot_pca",
+    "plot_reconstructions",
+    "plot_separability",
+    "plot_spectrum",
+    "save_figure",
+    "to_display",
+]
 
 #: File formats :func:`save_figure` writes (the path's suffix picks one).
 FORMATS = ("png", "pdf", "svg")
@@ -138,25 +150,39 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"cannot save a figure as {str(path)!r}: the file name must end in "
-                         f"{', '.join('.' + f for f in FORMATS)}")
+        raise ValueError(
+            f"cannot save a figure as {str(path)!r}: the file name must end in {', '.join('.' + f for f in FORMATS)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata={"Software": None} if fmt == "png" else None)
     return path
 
 
-def plot_reconstructions(x: Sequence[Tensor], x_hat: Sequence[Tensor], *, max_abs_error: float, subject: str,
-                         col_labels: Sequence[str] | None = None, cell: float = 1.0) -> Figure:
+def plot_reconstructions(
+    x: Sequence[Tensor],
+    x_hat: Sequence[Tensor],
+    *,
+    max_abs_error: float,
+    subject: str,
+    col_labels: Sequence[str] | None = None,
+    cell: float = 1.0,
+) -> Figure:
     """Originals ``x`` above their reconstructions ``x_hat`` = Φ⁻¹(Φ(x)) (each (C, H, W), pixel values).
 
     The title names the ``subject`` (e.g. "test images", a model's name) and the largest pixel error.
     """
-    return image_grid([list(x), list(x_hat)], row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"], col_labels=col_labels,
-                      title=f"{subject}: reconstructions from Φ (max abs pixel error {max_abs_error:.1e})", cell=cell)
+    return image_grid(
+        [list(x), list(x_hat)],
+        row_labels=["$x$", r"$\Phi^{-1}(\Phi(x))$"],
+        col_labels=col_labels,
+        title=f"{subject}: reconstructions from Φ (max abs pixel error {max_abs_error:.1e})",
+        cell=cell,
+    )
 
 
-def plot_interpolations(in_phi: Tensor, in_pixels: Tensor, *, labels: Sequence[str], note: str | None = None,
-                        cell: float = 1.0) -> Figure:
+def plot_interpolations(
+    in_phi: Tensor, in_pixels: Tensor, *, labels: Sequence[str], note: str | None = None, cell: float = 1.0
+) -> Figure:
     """Figure 5: each interpolation in Φ above the pixel-space line between the same images.
 
     ``in_phi``, ``in_pixels``: ``(N, steps, C, H, W)`` pixel values, as
@@ -170,8 +196,13 @@ def plot_interpolations(in_phi: Tensor, in_pixels: Tensor, *, labels: Sequence[s
         row_labels += [f"$\\Phi$: {label}", "pixels"]
     ts = np.linspace(1, 0, in_phi.shape[1])
     title = r"$\Phi^{-1}(t\,\Phi(x_0) + (1-t)\,\Phi(x_1))$, each above $t\,x_0 + (1-t)\,x_1$"
-    return image_grid(rows, row_labels=row_labels, col_labels=[f"$t$={t:.2f}" for t in ts],
-                      title=title + (f"; {note}" if note else ""), cell=cell)
+    return image_grid(
+        rows,
+        row_labels=row_labels,
+        col_labels=[f"$t$={t:.2f}" for t in ts],
+        title=title + (f"; {note}" if note else ""),
+        cell=cell,
+    )
 
 
 def plot_metamers(x_a: Tensor, x_b: Tensor, x_m: Tensor, result: dict[str, Any]) -> Figure:
@@ -181,9 +212,13 @@ def plot_metamers(x_a: Tensor, x_b: Tensor, x_m: Tensor, result: dict[str, Any])
     """
     k = len(x_a)
     labels = [[f"pred {p}" for p in result[key][:k]] for key in ("pred_a", "pred_b", "pred_m")]
-    return image_grid([list(x_a), list(x_b), list(x_m)], row_labels=["$x_a$", "$x_b$", "metamer"], cell_labels=labels,
-                      title=f"metamers: logits of x_a (max rel. error {result['max_logit_relative_error']:.0e}), "
-                      f"the rest of x_b; closer to x_b for {result['closer_to_b']:.0%} of {result['pairs']} pairs")
+    return image_grid(
+        [list(x_a), list(x_b), list(x_m)],
+        row_labels=["$x_a$", "$x_b$", "metamer"],
+        cell_labels=labels,
+        title=f"metamers: logits of x_a (max rel. error {result['max_logit_relative_error']:.0e}), "
+        f"the rest of x_b; closer to x_b for {result['closer_to_b']:.0%} of {result['pairs']} pairs",
+    )
 
 
 def plot_edits(x_a: Tensor, x_b: Tensor, edited: dict[str, Tensor], *, labels: Sequence[str]) -> Figure:
@@ -195,8 +230,12 @@ def plot_edits(x_a: Tensor, x_b: Tensor, edited: dict[str, Tensor], *, labels: S
     shown = [x_a, x_b, *(edited[n] for n in names)]
     rows = [[v[k] for v in shown] for k in range(len(x_a))]
     titles = ["$x_a$", "$x_b$", *(n.replace(" ← ", "\n← ").replace(": ", ":\n") for n in names)]
-    return image_grid(rows, col_labels=titles, row_labels=list(labels),
-                      title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed")
+    return image_grid(
+        rows,
+        col_labels=titles,
+        row_labels=list(labels),
+        title="Φ⁻¹ after edits of Φ(x_a): regions or channel groups from Φ(x_b), or channels zeroed",
+    )
 
 
 def _axes(title: str | None, default: str) -> tuple[Figure, Any]:
@@ -214,14 +253,18 @@ def plot_spectrum(summary: dict[str, Any], *, title: str | None = None) -> Figur
     a dotted line marks its accuracy bound.
     """
     top, left, h, w = summary["window"]
-    fig, ax = _axes(title, rf"singular values of $\partial\Phi/\partial x$ on the {h}$\times${w} window "
-                    f"at ({top}, {left})")
+    fig, ax = _axes(
+        title,
+        rf"singular values of $\partial\Phi/\partial x$ on the {h}$\times${w} window "
+        f"at ({top}, {left})",
+    )
     conds = summary["condition_number"] or [None] * len(summary["normalized"])
     styles = ["-", "--", ":", "-."]
     for i, (values, cond) in enumerate(zip(summary["normalized"], conds)):
         label = f"image {i}" + (rf" ($\kappa$ = {cond:.3g})" if cond is not None else "")
-        ax.semilogy(np.arange(1, len(values) + 1), values, lw=1.4, ls=styles[i % len(styles)], color=f"C{i}",
-                    label=label)
+        ax.semilogy(
+            np.arange(1, len(values) + 1), values, lw=1.4, ls=styles[i % len(styles)], color=f"C{i}", label=label
+        )
     ax.set_xlabel(f"rank $i$ (of {summary['input_dims']} input dimensions)", fontsize=_FONT["label"])
     ax.set_ylabel(r"$\sigma_i / \sigma_1$", fontsize=_FONT["label"])
     smallest = min(min(v) for v in summary["normalized"])
@@ -244,16 +287,28 @@ def plot_separability(result: dict[str, Any], *, title: str | None = None) -> Fi
     ``result`` is the dict of :func:`irevnet.analysis.linear_separability`.
     """
     fig, ax = _axes(title, r"linear separation with depth (spatially averaged, standardized $\Phi_j$)")
-    series = {("trained", "nn"): ("C0", "o"), ("trained", "svm"): ("C1", "s"),
-              ("untrained", "nn"): ("C2", "o"), ("untrained", "svm"): ("C3", "s")}
+    series = {
+        ("trained", "nn"): ("C0", "o"),
+        ("trained", "svm"): ("C1", "s"),
+        ("untrained", "nn"): ("C2", "o"),
+        ("untrained", "svm"): ("C3", "s"),
+    }
     for (name, key), (colour, marker) in series.items():
         curve = result.get(name)
         if curve is None:
             continue
         trained = name == "trained"
-        ax.plot(curve["blocks"], curve[key], "-" if trained else "--", color=colour, marker=marker, ms=4,
-                mfc=colour if trained else "white", lw=1.4,
-                label=f"{'1-NN' if key == 'nn' else 'linear SVM'}, {name}")
+        ax.plot(
+            curve["blocks"],
+            curve[key],
+            "-" if trained else "--",
+            color=colour,
+            marker=marker,
+            ms=4,
+            mfc=colour if trained else "white",
+            lw=1.4,
+            label=f"{'1-NN' if key == 'nn' else 'linear SVM'}, {name}",
+        )
     ax.set_xlabel("block $j$", fontsize=_FONT["label"])
     ax.set_ylabel("test accuracy", fontsize=_FONT["label"])
     ax.set_ylim(0, 1.02)
@@ -271,15 +326,21 @@ def plot_pca(result: dict[str, Any], *, title: str | None = None) -> Figure:
     fig, ax = _axes(title, r"contraction: accuracy on the top-$d$ principal components of $\Phi$")
     for key, colour, marker, label in (("nn", "C0", "o", "1-NN"), ("svm", "C1", "s", "linear SVM")):
         ax.semilogx(result["dims"], result[key], color=colour, marker=marker, ms=4, lw=1.4, label=label)
-        ax.axvline(result["saturation"][key], color=colour, ls=":", lw=1,
-                   label=f"{label} saturates ($d$ = {result['saturation'][key]})")
+        ax.axvline(
+            result["saturation"][key],
+            color=colour,
+            ls=":",
+            lw=1,
+            label=f"{label} saturates ($d$ = {result['saturation'][key]})",
+        )
     ax.set_xlabel("number of principal components $d$", fontsize=_FONT["label"])
     ax.set_ylabel("test accuracy", fontsize=_FONT["label"])
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
     var = ax.twinx()
-    var.semilogx(result["dims"], result["explained_variance"], color="grey", ls="--", lw=1.4,
-                 label="explained variance")
+    var.semilogx(
+        result["dims"], result["explained_variance"], color="grey", ls="--", lw=1.4, label="explained variance"
+    )
     var.set_ylabel("cumulative explained variance", color="grey", fontsize=_FONT["label"])
     var.tick_params(which="both", labelsize=_FONT["tick"])
     var.set_ylim(0, 1.02)
@@ -304,8 +365,15 @@ def plot_log_prob_histograms(result: dict[str, Any], *, title: str | None = None
         if name == "test":
             ax.hist(np.clip(v, lo, hi), bins=bins, color="C0", alpha=0.4, label="test")
         else:
-            ax.hist(np.clip(v, lo, hi), bins=bins, histtype="step", lw=1.4, ls=styles[i % len(styles)],
-                    color=f"C{i}", label=f"{name} (AUROC {result['auroc'][name]:.3f})")
+            ax.hist(
+                np.clip(v, lo, hi),
+                bins=bins,
+                histtype="step",
+                lw=1.4,
+                ls=styles[i % len(styles)],
+                color=f"C{i}",
+                label=f"{name} (AUROC {result['auroc'][name]:.3f})",
+            )
     ax.set_xlabel(r"$\log p(x)$ per dimension (nats)", fontsize=_FONT["label"])
     ax.set_ylabel("images", fontsize=_FONT["label"])
     ax.grid(True, alpha=0.3)

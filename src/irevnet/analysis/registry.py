@@ -57,8 +57,12 @@ class Analysis:
 
     def section(self, result: Result, figure: str, *, level: int = 2) -> str:
         """A Markdown report section: title, what the figure shows, the headline, the figure file, details."""
-        parts = [f"{'#' * level} {self.title}", self.about, f"Result: {self.headline(result)}.",
-                 f"![{self.name}]({figure})"]
+        parts = [
+            f"{'#' * level} {self.title}",
+            self.about,
+            f"Result: {self.headline(result)}.",
+            f"![{self.name}]({figure})",
+        ]
         if self.details is not None:
             parts.append(self.details(result))
         return "\n\n".join(parts) + "\n"
@@ -70,10 +74,13 @@ def _numbers(values: Sequence[float], fmt: str = ".3g") -> str:
 
 # -- the paper's analyses ---------------------------------------------------------------------------
 
+
 def _reconstruct_headline(r: Result) -> str:
     floor = r["floor_relative_error"]
-    return (f"{r['dtype']}: max abs error {r['max_abs_error']:.2e}, mean relative error "
-            f"{r['mean_relative_error']:.2e}" + (f" (conditioning floor {floor:.2e})" if floor is not None else ""))
+    return (
+        f"{r['dtype']}: max abs error {r['max_abs_error']:.2e}, mean relative error "
+        f"{r['mean_relative_error']:.2e}" + (f" (conditioning floor {floor:.2e})" if floor is not None else "")
+    )
 
 
 RECONSTRUCT = Analysis(
@@ -82,9 +89,11 @@ RECONSTRUCT = Analysis(
     about="Top row: test images. Bottom row: Φ⁻¹(Φ(x)), computed from the final representation alone. "
     "Errors are in pixel values; the conditioning floor is the error of the exact (float64) inverse of Φ "
     "rounded to the model's dtype.",
-    figures=lambda r: {"reconstruction_max_abs_error": r["max_abs_error"],
-                       "reconstruction_mean_relative_error": r["mean_relative_error"],
-                       "reconstruction_floor_relative_error": r["floor_relative_error"]},
+    figures=lambda r: {
+        "reconstruction_max_abs_error": r["max_abs_error"],
+        "reconstruction_mean_relative_error": r["mean_relative_error"],
+        "reconstruction_floor_relative_error": r["floor_relative_error"],
+    },
     headline=_reconstruct_headline,
     paper=True,
 )
@@ -92,7 +101,7 @@ RECONSTRUCT = Analysis(
 INTERPOLATE = Analysis(
     "interpolate",
     title="Interpolations in Φ (paper, Figure 5)",
-    about="Each \"Φ\" row walks the straight line between Φ(x0) and Φ(x1) and maps it back with Φ⁻¹; "
+    about='Each "Φ" row walks the straight line between Φ(x0) and Φ(x1) and maps it back with Φ⁻¹; '
     "the row below it is the straight line between the images in pixel space.",
     figures=lambda r: {"interpolation_endpoint_max_abs_error": r["endpoint_max_abs_error"]},
     headline=lambda r: f"{len(r['pairs'])} pairs, endpoint error {r['endpoint_max_abs_error']:.2e}",
@@ -128,8 +137,10 @@ def _separability_table(r: Result) -> str:
     """Markdown table: accuracy at each analysed block, trained and (when computed) untrained."""
     t, u = r["trained"], r["untrained"]
     head = "| block | 1-NN trained | SVM trained |" + (" 1-NN untrained | SVM untrained |" if u else "")
-    rows = [f"| {j} | {t['nn'][i]:.3f} | {t['svm'][i]:.3f} |" + (f" {u['nn'][i]:.3f} | {u['svm'][i]:.3f} |" if u else "")
-            for i, j in enumerate(r["blocks"])]
+    rows = [
+        f"| {j} | {t['nn'][i]:.3f} | {t['svm'][i]:.3f} |" + (f" {u['nn'][i]:.3f} | {u['svm'][i]:.3f} |" if u else "")
+        for i, j in enumerate(r["blocks"])
+    ]
     return "\n".join([head, "|---" * head.count("|", 1) + "|", *rows])
 
 
@@ -138,12 +149,17 @@ SEPARABILITY = Analysis(
     title="Progressive linear separation (paper, Figure 6)",
     about="Spatially averaged, standardized Φ_j; 1-NN and linear SVM fit on the training split, test "
     "accuracy. Dashed: the same network before training (same seed).",
-    figures=lambda r: {"separability_blocks": r["blocks"],
-                       "separability_nn_trained": r["trained"]["nn"], "separability_svm_trained": r["trained"]["svm"],
-                       "separability_nn_untrained": (r["untrained"] or {}).get("nn"),
-                       "separability_svm_untrained": (r["untrained"] or {}).get("svm")},
-    headline=lambda r: (f"last block 1-NN {r['trained']['nn'][-1]:.4f}, SVM {r['trained']['svm'][-1]:.4f} "
-                        f"(first block {r['trained']['nn'][0]:.4f}, {r['trained']['svm'][0]:.4f})"),
+    figures=lambda r: {
+        "separability_blocks": r["blocks"],
+        "separability_nn_trained": r["trained"]["nn"],
+        "separability_svm_trained": r["trained"]["svm"],
+        "separability_nn_untrained": (r["untrained"] or {}).get("nn"),
+        "separability_svm_untrained": (r["untrained"] or {}).get("svm"),
+    },
+    headline=lambda r: (
+        f"last block 1-NN {r['trained']['nn'][-1]:.4f}, SVM {r['trained']['svm'][-1]:.4f} "
+        f"(first block {r['trained']['nn'][0]:.4f}, {r['trained']['svm'][0]:.4f})"
+    ),
     paper=True,
     details=_separability_table,
 )
@@ -154,8 +170,10 @@ PCA = Analysis(
     about="Accuracy on the top-d principal components of the final averaged features; dotted lines mark "
     "where accuracy comes within the tolerance of its value with all components.",
     figures=lambda r: {"pca_saturation_nn": r["saturation"]["nn"], "pca_saturation_svm": r["saturation"]["svm"]},
-    headline=lambda r: (f"accuracy saturates at d = {r['saturation']['nn']} (1-NN), {r['saturation']['svm']} (SVM) "
-                        f"of {r['dims'][-1]}, within {r['tolerance']:g}"),
+    headline=lambda r: (
+        f"accuracy saturates at d = {r['saturation']['nn']} (1-NN), {r['saturation']['svm']} (SVM) "
+        f"of {r['dims'][-1]}, within {r['tolerance']:g}"
+    ),
     paper=True,
 )
 
@@ -166,12 +184,17 @@ METAMERS = Analysis(
     title="Metamers (Jacobsen et al., ICLR 2019)",
     about="Each column: x_a, x_b, and a metamer with the logits of x_a (eval mode) that keeps what the "
     "head discards from x_b.",
-    figures=lambda r: {"metamer_max_logit_relative_error": r["max_logit_relative_error"],
-                       "metamer_closer_to_b": r["closer_to_b"], "metamer_mean_distance_to_a": r["mean_distance_to_a"],
-                       "metamer_mean_distance_to_b": r["mean_distance_to_b"]},
-    headline=lambda r: (f"max logit rel. error {r['max_logit_relative_error']:.1e}; closer to x_b for "
-                        f"{r['closer_to_b']:.0%} of {r['pairs']} pairs (mean distance to x_b "
-                        f"{r['mean_distance_to_b']:.2f}, to x_a {r['mean_distance_to_a']:.2f})"),
+    figures=lambda r: {
+        "metamer_max_logit_relative_error": r["max_logit_relative_error"],
+        "metamer_closer_to_b": r["closer_to_b"],
+        "metamer_mean_distance_to_a": r["mean_distance_to_a"],
+        "metamer_mean_distance_to_b": r["mean_distance_to_b"],
+    },
+    headline=lambda r: (
+        f"max logit rel. error {r['max_logit_relative_error']:.1e}; closer to x_b for "
+        f"{r['closer_to_b']:.0%} of {r['pairs']} pairs (mean distance to x_b "
+        f"{r['mean_distance_to_b']:.2f}, to x_a {r['mean_distance_to_a']:.2f})"
+    ),
     bijective=True,
 )
 
@@ -198,8 +221,10 @@ EDITS = Analysis(
     about="Φ⁻¹ after swapping a quadrant of Φ or one group of its channels from x_b into x_a, or after "
     "zeroing a group of channels at the end of each stage.",
     figures=lambda r: {"edits_mean_change": r["mean_change"]},
-    headline=lambda r: "mean share of the x_a→x_b difference carried: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in r["mean_change"].items() if r["kind"][k] != "zero"),
+    headline=lambda r: (
+        "mean share of the x_a→x_b difference carried: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["mean_change"].items() if r["kind"][k] != "zero")
+    ),
 )
 
 #: Every analysis, in the order the suite runs them (PCA reuses the features of separability).

@@ -78,9 +78,11 @@ def classifier_accuracies(
         cv_idx = np.sort(rng.choice(len(y_train), size=cv_samples, replace=False))
     classes, counts = np.unique(y_train[cv_idx], return_counts=True)
     if counts.min() < cv_folds:  # scikit-learn's own message does not say which data or what to do
-        raise ValueError(f"the SVM's {cv_folds}-fold cross-validation needs at least {cv_folds} training images of "
-                         f"every class, but class {classes[counts.argmin()]} has {counts.min()}: use more training "
-                         "images (e.g. a larger max_train)")
+        raise ValueError(
+            f"the SVM's {cv_folds}-fold cross-validation needs at least {cv_folds} training images of "
+            f"every class, but class {classes[counts.argmin()]} has {counts.min()}: use more training "
+            "images (e.g. a larger max_train)"
+        )
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Small C on hard (early-block) features may stop at max_iter; the accuracy is still
@@ -150,10 +152,27 @@ def linear_separability(
     if baseline_seed is not None:
         models["untrained"] = untrained_like(model, seed=baseline_seed)
     for name, net in models.items():
-        feats = features if name == "trained" and features is not None else extract_splits(
-            net, train_set, test_set, blocks, batch_size=batch_size, num_workers=num_workers, progress=progress,
-            name=name)
-        curves[name] = separability_from_features(*feats, progress=progress, seed=seed, desc=f"separability {name}",
-                                                  **kwargs)
-    return {"blocks": blocks, **curves, "baseline_seed": baseline_seed,
-            "train_images": len(train_set), "test_images": len(test_set)}  # type: ignore[arg-type]
+        feats = (
+            features
+            if name == "trained" and features is not None
+            else extract_splits(
+                net,
+                train_set,
+                test_set,
+                blocks,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                progress=progress,
+                name=name,
+            )
+        )
+        curves[name] = separability_from_features(
+            *feats, progress=progress, seed=seed, desc=f"separability {name}", **kwargs
+        )
+    return {
+        "blocks": blocks,
+        **curves,
+        "baseline_seed": baseline_seed,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+    }  # type: ignore[arg-type]

@@ -47,8 +47,18 @@ from tqdm.auto import tqdm
 
 from ..model import IRevNet
 
-__all__ = ["Window", "CHECK_COLUMNS", "EXACT_MAX_DIMS", "FLOAT64_MAX_DIMS", "METHODS", "default_window",
-           "float32_error_bound", "jacobian_singular_values", "jacobian_spectrum", "spectrum_summary"]
+__all__ = [
+    "Window",
+    "CHECK_COLUMNS",
+    "EXACT_MAX_DIMS",
+    "FLOAT64_MAX_DIMS",
+    "METHODS",
+    "default_window",
+    "float32_error_bound",
+    "jacobian_singular_values",
+    "jacobian_spectrum",
+    "spectrum_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +166,9 @@ def _gram_singular_values(columns: Tensor, block: int = 4096) -> Tensor:
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
 
 
-def _resolve(method: str, n: int, *, exact_max_dims: int = EXACT_MAX_DIMS,
-             float64_max_dims: int = FLOAT64_MAX_DIMS) -> str:
+def _resolve(
+    method: str, n: int, *, exact_max_dims: int = EXACT_MAX_DIMS, float64_max_dims: int = FLOAT64_MAX_DIMS
+) -> str:
     """The method that ``method`` means for a window of ``n`` input dimensions ("auto" picks by ``n``)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
@@ -166,8 +177,9 @@ def _resolve(method: str, n: int, *, exact_max_dims: int = EXACT_MAX_DIMS,
     return "exact" if n <= float64_max_dims else "float32" if n <= exact_max_dims else "lanczos"
 
 
-def float32_error_bound(model: IRevNet, x: Tensor, window: Window | None, singular_values: Tensor, *,
-                        columns: int = CHECK_COLUMNS) -> float:
+def float32_error_bound(
+    model: IRevNet, x: Tensor, window: Window | None, singular_values: Tensor, *, columns: int = CHECK_COLUMNS
+) -> float:
     """A bound on ``|σ̂_i/σ̂_1 - σ_i/σ_1|`` for the ``singular_values`` σ̂ of the float32 method at ``x``.
 
     Weyl: ``|σ̂_i - σ_i| <= ‖E‖₂ <= ‖E‖_F`` for the float32 Jacobian Ĵ = J + E, so each normalized
@@ -180,14 +192,17 @@ def float32_error_bound(model: IRevNet, x: Tensor, window: Window | None, singul
     which = torch.linspace(0, n - 1, min(columns, n)).round().long().unique()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        approx, exact = (_columns(*_function(model, x, window, dtype), which, len(which)).double()
-                         for dtype in (torch.float32, torch.float64))
+        approx, exact = (
+            _columns(*_function(model, x, window, dtype), which, len(which)).double()
+            for dtype in (torch.float32, torch.float64)
+        )
     relative = float((approx - exact).norm() / exact.norm().clamp_min(1e-300))
     return 2 * relative * float(singular_values.norm() / singular_values[0])
 
 
-def _function(model: IRevNet, x: Tensor, window: Window, dtype: torch.dtype) -> tuple[
-        Callable[[Tensor], Tensor], Tensor]:
+def _function(
+    model: IRevNet, x: Tensor, window: Window, dtype: torch.dtype
+) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """``(f, v0)``: :func:`_windowed_features` of a private copy of ``model`` in eval mode, in
     ``dtype``, and the point 0 of its ``n`` inputs (the Jacobian of ``f`` at ``v0`` is ∂Φ/∂x on the window).
 
@@ -198,14 +213,15 @@ def _function(model: IRevNet, x: Tensor, window: Window, dtype: torch.dtype) -> 
     return _windowed_features(net, x, window), x.new_zeros(x.shape[0] * window[2] * window[3])
 
 
-def _columns(f: Callable[[Tensor], Tensor], v0: Tensor, which: Tensor, chunk_size: int, *,
-             progress: bool = False) -> Tensor:
+def _columns(
+    f: Callable[[Tensor], Tensor], v0: Tensor, which: Tensor, chunk_size: int, *, progress: bool = False
+) -> Tensor:
     """Columns ``which`` (indices) of the Jacobian of ``f`` at ``v0``, by batched JVPs: ``(len(which), m)``."""
     column = vmap(lambda e: jvp(f, (v0,), (e,))[1])
     chunks = []
     with tqdm(total=len(which), desc="Jacobian", unit="column", disable=not progress, leave=False) as bar:
         for start in range(0, len(which), chunk_size):
-            idx = which[start:start + chunk_size].to(v0.device)
+            idx = which[start : start + chunk_size].to(v0.device)
             basis = torch.zeros(len(idx), v0.numel(), dtype=v0.dtype, device=v0.device)
             basis[torch.arange(len(idx), device=v0.device), idx] = 1
             chunks.append(column(basis))
@@ -213,8 +229,9 @@ def _columns(f: Callable[[Tensor], Tensor], v0: Tensor, which: Tensor, chunk_siz
     return torch.cat(chunks)
 
 
-def _lanczos(f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: float, seed: int,
-             progress: bool = False) -> Tensor:
+def _lanczos(
+    f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: float, seed: int, progress: bool = False
+) -> Tensor:
     """The top ``k`` singular values of the Jacobian of ``f`` at ``v0`` by ARPACK, from JVPs and VJPs only."""
     n = v0.numel()
     m = f(v0).numel()
@@ -234,10 +251,12 @@ def _lanczos(f: Callable[[Tensor], Tensor], v0: Tensor, k: int | None, *, tol: f
             out = product(a)
             bar.update(1)
             return out
+
         return run
 
     op = LinearOperator(
-        (m, n), dtype=np.float64,
+        (m, n),
+        dtype=np.float64,
         matvec=counted(lambda u: jvp(f, (v0,), (to_torch(u),))[1].double().cpu().numpy()),
         rmatvec=counted(lambda w: pull(to_torch(w))[0].double().cpu().numpy()),
     )
@@ -282,8 +301,11 @@ def spectrum_summary(
             errors.append(float32_error_bound(model, img, window, values[-1]))
     complete = all(len(s) == n for s in values)
     if errors and any(float(s[-1] / s[0]) <= e for s, e in zip(values, errors)):
-        log.warning("the smallest singular values are below the float32 Jacobian's accuracy (%.1e relative to "
-                    "σ_1): the condition number is not resolved; use the exact method", max(errors))
+        log.warning(
+            "the smallest singular values are below the float32 Jacobian's accuracy (%.1e relative to "
+            "σ_1): the condition number is not resolved; use the exact method",
+            max(errors),
+        )
     return {
         "window": list(box),
         "input_dims": n,

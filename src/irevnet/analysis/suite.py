@@ -36,18 +36,39 @@ from ..model import IRevNet
 from .edits import representation_edits
 from .features import FeatureSet, extract_splits, select_blocks, subsample
 from .invariance import metamer_report
-from .inversion import interpolate, interpolation_errors, pairs_of_different_classes, pixel_interpolate, \
-    reconstruct_batches
+from .inversion import (
+    interpolate,
+    interpolation_errors,
+    pairs_of_different_classes,
+    pixel_interpolate,
+    reconstruct_batches,
+)
 from .ood import ood_detection
 from .pca import pca_from_features
-from .plotting import plot_edits, plot_interpolations, plot_log_prob_histograms, plot_metamers, plot_pca, \
-    plot_reconstructions, plot_separability, plot_spectrum, save_figure
+from .plotting import (
+    plot_edits,
+    plot_interpolations,
+    plot_log_prob_histograms,
+    plot_metamers,
+    plot_pca,
+    plot_reconstructions,
+    plot_separability,
+    plot_spectrum,
+    save_figure,
+)
 from .registry import NAMES, check_analyses, default_analyses, get
 from .separability import linear_separability
 from .spectrum import Window, default_window, spectrum_summary
 
-__all__ = ["ANALYSES", "BIJECTIVE_ONLY", "AnalysisOptions", "Context", "check_analyses", "default_analyses",
-           "run_analyses"]
+__all__ = [
+    "ANALYSES",
+    "BIJECTIVE_ONLY",
+    "AnalysisOptions",
+    "Context",
+    "check_analyses",
+    "default_analyses",
+    "run_analyses",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +148,16 @@ class Context:
     def trained_features(self) -> tuple[FeatureSet, FeatureSet]:
         """Shared by separability and PCA: the separability blocks always include the last one."""
         blocks = select_blocks(self.model.depth, self.opts.every)
-        return extract_splits(self.model, self.train_set, self.test_set, blocks, batch_size=self.opts.batch_size,
-                              num_workers=self.opts.workers, progress=self.opts.progress, name="trained")
+        return extract_splits(
+            self.model,
+            self.train_set,
+            self.test_set,
+            blocks,
+            batch_size=self.opts.batch_size,
+            num_workers=self.opts.workers,
+            progress=self.opts.progress,
+            name="trained",
+        )
 
     def reconstruct(self) -> tuple[Result, Figure]:
         max_err: list[float] = []
@@ -136,10 +165,11 @@ class Context:
         floor: list[float] = []
         shown: list[torch.Tensor] = []  # reconstructions of the leading test images (the loader keeps the order)
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
-        batches = (x.to(self.device) for x, _ in tqdm(loader, desc="reconstruct", unit="batch",
-                                                         disable=not self.opts.progress, leave=False))
-        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64,
-                                       to_pixels=self.pixels):
+        batches = (
+            x.to(self.device)
+            for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False)
+        )
+        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64, to_pixels=self.pixels):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()
             if rec.floor_relative_error is not None:
@@ -151,12 +181,17 @@ class Context:
         fig = plot_reconstructions(originals, shown, max_abs_error=max(max_err), subject="test images")
         # The floor is None in float64, where the computation is its own reference.
         mean_floor = sum(floor) / len(floor) if floor else None
-        return {"images": len(max_err), "error_units": "pixel values (normalization undone; [0, 1] for images)",
-                "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
-                "max_abs_error": max(max_err), "mean_relative_error": sum(rel_err) / len(rel_err),
-                "floor_relative_error": mean_floor,
-                "per_image_max_abs_error": max_err, "per_image_relative_error": rel_err,
-                "per_image_floor_relative_error": floor or None}, fig
+        return {
+            "images": len(max_err),
+            "error_units": "pixel values (normalization undone; [0, 1] for images)",
+            "dtype": str(rec.x_hat.dtype).removeprefix("torch."),
+            "max_abs_error": max(max_err),
+            "mean_relative_error": sum(rel_err) / len(rel_err),
+            "floor_relative_error": mean_floor,
+            "per_image_max_abs_error": max_err,
+            "per_image_relative_error": rel_err,
+            "per_image_floor_relative_error": floor or None,
+        }, fig
 
     def interpolate(self) -> tuple[Result, Figure]:
         x, pairs, i0, i1, pair_labels = self._pairs(self.opts.pairs)
@@ -164,34 +199,65 @@ class Context:
         in_phi = self.pixels(interpolate(self.model, x[i0], x[i1], steps=steps, progress=self.opts.progress)).cpu()
         in_pixels = self.pixels(pixel_interpolate(x[i0], x[i1], steps=steps)).cpu()
         fig = plot_interpolations(in_phi, in_pixels, labels=[f"{a}→{b}" for a, b in pair_labels])
-        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, **interpolation_errors(in_phi, in_pixels)}, fig
+        return {
+            "pairs": [list(p) for p in pairs],
+            "labels": pair_labels,
+            **interpolation_errors(in_phi, in_pixels),
+        }, fig
 
     def spectrum(self) -> tuple[Result, Figure]:
         x, _ = self._leading_test(self.opts.spectrum_images)
         window = self.opts.window or default_window(tuple(x.shape[1:]))  # type: ignore[arg-type]
-        res = spectrum_summary(self.model, x, window, method=self.opts.spectrum_method, k=self.opts.spectrum_k,
-                               seed=self.opts.seed, progress=self.opts.progress)
+        res = spectrum_summary(
+            self.model,
+            x,
+            window,
+            method=self.opts.spectrum_method,
+            k=self.opts.spectrum_k,
+            seed=self.opts.seed,
+            progress=self.opts.progress,
+        )
         return res, plot_spectrum(res)
 
     def separability(self) -> tuple[Result, Figure]:
         # The splits are already subsampled; the seed also fixes the CV folds and the baseline.
-        res = linear_separability(self.model, self.train_set, self.test_set, every=self.opts.every,
-                                  baseline_seed=self.opts.seed if self.opts.baseline else None, seed=self.opts.seed,
-                                  batch_size=self.opts.batch_size, num_workers=self.opts.workers,
-                                  progress=self.opts.progress, features=self.trained_features)
+        res = linear_separability(
+            self.model,
+            self.train_set,
+            self.test_set,
+            every=self.opts.every,
+            baseline_seed=self.opts.seed if self.opts.baseline else None,
+            seed=self.opts.seed,
+            batch_size=self.opts.batch_size,
+            num_workers=self.opts.workers,
+            progress=self.opts.progress,
+            features=self.trained_features,
+        )
         return res, plot_separability(res)
 
     def pca(self) -> tuple[Result, Figure]:
         train, test = self.trained_features
         d = self.model.depth
-        res = pca_from_features(train.features[d], train.labels, test.features[d], test.labels,
-                                seed=self.opts.seed, progress=self.opts.progress)
+        res = pca_from_features(
+            train.features[d],
+            train.labels,
+            test.features[d],
+            test.labels,
+            seed=self.opts.seed,
+            progress=self.opts.progress,
+        )
         return res, plot_pca(res)
 
     def metamers(self) -> tuple[Result, Figure]:
         x, pairs, ia, ib, pair_labels = self._pairs(max(self.opts.metamer_pairs, self.opts.pairs))
-        x_m, res = metamer_report(self.model, x[ia], x[ib], batch_size=self.opts.batch_size,
-                                  steps=self.opts.metamer_steps, progress=self.opts.progress)
+        x_m, res = metamer_report(
+            self.model,
+            x[ia],
+            x[ib],
+            batch_size=self.opts.batch_size,
+            steps=self.opts.metamer_steps,
+            progress=self.opts.progress,
+        )
         k = self.opts.pairs
         fig = plot_metamers(*(self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])), res)
         res["labels"] = pair_labels
@@ -202,18 +268,32 @@ class Context:
     def ood(self) -> tuple[Result, Figure]:
         loader = DataLoader(self.test_set, batch_size=self.opts.batch_size, num_workers=self.opts.workers)
         x = torch.cat([xb for xb, _ in loader]).to(self.device)
-        res = ood_detection(self.model, x, noise=self.opts.ood_noise, seed=self.opts.seed,
-                            batch_size=self.opts.batch_size, progress=self.opts.progress)
+        res = ood_detection(
+            self.model,
+            x,
+            noise=self.opts.ood_noise,
+            seed=self.opts.seed,
+            batch_size=self.opts.batch_size,
+            progress=self.opts.progress,
+        )
         return res, plot_log_prob_histograms(res)
 
     def edits(self) -> tuple[Result, Figure]:
         x, pairs, ia, ib, pair_labels = self._pairs(self.opts.pairs)
         res = representation_edits(self.model, x[ia], x[ib], progress=self.opts.progress)
-        fig = plot_edits(self.pixels(x[ia]).cpu(), self.pixels(x[ib]).cpu(),
-                         {n: self.pixels(v).cpu() for n, v in res["images"].items()},
-                         labels=[f"{a}, {b}" for a, b in pair_labels])
-        return {"pairs": [list(p) for p in pairs], "labels": pair_labels, "kind": res["kind"], "change": res["change"],
-                "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()}}, fig
+        fig = plot_edits(
+            self.pixels(x[ia]).cpu(),
+            self.pixels(x[ib]).cpu(),
+            {n: self.pixels(v).cpu() for n, v in res["images"].items()},
+            labels=[f"{a}, {b}" for a, b in pair_labels],
+        )
+        return {
+            "pairs": [list(p) for p in pairs],
+            "labels": pair_labels,
+            "kind": res["kind"],
+            "change": res["change"],
+            "mean_change": {n: sum(v) / len(v) for n, v in res["change"].items()},
+        }, fig
 
 
 def run_analyses(
@@ -236,8 +316,10 @@ def run_analyses(
     names = default_analyses(model) if names is None else check_analyses(names)
     refused = [n for n in names if get(n).bijective and model.injective]
     if refused:
-        raise ValueError(f"{', '.join(refused)} need(s) a bijective model, but {model.config.name!r} is injective "
-                         "(its zero padding puts Φ on a subspace; use a bijective preset such as 'digits-b')")
+        raise ValueError(
+            f"{', '.join(refused)} need(s) a bijective model, but {model.config.name!r} is injective "
+            "(its zero padding puts Φ on a subspace; use a bijective preset such as 'digits-b')"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     context = Context(model, train_set, test_set, options)

@@ -206,7 +206,13 @@ class _ReversibleFunction(torch.autograd.Function):
                 params = list(block.parameters())
                 start = end - len(params)
                 y, grad_y, grads = _block_backward(
-                    block, y, grad_y, ctx.zero_masks[j], params, needs_param[start:end], ctx.rng_states[j],
+                    block,
+                    y,
+                    grad_y,
+                    ctx.zero_masks[j],
+                    params,
+                    needs_param[start:end],
+                    ctx.rng_states[j],
                     ctx.autocast,
                 )
                 y = kept.get(j, y)  # restart from the exact input: rounding accumulates within a segment only

@@ -102,8 +102,13 @@ def int_range(low: int | None = None, high: int | None = None) -> Callable[[str]
     def parse(text: str) -> int:
         n = _int(text)
         if (low is not None and n < low) or (high is not None and n > high):
-            bounds = (f"between {low} and {high}" if low is not None and high is not None
-                      else f">= {low}" if low is not None else f"<= {high}")
+            bounds = (
+                f"between {low} and {high}"
+                if low is not None and high is not None
+                else f">= {low}"
+                if low is not None
+                else f"<= {high}"
+            )
             raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {text!r}")
         return n
 
@@ -191,8 +196,12 @@ FIGURE_SUFFIXES = tuple(f".{f}" for f in FIGURE_FORMATS)
 
 
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", default="png", choices=FIGURE_FORMATS,
-                        help="figure file format: png (200 dpi), pdf or svg (vector; default: png)")
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=FIGURE_FORMATS,
+        help="figure file format: png (200 dpi), pdf or svg (vector; default: png)",
+    )
 
 
 def figure_path(text: str) -> str:
@@ -228,7 +237,8 @@ def model_spec(text: str) -> str:
         hint = did_you_mean(text, list_presets())
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a preset ({', '.join(list_presets())}) nor an existing checkpoint file, model "
-            f"folder or run folder, nor a Hub id (owner/name){f'; {hint}' if hint else ''}")
+            f"folder or run folder, nor a Hub id (owner/name){f'; {hint}' if hint else ''}"
+        )
     return model_path(text)
 
 
@@ -294,8 +304,10 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: It
             existing.append(str(path))
     if existing and not force:
         shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise CLIError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
-                       "or choose another output")
+        raise CLIError(
+            f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
+            "or choose another output"
+        )
     check_writable(p.parent for p in paths)
 
 
@@ -323,8 +335,9 @@ def check_writable(folders: Iterable[str | os.PathLike]) -> None:
                 pass
         except OSError as e:
             where = "there" if existing == folder else f"in {str(existing)!r}"
-            raise CLIError(f"cannot write to {str(folder)!r}: no file can be created {where} "
-                           f"({e.strerror or e})") from None
+            raise CLIError(
+                f"cannot write to {str(folder)!r}: no file can be created {where} ({e.strerror or e})"
+            ) from None
         probed.add(existing)
 
 
@@ -365,15 +378,19 @@ def read_images(paths: list[str], config: IRevNetConfig, *, progress: bool = Fal
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """``--workers N``; ``None`` when absent: the command then takes
     :func:`irevnet.training.data_loading.default_workers` of its data set."""
-    parser.add_argument("--workers", type=nonnegative_int, default=None, metavar="N",
-                        help="data loader processes (per rank under torchrun); default: 0 for in-memory data sets "
-                        "(digits, synthetic), else the CPUs (a rank's share) less one, at most 8")
+    parser.add_argument(
+        "--workers",
+        type=nonnegative_int,
+        default=None,
+        metavar="N",
+        help="data loader processes (per rank under torchrun); default: 0 for in-memory data sets "
+        "(digits, synthetic), else the CPUs (a rank's share) less one, at most 8",
+    )
 
 
 def add_model_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """``--model KEY=VALUE`` (repeatable): overrides of the ``--preset`` configuration."""
-    parser.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=help)
+    parser.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,29 +7,49 @@ import logging
 import os
 
 from ..config import list_presets
-from .common import add_force_argument, add_model_overrides_argument, check_outputs, existing_file, model_output, \
-    model_output_files, model_overrides, write_model
+from .common import (
+    add_force_argument,
+    add_model_overrides_argument,
+    check_outputs,
+    existing_file,
+    model_output,
+    model_output_files,
+    model_overrides,
+    write_model,
+)
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help="convert a checkpoint of the authors' code (jhjacobsen/pytorch-i-revnet) to irevnet",
+        "convert",
+        help="convert a checkpoint of the authors' code (jhjacobsen/pytorch-i-revnet) to irevnet",
         description="Read a reference checkpoint (a dict with 'state_dict', keys optionally prefixed by "
         "'module.', or a bare state dict) without executing pickled code, map it strictly onto the "
         "configuration given by --preset and the overrides, and write an irevnet checkpoint. Exits non-zero, "
         "listing missing, unexpected and mis-shaped keys, if the checkpoint does not match.",
     )
-    p.add_argument("src", type=existing_file,
-                   help="reference checkpoint, e.g. the authors' ImageNet i-RevNet-301 .pth.tar")
-    p.add_argument("dst", type=model_output,
-                   help="where to write: a .pt/.pth checkpoint file, or any other name for a model folder "
-                   "(config.json + model.safetensors, loadable with IRevNet.from_pretrained)")
-    p.add_argument("--preset", default="imagenet-b", choices=list_presets(),
-                   help="configuration of the reference model (default: imagenet-b, the authors' ImageNet model)")
-    add_model_overrides_argument(p, "configuration override for custom reference models, as in `irevnet train` "
-                                 "(repeatable), e.g. --model num_classes=100 --model blocks=2,2,2")
+    p.add_argument(
+        "src", type=existing_file, help="reference checkpoint, e.g. the authors' ImageNet i-RevNet-301 .pth.tar"
+    )
+    p.add_argument(
+        "dst",
+        type=model_output,
+        help="where to write: a .pt/.pth checkpoint file, or any other name for a model folder "
+        "(config.json + model.safetensors, loadable with IRevNet.from_pretrained)",
+    )
+    p.add_argument(
+        "--preset",
+        default="imagenet-b",
+        choices=list_presets(),
+        help="configuration of the reference model (default: imagenet-b, the authors' ImageNet model)",
+    )
+    add_model_overrides_argument(
+        p,
+        "configuration override for custom reference models, as in `irevnet train` "
+        "(repeatable), e.g. --model num_classes=100 --model blocks=2,2,2",
+    )
     add_force_argument(p)
     p.set_defaults(func=run)
 

@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..analysis.registry import ANALYSES, get
 from ..io.names import RUN_BEST, RUN_CONFIG, RUN_LAST, RUN_METRICS
-from .common import add_force_argument, add_format_argument, check_outputs, dir_path, nonnegative_float, \
-    positive_int, seed
+from .common import (
+    add_force_argument,
+    add_format_argument,
+    check_outputs,
+    dir_path,
+    nonnegative_float,
+    positive_int,
+    seed,
+)
 
 if TYPE_CHECKING:
     from ..model import IRevNet
@@ -33,22 +40,32 @@ BIJECTIVE_ANALYSES = tuple(a.name for a in ANALYSES if not a.paper)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="train `digits` and the bijective `digits-b` on the bundled digits, run the paper's analyses "
+        "demo",
+        help="train `digits` and the bijective `digits-b` on the bundled digits, run the paper's analyses "
         "and those that need an exact inverse, write plots and a report",
         description="Train `digits` on scikit-learn's bundled 8x8 digits and run the paper's analyses on it "
         f"({', '.join(PAPER_ANALYSES)}); then train the bijective `digits-b` with the hybrid objective "
         f"(cross-entropy + NLL) and run the analyses that need a bijective model ({', '.join(BIJECTIVE_ANALYSES)}). "
         "Writes OUT/report.md, the two models (model.pt, model_b.pt), metrics.json, a figure + JSON per "
         "analysis, and the two trainings' run folders (OUT/train-digits, OUT/train-digits-b: those of irevnet "
-        "train). About 1.5 minutes on 2 CPU cores; nothing is downloaded.")
+        "train). About 1.5 minutes on 2 CPU cores; nothing is downloaded.",
+    )
     p.add_argument("--out", default="runs/demo", type=dir_path, help="output folder (default: runs/demo)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the digits recipe's epoch count")
     p.add_argument("--epochs-b", type=positive_int, default=None, help="override the digits-b recipe's epoch count")
-    p.add_argument("--nll-weight", type=nonnegative_float, default=1.0,
-                   help="weight of the NLL per dimension in digits-b's hybrid objective (default: 1)")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="seed of the initialization and data order (the train/test split is always the "
-                   "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)")
+    p.add_argument(
+        "--nll-weight",
+        type=nonnegative_float,
+        default=1.0,
+        help="weight of the NLL per dimension in digits-b's hybrid objective (default: 1)",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seed of the initialization and data order (the train/test split is always the "
+        "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_format_argument(p)
     add_force_argument(p)
@@ -65,9 +82,12 @@ RUN_FILES = (RUN_CONFIG, RUN_METRICS, RUN_LAST, RUN_BEST)
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Before any heavy import, so that a refusal is immediate.
-    check_outputs([out / f for f in DEMO_FILES] + [out / f"{n}{ext}" for n in PAPER_ANALYSES + BIJECTIVE_ANALYSES
-                                                   for ext in (f".{args.format}", ".json")]
-                  + [out / run / f for run in RUNS.values() for f in RUN_FILES], force=args.force)
+    check_outputs(
+        [out / f for f in DEMO_FILES]
+        + [out / f"{n}{ext}" for n in PAPER_ANALYSES + BIJECTIVE_ANALYSES for ext in (f".{args.format}", ".json")]
+        + [out / run / f for run in RUNS.values() for f in RUN_FILES],
+        force=args.force,
+    )
 
     # Imported here, not at the top: torch, scikit-learn, SciPy and matplotlib cost seconds at start-up.
     import torch
@@ -126,10 +146,14 @@ def run(args: argparse.Namespace) -> int:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_report(out, metrics, results, args.format)
-    print(f"digits: test accuracy {test['eval_top1']:.4f} | training {train_seconds:.1f} s, analyses "
-          f"{analysis_seconds:.1f} s | report: {out / 'report.md'}")
-    print(f"digits-b (hybrid): test accuracy {test_b['eval_top1']:.4f} | training {train_seconds_b:.1f} s, analyses "
-          f"{analysis_seconds_b:.1f} s")
+    print(
+        f"digits: test accuracy {test['eval_top1']:.4f} | training {train_seconds:.1f} s, analyses "
+        f"{analysis_seconds:.1f} s | report: {out / 'report.md'}"
+    )
+    print(
+        f"digits-b (hybrid): test accuracy {test_b['eval_top1']:.4f} | training {train_seconds_b:.1f} s, analyses "
+        f"{analysis_seconds_b:.1f} s"
+    )
     for name, result in results.items():
         print(f"{name:12s} {get(name).headline(result)}")
     return 0
@@ -149,8 +173,17 @@ def _train(preset: str, recipe: "Recipe", out: Path, args: argparse.Namespace) -
     run = out / RUNS[preset]
     for name in RUN_FILES:  # a previous demo's run (check_outputs allowed it: --force)
         (run / name).unlink(missing_ok=True)
-    result = train(TrainConfig(preset=preset, data="digits", out=str(run), recipe=recipe, seed=args.seed,
-                               device="cpu", progress=not args.no_progress))
+    result = train(
+        TrainConfig(
+            preset=preset,
+            data="digits",
+            out=str(run),
+            recipe=recipe,
+            seed=args.seed,
+            device="cpu",
+            progress=not args.no_progress,
+        )
+    )
     last = result.history[-1]
     seconds = sum(r["epoch_seconds"] for r in result.history)
     log.info("%s: test accuracy %.4f after %.1f s of training (run folder %s)", preset, last["eval_top1"], seconds, run)
@@ -166,12 +199,12 @@ def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
 
 | figure | value |
 |---|---|
-| test accuracy (top-1) | {m['test_accuracy']:.4f} |
-| training time | {m['train_seconds']:.1f} s for {m['epochs']} epochs ({m['threads']} threads) |
-| training runs | `{RUNS['digits']}/`, `{RUNS['digits-b']}/`: `irevnet train`'s run folders (per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`) |
-| analysis time | {m['analysis_seconds']:.1f} s |
-| parameters | {m['params']:,} |
-| data | {m['train_images']} train / {m['test_images']} test images (stratified 75/25 split; seed {m['seed']} for initialization and data order) |
+| test accuracy (top-1) | {m["test_accuracy"]:.4f} |
+| training time | {m["train_seconds"]:.1f} s for {m["epochs"]} epochs ({m["threads"]} threads) |
+| training runs | `{RUNS["digits"]}/`, `{RUNS["digits-b"]}/`: `irevnet train`'s run folders (per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`) |
+| analysis time | {m["analysis_seconds"]:.1f} s |
+| parameters | {m["params"]:,} |
+| data | {m["train_images"]} train / {m["test_images"]} test images (stratified 75/25 split; seed {m["seed"]} for initialization and data order) |
 {headlines}
 
 Each figure below has its numbers in the JSON file of the same name; `irevnet analyze model.pt
@@ -180,12 +213,12 @@ Each figure below has its numbers in the JSON file of the same name; `irevnet an
 {paper}
 ## Beyond the paper: the bijective `digits-b`
 
-`digits-b` ({m['digits_b_params']:,} parameters) has a Φ of 16×2×2 = 64 entries, as many as
+`digits-b` ({m["digits_b_params"]:,} parameters) has a Φ of 16×2×2 = 64 entries, as many as
 the image, so Φ⁻¹ is defined everywhere and log p(x) = log N(Φ(x); 0, I) is an exact
-density. It was trained with the hybrid objective, cross-entropy + {m['digits_b_nll_weight']:g} ×
-NLL per dimension ({m['digits_b_epochs']} epochs, {m['digits_b_train_seconds']:.1f} s), and reaches
-{m['digits_b_test_accuracy']:.4f} test accuracy. `irevnet analyze model_b.pt --data digits --only
-{' '.join(BIJECTIVE_ANALYSES)}` recomputes the figures below ({m['digits_b_analysis_seconds']:.1f} s here).
+density. It was trained with the hybrid objective, cross-entropy + {m["digits_b_nll_weight"]:g} ×
+NLL per dimension ({m["digits_b_epochs"]} epochs, {m["digits_b_train_seconds"]:.1f} s), and reaches
+{m["digits_b_test_accuracy"]:.4f} test accuracy. `irevnet analyze model_b.pt --data digits --only
+{" ".join(BIJECTIVE_ANALYSES)}` recomputes the figures below ({m["digits_b_analysis_seconds"]:.1f} s here).
 
 {beyond}"""
     (out / "report.md").write_text(text)

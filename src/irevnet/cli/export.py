@@ -19,7 +19,8 @@ def export_files(fmt: str) -> tuple[str, ...]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export Φ + classifier and Φ⁻¹ with torch.export (or ONNX) into a folder",
+        "export",
+        help="export Φ + classifier and Φ⁻¹ with torch.export (or ONNX) into a folder",
         description="Write DST/forward.pt2 (x -> (logits, Φ)), DST/inverse.pt2 (Φ -> x) and DST/meta.json; "
         "with --format onnx, DST/forward.onnx and DST/inverse.onnx instead, checked in onnxruntime against the "
         "eager model (relative error <= 1e-5, recorded in meta.json). Eval mode, dynamic batch size, spatial "
@@ -27,11 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec)
     p.add_argument("dst", type=dir_path, help="output folder (created if needed)")
-    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"),
-                   help="input size (default: the model's)")
-    p.add_argument("--format", choices=tuple(FORMAT_SUFFIX), default="torch",
-                   help="torch: torch.export programs (default); onnx: ONNX via the dynamo exporter (needs "
-                   "pip install 'irevnet[onnx]')")
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
+    p.add_argument(
+        "--format",
+        choices=tuple(FORMAT_SUFFIX),
+        default="torch",
+        help="torch: torch.export programs (default); onnx: ONNX via the dynamo exporter (needs "
+        "pip install 'irevnet[onnx]')",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_force_argument(p)
     p.set_defaults(func=run)

@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    print(f"{d['name']}: i-RevNet, {d['kind']}, {d['blocks']} blocks ({d['layers']} layers), "
-          f"{d['parameters']:,} parameters, {d['num_classes']} classes")
+    print(
+        f"{d['name']}: i-RevNet, {d['kind']}, {d['blocks']} blocks ({d['layers']} layers), "
+        f"{d['parameters']:,} parameters, {d['num_classes']} classes"
+    )
     names = d["label_names"]
     if names:
         shown = ", ".join(names[:_SHOWN_NAMES]) + (f", ... ({len(names)} in all)" if len(names) > _SHOWN_NAMES else "")
@@ -42,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"  input           {_shape(d['input_shape'])}")
     print(f"  after init ψ    {_shape(d['after_init_psi'])}")
     for s in d["stages"]:
-        print(f"  stage {s['stage']}: {s['blocks']:3d} blocks, stride {s['stride']}, "
-              f"{s['channels_per_half']} ch/half -> {_shape(s['output_shape'])}")
+        print(
+            f"  stage {s['stage']}: {s['blocks']:3d} blocks, stride {s['stride']}, "
+            f"{s['channels_per_half']} ch/half -> {_shape(s['output_shape'])}"
+        )
     ratio = d["phi_size"] / d["input_size"]
-    print(f"  Φ               {_shape(d['phi_shape'])} = {d['phi_size']:,} values "
-          f"({ratio:g}x the input's {d['input_size']:,})")
+    print(
+        f"  Φ               {_shape(d['phi_shape'])} = {d['phi_size']:,} values "
+        f"({ratio:g}x the input's {d['input_size']:,})"
+    )
     return 0

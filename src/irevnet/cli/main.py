@@ -29,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="irevnet", description="i-RevNet: deep invertible networks (ICLR 2018).")
     parser.add_argument("--version", action="version", version=f"irevnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of handled errors too (bad options, unusable files, out of memory)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of handled errors too (bad options, unusable files, out of memory)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.{name}").register(sub)
@@ -43,8 +46,10 @@ def _flag(option: str) -> str:
     from ..training.recipes import Recipe
     from .train import RECIPE_FLAGS
 
-    names = {"recipe": {f.name for f in dataclasses.fields(Recipe)},
-             "model": {f.name for f in dataclasses.fields(IRevNetConfig)}}
+    names = {
+        "recipe": {f.name for f in dataclasses.fields(Recipe)},
+        "model": {f.name for f in dataclasses.fields(IRevNetConfig)},
+    }
     if option in names["recipe"]:
         return f"--set {option}=..." if option not in RECIPE_FLAGS else f"--{option.replace('_', '-')}"
     if option.split(".")[0] in names["model"]:  # data.crop_pct: a field of the nested data config
@@ -55,8 +60,9 @@ def _flag(option: str) -> str:
 def _is_oom(e: BaseException) -> bool:
     """A device out of memory, or a CPU allocation torch could not make (a RuntimeError, not an OutOfMemoryError)."""
     torch = sys.modules.get("torch")  # loaded whenever torch raised it; not imported for --help
-    return torch is not None and (isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "DefaultCPUAllocator: " in str(e)))
+    return torch is not None and (
+        isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "DefaultCPUAllocator: " in str(e))
+    )
 
 
 #: Errors of writing a file that the user fixes (a location that turned unwritable after the
@@ -71,8 +77,11 @@ def handled(e: BaseException) -> bool:
     """
     from ..errors import IRevNetError
 
-    return (isinstance(e, (IRevNetError, ValueError, FileNotFoundError)) or _is_oom(e)
-            or (isinstance(e, OSError) and e.errno in _UNWRITABLE))
+    return (
+        isinstance(e, (IRevNetError, ValueError, FileNotFoundError))
+        or _is_oom(e)
+        or (isinstance(e, OSError) and e.errno in _UNWRITABLE)
+    )
 
 
 def describe_error(e: BaseException) -> str:
@@ -80,8 +89,10 @@ def describe_error(e: BaseException) -> str:
     from ..errors import ConfigError, IRevNetError, OutOfMemoryError
 
     if isinstance(e, OutOfMemoryError):
-        return (f"{e}. Hint: lower the batch size (--batch-size; keep the global batch with --accum K), or "
-                "use --memory-efficient, --amp bf16")
+        return (
+            f"{e}. Hint: lower the batch size (--batch-size; keep the global batch with --accum K), or "
+            "use --memory-efficient, --amp bf16"
+        )
     if _is_oom(e):
         return f"out of memory: {str(e).splitlines()[0]}. Hint: lower the batch size or the input size"
     message = str(e) or type(e).__name__

@@ -36,7 +36,11 @@ def _root(name: str, data_dir: str | os.PathLike) -> Path:
 
 
 def load_cifar(
-    name: str, data_dir: str | os.PathLike, *, train_transform: Callable | None, eval_transform: Callable | None,
+    name: str,
+    data_dir: str | os.PathLike,
+    *,
+    train_transform: Callable | None,
+    eval_transform: Callable | None,
 ) -> tuple[CIFAR10, CIFAR10]:
     """``(train, test)`` splits of ``name`` (``"cifar10"`` or ``"cifar100"``) read from ``data_dir``.
 
@@ -47,7 +51,9 @@ def load_cifar(
         raise ValueError(f"unknown CIFAR data set {name!r}; use one of {sorted(_DATASETS)}")
     cls, root = _DATASETS[name], _root(name, data_dir)
     try:
-        return (cls(root, train=True, transform=train_transform, download=False),
-                cls(root, train=False, transform=eval_transform, download=False))
+        return (
+            cls(root, train=True, transform=train_transform, download=False),
+            cls(root, train=False, transform=eval_transform, download=False),
+        )
     except RuntimeError as e:  # torchvision's MD5 check failed
         raise DataError(f"{name} files in {root / cls.base_folder} are corrupt or not the official ones: {e}") from None

@@ -19,8 +19,14 @@ from torchvision.datasets.vision import StandardTransform
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["CorruptImageError", "decode_image", "load_image", "load_imagefolder", "eval_imagefolder",
-           "held_out_indices"]
+__all__ = [
+    "CorruptImageError",
+    "decode_image",
+    "load_image",
+    "load_imagefolder",
+    "eval_imagefolder",
+    "held_out_indices",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,12 @@ def _folder(path: Path, transform: Callable | None) -> ImageFolder:
 
 
 def load_imagefolder(
-    data_dir: str | os.PathLike, *, train_transform: Callable | None, eval_transform: Callable | None,
-    val_split: float | None = None, seed: int = 0,
+    data_dir: str | os.PathLike,
+    *,
+    train_transform: Callable | None,
+    eval_transform: Callable | None,
+    val_split: float | None = None,
+    seed: int = 0,
 ) -> tuple[ImageFolder, ImageFolder]:
     """``(train, val)`` from ``data_dir/train`` and ``data_dir/val``, which must hold the same classes;
     with ``val_split``, from one tree of class folders instead (``data_dir``, or ``data_dir/train``
@@ -115,16 +125,28 @@ def load_imagefolder(
         held = held_out_indices(base, val_split, seed=seed)
         kept = sorted(set(range(len(base))) - set(held))
         train, val = _part(base, kept, train_transform), _part(base, held, eval_transform)
-        log.info("%s: %d classes, %d train / %d held-out images (val_split %g of each class, split seed %d)",
-                 tree, len(base.classes), len(train), len(val), val_split, seed)
+        log.info(
+            "%s: %d classes, %d train / %d held-out images (val_split %g of each class, split seed %d)",
+            tree,
+            len(base.classes),
+            len(train),
+            len(val),
+            val_split,
+            seed,
+        )
         return train, val
     if root.is_dir() and not (root / "train").is_dir():
-        raise DataError(f"{root} has no train/ folder: give {root}/train and {root}/val class folders, or hold out "
-                        "part of this tree of class folders as the validation split with val_split (e.g. 0.1)",
-                        option="val_split")
+        raise DataError(
+            f"{root} has no train/ folder: give {root}/train and {root}/val class folders, or hold out "
+            "part of this tree of class folders as the validation split with val_split (e.g. 0.1)",
+            option="val_split",
+        )
     if (root / "train").is_dir() and not (root / "val").is_dir():
-        raise DataError(f"{root} has train/ but no val/: add {root}/val, or hold out part of {root}/train as the "
-                        "validation split with val_split (e.g. 0.1)", option="val_split")
+        raise DataError(
+            f"{root} has train/ but no val/: add {root}/val, or hold out part of {root}/train as the "
+            "validation split with val_split (e.g. 0.1)",
+            option="val_split",
+        )
     train, val = _folder(root / "train", train_transform), _folder(root / "val", eval_transform)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))[:5]
@@ -137,8 +159,9 @@ def load_imagefolder(
     return train, val
 
 
-def eval_imagefolder(data_dir: str | os.PathLike, *, transform: Callable | None, val_split: float | None = None,
-                     seed: int = 0) -> ImageFolder:
+def eval_imagefolder(
+    data_dir: str | os.PathLike, *, transform: Callable | None, val_split: float | None = None, seed: int = 0
+) -> ImageFolder:
     """The evaluation split: ``data_dir/val`` if present, else ``data_dir`` itself as a class tree;
     with ``val_split``, the held-out part of the tree :func:`load_imagefolder` splits (the same images)."""
     root = Path(data_dir)
@@ -171,16 +194,21 @@ def held_out_indices(folder: ImageFolder, val_split: float, *, seed: int = 0) ->
         k = 0 if n < 2 else min(max(math.floor(val_split * n + 0.5), 1), n - 1)
         held += [i for _, i in sorted(items)[:k]]
     if not held:
-        raise DataError(f"{root}: no class has two images, so none can be held out for validation "
-                        f"(val_split {val_split})", option="val_split")
+        raise DataError(
+            f"{root}: no class has two images, so none can be held out for validation (val_split {val_split})",
+            option="val_split",
+        )
     return sorted(held)
 
 
 def _split_tree(root: Path) -> Path:
     """The tree of class folders ``val_split`` divides: ``root``, or ``root/train`` beside no ``root/val``."""
     if (root / "val").is_dir():
-        raise ConfigError(f"{root} already has a val/ split; val_split holds out part of a tree without one "
-                          f"(ROOT/<class>/<image> or ROOT/train alone)", option="val_split")
+        raise ConfigError(
+            f"{root} already has a val/ split; val_split holds out part of a tree without one "
+            f"(ROOT/<class>/<image> or ROOT/train alone)",
+            option="val_split",
+        )
     return root / "train" if (root / "train").is_dir() else root
 
 

@@ -83,27 +83,41 @@ def build_datasets(
         return train_transform(config, augment=kind) if augment else eval_transform(config)
 
     if val_split is not None and name != "imagefolder":
-        raise ConfigError(f"val_split holds out part of an image folder; {name} has fixed train and test splits",
-                          option="val_split")
+        raise ConfigError(
+            f"val_split holds out part of an image folder; {name} has fixed train and test splits", option="val_split"
+        )
     if name == "digits":
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8), tuple(str(d) for d in range(10)))
     if name in CIFAR_CLASSES:
-        train, test = load_cifar(name, _need_dir(name, data_dir), train_transform=train_tf(AUGMENTATION[name]),
-                                 eval_transform=eval_transform(config))
-        return DataSplits(None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape,
-                          tuple(test.classes))  # the label names of the data set's meta file
+        train, test = load_cifar(
+            name,
+            _need_dir(name, data_dir),
+            train_transform=train_tf(AUGMENTATION[name]),
+            eval_transform=eval_transform(config),
+        )
+        return DataSplits(
+            None if eval_only else train, test, CIFAR_CLASSES[name], config.input_shape, tuple(test.classes)
+        )  # the label names of the data set's meta file
     if name == "imagefolder":
         root = _need_dir(name, data_dir)
         # Images of any size become inputs of the model's size: say which (a preset's 32x32 or 224x224).
-        log.info("imagefolder: images are resized and centre-cropped to %s's input_shape %s (crop_pct %g)%s",
-                 config.name, config.input_shape, config.data.crop_pct,
-                 "" if eval_only or not augment else "; training takes random-resized crops of that size")
+        log.info(
+            "imagefolder: images are resized and centre-cropped to %s's input_shape %s (crop_pct %g)%s",
+            config.name,
+            config.input_shape,
+            config.data.crop_pct,
+            "" if eval_only or not augment else "; training takes random-resized crops of that size",
+        )
         if eval_only:
             val = eval_imagefolder(root, transform=eval_transform(config), val_split=val_split)
             return DataSplits(None, val, len(val.classes), config.input_shape, tuple(val.classes))
-        train, val = load_imagefolder(root, train_transform=train_tf(AUGMENTATION[name]),
-                                      eval_transform=eval_transform(config), val_split=val_split)
+        train, val = load_imagefolder(
+            root,
+            train_transform=train_tf(AUGMENTATION[name]),
+            eval_transform=eval_transform(config),
+            val_split=val_split,
+        )
         return DataSplits(train, val, len(train.classes), config.input_shape, tuple(train.classes))
     if name == "synthetic":
         # Different seeds so that the eval items are not copies of the first train items.

@@ -31,8 +31,11 @@ from ..config import IRevNetConfig
 __all__ = ["AUGMENTATIONS", "eval_transform", "train_transform", "denormalize", "resize_size"]
 
 AUGMENTATIONS = ("cifar", "imagenet")
-_INTERPOLATION = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
-                  "bicubic": T.InterpolationMode.BICUBIC}
+_INTERPOLATION = {
+    "nearest": T.InterpolationMode.NEAREST,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+}
 
 
 def resize_size(config: IRevNetConfig) -> int:
@@ -87,11 +90,17 @@ def train_transform(config: IRevNetConfig, *, augment: str, tensor_input: bool =
     _, h, w = config.input_shape
     interpolation = _INTERPOLATION[config.data.interpolation]
     if augment == "cifar":
-        head = [T.Resize((h, w), interpolation=interpolation, antialias=True), T.RandomCrop((h, w), padding=min(h, w) // 8),
-                T.RandomHorizontalFlip()]
+        head = [
+            T.Resize((h, w), interpolation=interpolation, antialias=True),
+            T.RandomCrop((h, w), padding=min(h, w) // 8),
+            T.RandomHorizontalFlip(),
+        ]
     elif augment == "imagenet":
-        head = [T.RandomResizedCrop((h, w), interpolation=interpolation, antialias=True), T.RandomHorizontalFlip(),
-                T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
+        head = [
+            T.RandomResizedCrop((h, w), interpolation=interpolation, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+        ]
     else:
         raise ValueError(f"unknown augmentation {augment!r}; use one of {', '.join(AUGMENTATIONS)}")
     return T.Compose([*head, *_to_input(config, tensor_input)])

@@ -53,21 +53,49 @@ def model_card(config: IRevNetConfig, *, repo_id: str | None = None, metrics: Ma
     name = repo_id or config.name
     results = None
     if "eval_top1" in metrics and "data" in metrics:
-        results = [hub.EvalResult(task_type="image-classification", dataset_type=str(metrics["data"]),
-                                  dataset_name=str(metrics["data"]), metric_type="accuracy",
-                                  metric_value=float(metrics["eval_top1"]), metric_name="top-1 accuracy")]
-    data = hub.ModelCardData(library_name="irevnet", license="mit", pipeline_tag="image-classification",
-                             tags=["irevnet", "i-revnet", "invertible-networks", "image-classification", "pytorch"],
-                             model_name=name, eval_results=results)
+        results = [
+            hub.EvalResult(
+                task_type="image-classification",
+                dataset_type=str(metrics["data"]),
+                dataset_name=str(metrics["data"]),
+                metric_type="accuracy",
+                metric_value=float(metrics["eval_top1"]),
+                metric_name="top-1 accuracy",
+            )
+        ]
+    data = hub.ModelCardData(
+        library_name="irevnet",
+        license="mit",
+        pipeline_tag="image-classification",
+        tags=["irevnet", "i-revnet", "invertible-networks", "image-classification", "pytorch"],
+        model_name=name,
+        eval_results=results,
+    )
     shape = "×".join
-    arch = _rows([("preset", f"`{config.name}`"), ("kind", d["kind"]), ("blocks per stage", list(config.blocks)),
-                  ("first-block strides", list(config.strides)), ("channels per half", list(config.channels)),
-                  ("initial ψ block size", config.init_block_size), ("bottleneck mult", config.mult),
-                  ("parameters", f"{d['parameters']:,}"), ("input", shape(map(str, d["input_shape"]))),
-                  ("Φ", shape(map(str, d["phi_shape"])))])
+    arch = _rows(
+        [
+            ("preset", f"`{config.name}`"),
+            ("kind", d["kind"]),
+            ("blocks per stage", list(config.blocks)),
+            ("first-block strides", list(config.strides)),
+            ("channels per half", list(config.channels)),
+            ("initial ψ block size", config.init_block_size),
+            ("bottleneck mult", config.mult),
+            ("parameters", f"{d['parameters']:,}"),
+            ("input", shape(map(str, d["input_shape"]))),
+            ("Φ", shape(map(str, d["phi_shape"]))),
+        ]
+    )
     dc = config.data_config
-    prep = _rows([("input size", list(dc["input_size"])), ("mean", list(dc["mean"])), ("std", list(dc["std"])),
-                  ("crop_pct", dc["crop_pct"]), ("interpolation", dc["interpolation"])])
+    prep = _rows(
+        [
+            ("input size", list(dc["input_size"])),
+            ("mean", list(dc["mean"])),
+            ("std", list(dc["std"])),
+            ("crop_pct", dc["crop_pct"]),
+            ("interpolation", dc["interpolation"]),
+        ]
+    )
     if config.label_names is None:
         classes = f"{config.num_classes} classes, not named."
     else:
@@ -75,8 +103,11 @@ def model_card(config: IRevNetConfig, *, repo_id: str | None = None, metrics: Ma
         listed = ", ".join(f"`{n}`" for n in names[:_SHOWN_NAMES])
         more = f" and {len(names) - _SHOWN_NAMES} more (`config.json`, `id2label`)" if len(names) > _SHOWN_NAMES else ""
         classes = f"{len(names)} classes: {listed}{more}."
-    trained = (_rows([(k, _number(v)) for k, v in metrics.items()]) if metrics
-               else "No training metrics were given with this model.")
+    trained = (
+        _rows([(k, _number(v)) for k, v in metrics.items()])
+        if metrics
+        else "No training metrics were given with this model."
+    )
     load_id = repo_id or "OWNER/NAME"
     body = f"""
 # {name}
@@ -111,7 +142,7 @@ Resize the short side to `floor(size / crop_pct)`, centre-crop, scale to [0, 1],
 import irevnet
 
 model = irevnet.IRevNet.from_pretrained("{load_id}").eval()   # pip install 'irevnet[hub]'
-phi = model.forward_features(x)                              # x: (N, {', '.join(map(str, d['input_shape']))})
+phi = model.forward_features(x)                              # x: (N, {", ".join(map(str, d["input_shape"]))})
 x_rec = model.inverse(phi)                                   # the image again, up to rounding
 ```
 
@@ -126,7 +157,12 @@ or `irevnet predict {load_id} image.jpg` for the most probable classes by name.
     return str(hub.ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
-def write_card(folder: str | os.PathLike, config: IRevNetConfig, *, repo_id: str | None = None,
-               metrics: Mapping[str, Any] | None = None) -> Path:
+def write_card(
+    folder: str | os.PathLike,
+    config: IRevNetConfig,
+    *,
+    repo_id: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
     """Write :func:`model_card` as ``folder/README.md`` (atomically); returns its path."""
     return atomic_write_text(Path(folder) / CARD_NAME, model_card(config, repo_id=repo_id, metrics=metrics))

@@ -35,13 +35,20 @@ class Fit:
     def describe(self, limit: int = 5) -> str:
         """One line: ``missing tensors: a, b; unexpected tensors: c; mis-shaped tensors: d (3, 3) (expected (4, 5))``,
         at most ``limit`` keys per kind."""
+
         def few(items: list[str]) -> str:
             return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
         shaped = [f"{k} {got} (expected {want})" for k, got, want in self.misshaped]
-        return "; ".join(f"{label}: {few(items)}" for label, items in (
-            ("missing tensors", self.missing), ("unexpected tensors", self.unexpected),
-            ("mis-shaped tensors", shaped)) if items)
+        return "; ".join(
+            f"{label}: {few(items)}"
+            for label, items in (
+                ("missing tensors", self.missing),
+                ("unexpected tensors", self.unexpected),
+                ("mis-shaped tensors", shaped),
+            )
+            if items
+        )
 
 
 def check_fit(expected: Mapping[str, Tensor], state: Mapping[str, Any], *, optional: Iterable[str] = ()) -> Fit:
@@ -54,13 +61,17 @@ def check_fit(expected: Mapping[str, Tensor], state: Mapping[str, Any], *, optio
     return Fit(
         missing=sorted(set(expected) - set(state) - optional),
         unexpected=sorted(k for k in state if k not in expected or k not in tensors),
-        misshaped=sorted((k, tuple(v.shape), tuple(expected[k].shape)) for k, v in tensors.items()
-                         if k in expected and v.shape != expected[k].shape),
+        misshaped=sorted(
+            (k, tuple(v.shape), tuple(expected[k].shape))
+            for k, v in tensors.items()
+            if k in expected and v.shape != expected[k].shape
+        ),
     )
 
 
-def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, source: str, problem: str,
-                 optional: Iterable[str] = ()) -> None:
+def load_fitting(
+    model: nn.Module, state: Mapping[str, Tensor], *, source: str, problem: str, optional: Iterable[str] = ()
+) -> None:
     """Copy ``state`` into ``model`` if it fits (:func:`check_fit`), else raise
     :class:`~irevnet.errors.CheckpointError` ``"'source' problem: <what differs>"``, leaving the model unchanged.
     ``optional`` keys absent from ``state`` keep the model's values."""

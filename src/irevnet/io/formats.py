@@ -32,8 +32,16 @@ from ..errors import CheckpointError
 from .names import CONFIG_NAME, FORMAT, VERSION, WEIGHTS_NAME
 from .safe import load_tensor_file
 
-__all__ = ["atomic_save", "write_checkpoint", "read_checkpoint", "parse_config", "config_document",
-           "read_config_document", "write_model_folder", "read_model_folder"]
+__all__ = [
+    "atomic_save",
+    "write_checkpoint",
+    "read_checkpoint",
+    "parse_config",
+    "config_document",
+    "read_config_document",
+    "write_model_folder",
+    "read_model_folder",
+]
 
 _LABELS = "label_names"
 
@@ -53,8 +61,9 @@ def _cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def write_checkpoint(path: str | os.PathLike, config: IRevNetConfig, state: Mapping[str, Tensor],
-                     **extras: Any) -> Path:
+def write_checkpoint(
+    path: str | os.PathLike, config: IRevNetConfig, state: Mapping[str, Tensor], **extras: Any
+) -> Path:
     """Write the checkpoint of ``config`` and ``state`` (plus ``extras``) atomically to ``path``."""
     payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": _cpu(state)}
     clash = set(extras) & set(payload)
@@ -68,7 +77,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     payload = load_tensor_file(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
-            f"{str(path)!r} is not an irevnet checkpoint (for the authors' checkpoints use `irevnet convert`)")
+            f"{str(path)!r} is not an irevnet checkpoint (for the authors' checkpoints use `irevnet convert`)"
+        )
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{str(path)!r} has checkpoint version {payload.get('version')}, expected {VERSION}")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):
@@ -86,8 +96,11 @@ def parse_config(data: Any, where: str | os.PathLike) -> IRevNetConfig:
 
 def config_document(config: IRevNetConfig) -> dict[str, Any]:
     """The content of a model folder's ``config.json`` for ``config``."""
-    doc: dict[str, Any] = {"format": FORMAT, "version": VERSION,
-                           "config": {k: v for k, v in config.to_dict().items() if k != _LABELS}}
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": {k: v for k, v in config.to_dict().items() if k != _LABELS},
+    }
     if config.label_names is not None:
         doc["id2label"] = {str(i): name for i, name in enumerate(config.label_names)}
         doc["label2id"] = {name: i for i, name in enumerate(config.label_names)}
@@ -113,8 +126,10 @@ def read_config_document(path: str | os.PathLike) -> IRevNetConfig:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {str(path)!r}: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
-        raise CheckpointError(f"{str(path)!r} is not an irevnet model config "
-                              '(expected {"format": "irevnet", "version": 1, "config": {...}})')
+        raise CheckpointError(
+            f"{str(path)!r} is not an irevnet model config "
+            '(expected {"format": "irevnet", "version": 1, "config": {...}})'
+        )
     if doc.get("version") != VERSION:
         raise CheckpointError(f"{str(path)!r} has format version {doc.get('version')}, expected {VERSION}")
     unknown = sorted(set(doc) - {"format", "version", "config", "id2label", "label2id"})
@@ -146,14 +161,16 @@ def write_model_folder(folder: str | os.PathLike, config: IRevNetConfig, state: 
     return folder
 
 
-def read_model_folder(folder: str | os.PathLike, map_location: str | torch.device = "cpu"
-                      ) -> tuple[IRevNetConfig, dict[str, Tensor]]:
+def read_model_folder(
+    folder: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[IRevNetConfig, dict[str, Tensor]]:
     """The configuration and state dict of model folder ``folder``, without building the model;
     a missing, unreadable or invalid file raises :class:`CheckpointError` naming it."""
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
-            raise CheckpointError(f"model folder {str(folder)!r} lacks {name} "
-                                  f"(a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+            raise CheckpointError(
+                f"model folder {str(folder)!r} lacks {name} (a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME})"
+            )
     config = read_config_document(folder / CONFIG_NAME)
     return config, load_tensor_file(folder / WEIGHTS_NAME, map_location=map_location)

@@ -45,11 +45,15 @@ def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.
     repo_id, _, at = model_id.partition("@")
     revision = revision or at or None
     try:
-        paths = [hub.hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir)
-                 for name in (CONFIG_NAME, WEIGHTS_NAME)]
+        paths = [
+            hub.hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir)
+            for name in (CONFIG_NAME, WEIGHTS_NAME)
+        ]
     except Exception as e:  # offline without a cache entry, unknown repo, missing file, ...
-        raise CheckpointError(f"cannot fetch {model_id!r} from the Hugging Face Hub: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise CheckpointError(
+            f"cannot fetch {model_id!r} from the Hugging Face Hub: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     return Path(paths[0]).parent
 
 
@@ -77,9 +81,15 @@ def upload_folder(
         api = hub.HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                                   commit_message=commit_message or "Upload model with irevnet")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=revision,
+            commit_message=commit_message or "Upload model with irevnet",
+        )
     except Exception as e:  # no token, refused, offline, unknown branch, ...: the user can act on each
-        raise HubError(f"cannot upload to {repo_id!r} on the Hugging Face Hub: {type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        raise HubError(
+            f"cannot upload to {repo_id!r} on the Hugging Face Hub: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     return str(getattr(commit, "commit_url", commit))

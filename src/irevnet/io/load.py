@@ -79,20 +79,33 @@ def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
     net = unwrap_model(model)
     weights = read_weights(source)
     theirs, ours, where = weights.config, net.config, str(weights.source)
-    differ = [f"{k} {getattr(theirs, k)} vs {getattr(ours, k)}" for k in _ARCHITECTURE_FIELDS
-              if getattr(theirs, k) != getattr(ours, k)]
+    differ = [
+        f"{k} {getattr(theirs, k)} vs {getattr(ours, k)}"
+        for k in _ARCHITECTURE_FIELDS
+        if getattr(theirs, k) != getattr(ours, k)
+    ]
     if theirs.input_shape[0] != ours.input_shape[0]:
         differ.append(f"input channels {theirs.input_shape[0]} vs {ours.input_shape[0]}")
     if differ:
-        raise CheckpointError(f"cannot initialize from {where!r}: its architecture differs from this model's "
-                              f"({'; '.join(differ)})")
+        raise CheckpointError(
+            f"cannot initialize from {where!r}: its architecture differs from this model's ({'; '.join(differ)})"
+        )
     same_head = theirs.num_classes == ours.num_classes
     state = weights.state if same_head else {k: v for k, v in weights.state.items() if k not in _CLASSIFIER}
-    load_fitting(net, state, source=str(weights.path), problem="does not fit the model",
-                 optional=() if same_head else _CLASSIFIER)
+    load_fitting(
+        net,
+        state,
+        source=str(weights.path),
+        problem="does not fit the model",
+        optional=() if same_head else _CLASSIFIER,
+    )
     if same_head:
         log.info("initialized all weights from %s", where)
     else:
-        log.info("initialized Φ from %s; new classifier for %d classes (the checkpoint's predicts %d)",
-                 where, ours.num_classes, theirs.num_classes)
+        log.info(
+            "initialized Φ from %s; new classifier for %d classes (the checkpoint's predicts %d)",
+            where,
+            ours.num_classes,
+            theirs.num_classes,
+        )
     return same_head

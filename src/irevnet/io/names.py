@@ -13,8 +13,20 @@ Plain strings, no torch: the command line checks paths with them while it parses
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "CHECKPOINT_SUFFIXES", "SAFETENSORS_SUFFIX", "RUN_CONFIG",
-           "RUN_METRICS", "RUN_LAST", "RUN_BEST", "RUN_MODELS"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CARD_NAME",
+    "CHECKPOINT_SUFFIXES",
+    "SAFETENSORS_SUFFIX",
+    "RUN_CONFIG",
+    "RUN_METRICS",
+    "RUN_LAST",
+    "RUN_BEST",
+    "RUN_MODELS",
+]
 
 #: The tag and version of irevnet's checkpoints and model-folder configurations.
 FORMAT = "irevnet"

@@ -35,8 +35,9 @@ def torch_file_problem(path: str | os.PathLike) -> str | None:
         head = f.read(4)
     if head.startswith(_TORCH_MAGIC):
         return None
-    return (f"{str(path)!r} is not a checkpoint: not a file written by torch.save or safetensors "
-            f"(it starts with {head!r})")
+    return (
+        f"{str(path)!r} is not a checkpoint: not a file written by torch.save or safetensors (it starts with {head!r})"
+    )
 
 
 def load_tensor_file(

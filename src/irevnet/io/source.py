@@ -21,8 +21,16 @@ from typing import Literal
 
 from ..errors import CheckpointError
 from .hub import is_hub_id
-from .names import CHECKPOINT_SUFFIXES, CONFIG_NAME, RUN_BEST, RUN_LAST, RUN_METRICS, RUN_MODELS, SAFETENSORS_SUFFIX, \
-    WEIGHTS_NAME
+from .names import (
+    CHECKPOINT_SUFFIXES,
+    CONFIG_NAME,
+    RUN_BEST,
+    RUN_LAST,
+    RUN_METRICS,
+    RUN_MODELS,
+    SAFETENSORS_SUFFIX,
+    WEIGHTS_NAME,
+)
 
 __all__ = ["Kind", "KINDS", "PRETRAINED_KINDS", "Source", "resolve_source"]
 
@@ -30,8 +38,12 @@ Kind = Literal["checkpoint", "model folder", "run folder", "hub"]
 KINDS: tuple[Kind, ...] = ("checkpoint", "model folder", "run folder", "hub")
 #: What ``IRevNet.from_pretrained`` reads (Hugging Face's convention).
 PRETRAINED_KINDS: tuple[Kind, ...] = ("model folder", "hub")
-_TEXT = {"checkpoint": "checkpoint file", "model folder": "model folder", "run folder": "training run folder",
-         "hub": "Hub id (owner/name)"}
+_TEXT = {
+    "checkpoint": "checkpoint file",
+    "model folder": "model folder",
+    "run folder": "training run folder",
+    "hub": "Hub id (owner/name)",
+}
 _FILE_SUFFIXES = (*CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIX, ".json", ".tar")
 
 
@@ -68,12 +80,16 @@ def _classify(path: Path, given: str) -> Source:
         if (path / name).is_file():
             return Source("run folder", given, path / name)
     if (path / RUN_METRICS).is_file():
-        raise CheckpointError(f"{given!r} is a training run folder without {RUN_BEST} or {RUN_LAST} yet (they are "
-                              "written when the first epoch ends, or on a stop signal)")
+        raise CheckpointError(
+            f"{given!r} is a training run folder without {RUN_BEST} or {RUN_LAST} yet (they are "
+            "written when the first epoch ends, or on a stop signal)"
+        )
     if (path / CONFIG_NAME).is_file():
         return Source("model folder", given, path)  # reading it names the missing weights
-    raise CheckpointError(f"{given!r} is a folder without {CONFIG_NAME} and without {WEIGHTS_NAME}, {RUN_BEST} or "
-                          f"{RUN_LAST}: neither a model folder nor a training run folder")
+    raise CheckpointError(
+        f"{given!r} is a folder without {CONFIG_NAME} and without {WEIGHTS_NAME}, {RUN_BEST} or "
+        f"{RUN_LAST}: neither a model folder nor a training run folder"
+    )
 
 
 def resolve_source(source: str | os.PathLike, *, kinds: tuple[Kind, ...] = KINDS) -> Source:
@@ -88,11 +104,15 @@ def resolve_source(source: str | os.PathLike, *, kinds: tuple[Kind, ...] = KINDS
         found = _classify(path, given)
         if found.kind not in kinds:
             what = "file" if found.kind == "checkpoint" else _TEXT[found.kind]
-            raise CheckpointError(f"{given!r} is a {what}, not a {_or([_TEXT[k] for k in kinds])} "
-                                  "(irevnet.load_model reads every kind of source)")
+            raise CheckpointError(
+                f"{given!r} is a {what}, not a {_or([_TEXT[k] for k in kinds])} "
+                "(irevnet.load_model reads every kind of source)"
+            )
         return found
     if "hub" in kinds and is_hub_id(given) and not _looks_local(given):
         return Source("hub", given, None)
     local = [_TEXT[k] for k in kinds if k != "hub"]
-    raise CheckpointError(f"{given!r} does not exist" + (
-        f": it is neither an existing {_or(local)} nor a Hub id (owner/name)" if "hub" in kinds else ""))
+    raise CheckpointError(
+        f"{given!r} does not exist"
+        + (f": it is neither an existing {_or(local)} nor a Hub id (owner/name)" if "hub" in kinds else "")
+    )

@@ -91,8 +91,9 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Parts:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     draft = resolve_model_config(cfg)
     # Images become inputs through its data config; synthetic data takes its shape and classes.
-    data = build_datasets(cfg.data, cfg.data_dir, config=draft, synthetic_size=cfg.synthetic_size,
-                          val_split=cfg.val_split)
+    data = build_datasets(
+        cfg.data, cfg.data_dir, config=draft, synthetic_size=cfg.synthetic_size, val_split=cfg.val_split
+    )
     model = _model(fit_to_data(draft, cfg, data), cfg, ctx, device)
     recipe = cfg.recipe
     ema = model_ema(model, recipe.ema_decay, warmup=recipe.ema_warmup) if recipe.ema_decay > 0 else None
@@ -104,8 +105,11 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Parts:
     sampler = ResumableSampler(data.train, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
     loader, eval_loader = _loaders(cfg, ctx, data, sampler, model.config, device, batch_per_rank, workers)
     # A fixed held-out batch whose reconstruction error is recorded at each evaluation (rank 0).
-    monitor = (ReconstructionMonitor.from_dataset(data.eval, threshold=cfg.recon_threshold, device=device)
-               if ctx.is_main and cfg.eval_every > 0 else None)
+    monitor = (
+        ReconstructionMonitor.from_dataset(data.eval, threshold=cfg.recon_threshold, device=device)
+        if ctx.is_main and cfg.eval_every > 0
+        else None
+    )
     batches_per_epoch = math.ceil(sampler.num_samples / batch_per_rank)
     optimizer, scheduler, per_step = build_optimizer(model, recipe, math.ceil(batches_per_epoch / cfg.accum))
     # After the EMA's copy: the hybrid objective hooks the trained model's head alone.
@@ -113,11 +117,27 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Parts:
     net: nn.Module = model
     if ctx.enabled:
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    return Parts(device=device, amp_dtype=amp_dtype(cfg.amp), model=model, net=net, ema=ema,
-                 written="ema" if ema is not None and cfg.ema_as_model else "trained", data=data, sampler=sampler,
-                 loader=loader, eval_loader=eval_loader, monitor=monitor, optimizer=optimizer, scheduler=scheduler,
-                 per_step=per_step, criterion=criterion, scaler=grad_scaler(device, cfg.amp),
-                 batch_per_rank=batch_per_rank, batches_per_epoch=batches_per_epoch, workers=workers)
+    return Parts(
+        device=device,
+        amp_dtype=amp_dtype(cfg.amp),
+        model=model,
+        net=net,
+        ema=ema,
+        written="ema" if ema is not None and cfg.ema_as_model else "trained",
+        data=data,
+        sampler=sampler,
+        loader=loader,
+        eval_loader=eval_loader,
+        monitor=monitor,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        per_step=per_step,
+        criterion=criterion,
+        scaler=grad_scaler(device, cfg.amp),
+        batch_per_rank=batch_per_rank,
+        batches_per_epoch=batches_per_epoch,
+        workers=workers,
+    )
 
 
 def _model(config: IRevNetConfig, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> IRevNet:
@@ -133,41 +153,74 @@ def _model(config: IRevNetConfig, cfg: TrainConfig, ctx: DistContext, device: to
     if cfg.sync_bn:
         if cfg.memory_efficient:
             # The recompute normalizes with local batch statistics (see docs/memory.md).
-            raise ConfigError("sync_bn cannot be combined with memory_efficient (SyncBatchNorm is not supported "
-                              "by the memory-saving backward); drop one of the two", option="sync_bn")
+            raise ConfigError(
+                "sync_bn cannot be combined with memory_efficient (SyncBatchNorm is not supported "
+                "by the memory-saving backward); drop one of the two",
+                option="sync_bn",
+            )
         if not (ctx.enabled and device.type == "cuda"):
-            raise ConfigError("sync_bn needs several processes on CUDA devices (SyncBatchNorm has no CPU kernel)",
-                              option="sync_bn")
+            raise ConfigError(
+                "sync_bn needs several processes on CUDA devices (SyncBatchNorm has no CPU kernel)", option="sync_bn"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # returns the same IRevNet, BNs swapped
     if cfg.compile is not None:
         model.compile_blocks(mode=cfg.compile)  # CompileUnavailableError here, before any step
     return model
 
 
-def _loaders(cfg: TrainConfig, ctx: DistContext, data: DataSplits, sampler: ResumableSampler, config: IRevNetConfig,
-             device: torch.device, batch_per_rank: int, workers: int) -> tuple[Loader, Loader]:
+def _loaders(
+    cfg: TrainConfig,
+    ctx: DistContext,
+    data: DataSplits,
+    sampler: ResumableSampler,
+    config: IRevNetConfig,
+    device: torch.device,
+    batch_per_rank: int,
+    workers: int,
+) -> tuple[Loader, Loader]:
     """The training loader (resumable order, seeded augmentation) and this rank's evaluation loader."""
     pin = device.type == "cuda"
     train_set, eval_set, collate = cast(Dataset, data.train), data.eval, None
     if cfg.decode_on == "device":
         if not isinstance(train_set, ImageFolder):
-            raise ConfigError(f"decoding on the device reads image files: it needs imagefolder data, not "
-                              f"{cfg.data}", option="decode_on")
+            raise ConfigError(
+                f"decoding on the device reads image files: it needs imagefolder data, not {cfg.data}",
+                option="decode_on",
+            )
         if device.type != "cuda":
-            log.warning("decoding JPEGs in the training process on %s: slower than loader workers (decode_on="
-                        "'device' is meant for CUDA, where nvJPEG decodes)", device)
+            log.warning(
+                "decoding JPEGs in the training process on %s: slower than loader workers (decode_on="
+                "'device' is meant for CUDA, where nvJPEG decodes)",
+                device,
+            )
         train_set, eval_set, collate = EncodedImages(train_set), EncodedImages(eval_set), collate_encoded
-    loader = train_loader(train_set, sampler, batch_size=batch_per_rank, workers=workers, pin_memory=pin,
-                          collate_fn=collate, defer_seeding=collate is not None)
+    loader = train_loader(
+        train_set,
+        sampler,
+        batch_size=batch_per_rank,
+        workers=workers,
+        pin_memory=pin,
+        collate_fn=collate,
+        defer_seeding=collate is not None,
+    )
     # Each rank evaluates a disjoint shard; the sums are all-reduced (exact, no padding).
     shard = Subset(eval_set, range(ctx.rank, len(eval_set), ctx.world_size))  # type: ignore[arg-type]
     # Its own generator: drawing the workers' base seed must not advance the global RNG (dropout).
-    eval_loader = DataLoader(shard, batch_size=batch_per_rank * cfg.accum, num_workers=workers, pin_memory=pin,
-                             persistent_workers=workers > 0, collate_fn=collate, worker_init_fn=ignore_stop_signals,
-                             generator=torch.Generator().manual_seed(cfg.seed))
+    eval_loader = DataLoader(
+        shard,
+        batch_size=batch_per_rank * cfg.accum,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+        worker_init_fn=ignore_stop_signals,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     if collate is None:
         return loader, eval_loader
-    return (DeviceDecodedLoader(loader, DeviceDecoder(train_transform(config, augment=AUGMENTATION[cfg.data],
-                                                                      tensor_input=True), device)),
-            DeviceDecodedLoader(eval_loader, DeviceDecoder(eval_transform(config, tensor_input=True), device)))
-
+    return (
+        DeviceDecodedLoader(
+            loader, DeviceDecoder(train_transform(config, augment=AUGMENTATION[cfg.data], tensor_input=True), device)
+        ),
+        DeviceDecodedLoader(eval_loader, DeviceDecoder(eval_transform(config, tensor_input=True), device)),
+    )

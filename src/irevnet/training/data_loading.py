@@ -26,8 +26,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .preemption import STOP_SIGNALS
 
-__all__ = ["ResumableSampler", "SeededItems", "default_workers", "train_loader", "item_seed", "seeded_rngs",
-           "ignore_stop_signals"]
+__all__ = [
+    "ResumableSampler",
+    "SeededItems",
+    "default_workers",
+    "train_loader",
+    "item_seed",
+    "seeded_rngs",
+    "ignore_stop_signals",
+]
 
 # Data sets whose items are ready tensors in memory: worker processes would only add overhead.
 _IN_MEMORY = frozenset({"digits", "synthetic"})
@@ -147,9 +154,17 @@ def ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def train_loader(dataset: Dataset, sampler: ResumableSampler, *, batch_size: int, workers: int, pin_memory: bool,
-                 prefetch_factor: int = 4, collate_fn: Callable | None = None, defer_seeding: bool = False,
-                 ) -> DataLoader:
+def train_loader(
+    dataset: Dataset,
+    sampler: ResumableSampler,
+    *,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool,
+    prefetch_factor: int = 4,
+    collate_fn: Callable | None = None,
+    defer_seeding: bool = False,
+) -> DataLoader:
     """The training ``DataLoader``: persistent workers with prefetch, pinned memory on CUDA.
 
     ``defer_seeding``: see :class:`SeededItems` (``collate_fn`` then receives the seeds).
@@ -157,6 +172,13 @@ def train_loader(dataset: Dataset, sampler: ResumableSampler, *, batch_size: int
     extra: dict[str, Any] = {}
     if workers > 0:
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": ignore_stop_signals}
-    return DataLoader(SeededItems(dataset, defer=defer_seeding), batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate_fn,
-                      generator=torch.Generator().manual_seed(sampler.seed), **extra)
+    return DataLoader(
+        SeededItems(dataset, defer=defer_seeding),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(sampler.seed),
+        **extra,
+    )

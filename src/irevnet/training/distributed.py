@@ -16,8 +16,15 @@ from torch import Tensor, nn
 from .device import resolve_device
 from .stats import Stats
 
-__all__ = ["DistContext", "init_distributed", "reduce_stats", "broadcast_buffers", "gather_objects", "any_flags",
-           "max_int"]
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "reduce_stats",
+    "broadcast_buffers",
+    "gather_objects",
+    "any_flags",
+    "max_int",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,11 @@ def reduce_stats(stats: Stats, ctx: DistContext, device: torch.device) -> Stats:
     stats = stats.read()
     if not ctx.enabled:
         return stats
-    sums = torch.tensor([stats.loss_sum, stats.correct1, stats.correct5, stats.samples, stats.compile_samples],
-                        dtype=torch.float64, device=device)
+    sums = torch.tensor(
+        [stats.loss_sum, stats.correct1, stats.correct5, stats.samples, stats.compile_samples],
+        dtype=torch.float64,
+        device=device,
+    )
     times = torch.tensor([stats.seconds, stats.compile_seconds], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     dist.all_reduce(times, op=dist.ReduceOp.MAX)

@@ -34,8 +34,11 @@ def model_ema(model: nn.Module, decay: float, *, warmup: bool = True) -> Average
     if not 0.0 < decay < 1.0:
         raise ValueError(f"decay must be in (0, 1), got {decay}")
 
-    def update(ema_params: list[Tensor] | tuple[Tensor, ...], params: list[Tensor] | tuple[Tensor, ...],
-               n_averaged: Tensor | int) -> None:
+    def update(
+        ema_params: list[Tensor] | tuple[Tensor, ...],
+        params: list[Tensor] | tuple[Tensor, ...],
+        n_averaged: Tensor | int,
+    ) -> None:
         # The count AveragedModel keeps on the CPU (it is given no device): reading the device's
         # copy, ``n_averaged``, would wait for the device.
         get_ema_multi_avg_fn(ema_decay_at(decay, int(ema.n_averaged), warmup=warmup))(ema_params, params, n_averaged)

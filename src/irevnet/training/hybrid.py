@@ -29,8 +29,9 @@ class HybridCriterion:
     ``model`` must be bijective (ValueError otherwise). :meth:`remove` detaches the hook.
     """
 
-    def __init__(self, model: IRevNet, nll_weight: float,
-                 base: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> None:
+    def __init__(
+        self, model: IRevNet, nll_weight: float, base: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    ) -> None:
         model.require_density(f"the hybrid objective (nll_weight={nll_weight})")
         self.nll_weight = nll_weight
         self.base = base

@@ -42,7 +42,11 @@ class ReconstructionMonitor:
 
     @classmethod
     def from_dataset(
-        cls, dataset: Dataset, *, size: int = 64, threshold: float | None = DEFAULT_RECON_THRESHOLD,
+        cls,
+        dataset: Dataset,
+        *,
+        size: int = 64,
+        threshold: float | None = DEFAULT_RECON_THRESHOLD,
         device: torch.device | str = "cpu",
     ) -> "ReconstructionMonitor":
         """Monitor the first ``size`` images of ``dataset`` (a held-out split: the same ones every time)."""
@@ -64,6 +68,11 @@ class ReconstructionMonitor:
             log.warning(
                 "the inverse is losing precision: mean relative reconstruction error %.3g on %d held-out images "
                 "exceeds %.3g (conditioning floor %.3g, i.e. %.1fx the error an exact inverse of the rounded Φ "
-                "would make). Reported once.", error, len(self.x), self.threshold, floor, error / floor if floor
-                else float("inf"))
+                "would make). Reported once.",
+                error,
+                len(self.x),
+                self.threshold,
+                floor,
+                error / floor if floor else float("inf"),
+            )
         return {"recon_rel_error": error, "recon_floor": floor}

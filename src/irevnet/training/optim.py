@@ -42,16 +42,24 @@ def build_optimizer(params: nn.Module | Iterable[nn.Parameter], recipe: Recipe, 
     if recipe.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(_param_groups(params, recipe.weight_decay), lr=recipe.lr)
     else:
-        opt = torch.optim.SGD(params.parameters() if isinstance(params, nn.Module) else params, lr=recipe.lr,
-                              momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+        opt = torch.optim.SGD(
+            params.parameters() if isinstance(params, nn.Module) else params,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
+        )
     total = recipe.epochs * steps_per_epoch
     if recipe.schedule == "onecycle":
         return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total), True
     if recipe.schedule == "cosine":
         warmup = round(recipe.warmup_epochs * steps_per_epoch)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(_warmup_cosine, warmup=warmup, total=total)), True
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_milestones),
-                                                     gamma=recipe.lr_gamma), False
+    return (
+        opt,
+        torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(recipe.lr_milestones), gamma=recipe.lr_gamma),
+        False,
+    )
 
 
 def load_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict, *, stretch: bool) -> None:
@@ -77,8 +85,9 @@ def build_criterion(recipe: Recipe, model: IRevNet | None = None) -> Criterion:
     """The training loss ``criterion(logits, target)``: cross-entropy with the recipe's label smoothing,
     plus ``nll_weight`` × the negative log-density of the input with the hybrid objective
     (which reads Φ from ``model``'s head: pass the model it trains)."""
-    base: Criterion = (partial(F.cross_entropy, label_smoothing=recipe.label_smoothing) if recipe.label_smoothing
-                       else F.cross_entropy)
+    base: Criterion = (
+        partial(F.cross_entropy, label_smoothing=recipe.label_smoothing) if recipe.label_smoothing else F.cross_entropy
+    )
     if recipe.nll_weight:
         if model is None:
             raise ValueError("the hybrid objective (nll_weight > 0) needs the model it trains")

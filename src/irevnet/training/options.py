@@ -129,8 +129,10 @@ def resolve_model_config(cfg: TrainConfig, data: DataSplits | None = None) -> IR
     shape and classes from it).
     """
     if "dropout" in cfg.model_overrides:
-        raise ConfigError("dropout is a recipe field (the recipe is its one source); set it in the recipe, "
-                          "not as a model override", option="dropout")
+        raise ConfigError(
+            "dropout is a recipe field (the recipe is its one source); set it in the recipe, not as a model override",
+            option="dropout",
+        )
     config = get_preset(cfg.preset).replace(**cfg.model_overrides)
     return config if data is None else fit_to_data(config, cfg, data)
 
@@ -141,36 +143,58 @@ def fit_to_data(config: IRevNetConfig, cfg: TrainConfig, data: DataSplits) -> IR
     for key in ("num_classes", "input_shape"):
         # An explicit override that contradicts the data would fail later, deep in the loss.
         if key in cfg.model_overrides and getattr(config, key) != getattr(data, key):
-            raise ConfigError(f"model {key}={getattr(config, key)} contradicts data set {cfg.data}, which has "
-                              f"{key} {getattr(data, key)}", option=key)
+            raise ConfigError(
+                f"model {key}={getattr(config, key)} contradicts data set {cfg.data}, which has "
+                f"{key} {getattr(data, key)}",
+                option=key,
+            )
     if data.num_classes != config.num_classes:
-        log.info("%s has %d classes: building %s with num_classes=%d", cfg.data, data.num_classes, cfg.preset,
-                 data.num_classes)
-    return config.replace(num_classes=data.num_classes, input_shape=tuple(data.input_shape),
-                          dropout=cfg.recipe.dropout, label_names=data.class_names)
+        log.info(
+            "%s has %d classes: building %s with num_classes=%d",
+            cfg.data,
+            data.num_classes,
+            cfg.preset,
+            data.num_classes,
+        )
+    return config.replace(
+        num_classes=data.num_classes,
+        input_shape=tuple(data.input_shape),
+        dropout=cfg.recipe.dropout,
+        label_names=data.class_names,
+    )
 
 
 def check_options(cfg: TrainConfig, world_size: int) -> int:
     """Refuse option values that cannot run (:class:`~irevnet.errors.ConfigError` naming the
     option); returns the images each process loads per micro-batch."""
-    for name, value, least in (("accum", cfg.accum, 1), ("eval_every", cfg.eval_every, 0),
-                               ("workers", 0 if cfg.workers is None else cfg.workers, 0),
-                               ("save_every", cfg.save_every, 0), ("skip_nonfinite", cfg.skip_nonfinite, 0)):
+    for name, value, least in (
+        ("accum", cfg.accum, 1),
+        ("eval_every", cfg.eval_every, 0),
+        ("workers", 0 if cfg.workers is None else cfg.workers, 0),
+        ("save_every", cfg.save_every, 0),
+        ("skip_nonfinite", cfg.skip_nonfinite, 0),
+    ):
         if value < least:
             raise ConfigError(f"{name} must be >= {least}, got {value}", option=name)
     if cfg.save_pretrained is not None:
         folder = Path(cfg.save_pretrained)
         if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"{folder} is a file; save_pretrained names the model folder to write",
-                              option="save_pretrained")
+            raise ConfigError(
+                f"{folder} is a file; save_pretrained names the model folder to write", option="save_pretrained"
+            )
         if folder.resolve() == Path(cfg.out).resolve():
-            raise ConfigError("save_pretrained cannot be the run folder itself (its config.json is the run's); "
-                              f"use e.g. {Path(cfg.out) / 'model'}", option="save_pretrained")
+            raise ConfigError(
+                "save_pretrained cannot be the run folder itself (its config.json is the run's); "
+                f"use e.g. {Path(cfg.out) / 'model'}",
+                option="save_pretrained",
+            )
     if cfg.full_float32 and cfg.allow_tf32:
-        raise ConfigError("full_float32 (train in IEEE float32) contradicts allow_tf32; choose one",
-                          option="full_float32")
+        raise ConfigError(
+            "full_float32 (train in IEEE float32) contradicts allow_tf32; choose one", option="full_float32"
+        )
     denom = world_size * cfg.accum
     if cfg.recipe.batch_size % denom:
-        raise ConfigError(f"batch_size {cfg.recipe.batch_size} is not divisible by world_size x accum = {denom}",
-                          option="batch_size")
+        raise ConfigError(
+            f"batch_size {cfg.recipe.batch_size} is not divisible by world_size x accum = {denom}", option="batch_size"
+        )
     return cfg.recipe.batch_size // denom

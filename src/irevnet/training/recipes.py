@@ -81,10 +81,13 @@ class Recipe:
         if not 0.0 <= self.warmup_epochs <= self.epochs:
             raise bad("warmup_epochs", f"in [0, epochs={self.epochs}]")
         if any(m < 1 for m in self.lr_milestones):
-            raise ConfigError(f"recipe lr_milestones must be epochs >= 1, got {list(self.lr_milestones)}",
-                              option="lr_milestones")
+            raise ConfigError(
+                f"recipe lr_milestones must be epochs >= 1, got {list(self.lr_milestones)}", option="lr_milestones"
+            )
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}", option="optimizer")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}", option="optimizer"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}", option="schedule")
 
@@ -100,30 +103,64 @@ class Recipe:
 
 _RECIPES: dict[str, Recipe] = {
     # Bundled digits: reaches >= 0.96 test accuracy in well under a minute on 2 CPU cores.
-    "digits": Recipe(name="digits", epochs=50, batch_size=64, lr=0.05, weight_decay=5e-4,
-                     nesterov=True, schedule="onecycle"),
+    "digits": Recipe(
+        name="digits", epochs=50, batch_size=64, lr=0.05, weight_decay=5e-4, nesterov=True, schedule="onecycle"
+    ),
     # Bijective digits-b (10,650 parameters): ~0.98 test accuracy in about 30 s on the CPU. Batches
     # of 128 keep its BatchNorm running statistics steady (with 64 the final accuracy varied 0.93-0.96).
-    "digits-b": Recipe(name="digits-b", epochs=80, batch_size=128, lr=0.05, weight_decay=5e-4,
-                       nesterov=True, schedule="onecycle"),
+    "digits-b": Recipe(
+        name="digits-b", epochs=80, batch_size=128, lr=0.05, weight_decay=5e-4, nesterov=True, schedule="onecycle"
+    ),
     # The reference CIFAR code (PAPER.md): lr 0.1 x0.2 at epochs 60/120/160 of 200, dropout 0.1.
-    "cifar10": Recipe(name="cifar10", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
-                      schedule="step", lr_milestones=(60, 120, 160), lr_gamma=0.2, dropout=0.1),
+    "cifar10": Recipe(
+        name="cifar10",
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        weight_decay=5e-4,
+        schedule="step",
+        lr_milestones=(60, 120, 160),
+        lr_gamma=0.2,
+        dropout=0.1,
+    ),
     # The paper's ImageNet recipe as the reference code runs it: 128 epochs, lr /10 every 32.
-    "imagenet": Recipe(name="imagenet", epochs=128, batch_size=256, lr=0.1, weight_decay=1e-4,
-                       schedule="step", lr_milestones=(32, 64, 96), lr_gamma=0.1),
+    "imagenet": Recipe(
+        name="imagenet",
+        epochs=128,
+        batch_size=256,
+        lr=0.1,
+        weight_decay=1e-4,
+        schedule="step",
+        lr_milestones=(32, 64, 96),
+        lr_gamma=0.1,
+    ),
 }
 _RECIPES["cifar100"] = _RECIPES["cifar10"].replace(name="cifar100")
 # Beside the paper's: the ingredients of today's ImageNet recipes (AdamW, cosine with warm-up,
 # label smoothing, weight EMA), at a global batch of 1024 (lr scaled from 1e-3 at 256).
 # Not tuned on i-RevNet: a starting point, not a reproduction.
 _RECIPES["imagenet-adamw"] = Recipe(
-    name="imagenet-adamw", epochs=100, batch_size=1024, lr=4e-3, weight_decay=0.05, optimizer="adamw",
-    schedule="cosine", warmup_epochs=5, label_smoothing=0.1, ema_decay=0.9998)
+    name="imagenet-adamw",
+    epochs=100,
+    batch_size=1024,
+    lr=4e-3,
+    weight_decay=0.05,
+    optimizer="adamw",
+    schedule="cosine",
+    warmup_epochs=5,
+    label_smoothing=0.1,
+    ema_decay=0.9998,
+)
 
 # The recipe a model preset trains with unless --recipe says otherwise.
-_PRESET_RECIPES = {"digits": "digits", "digits-b": "digits-b", "cifar10": "cifar10", "cifar100": "cifar100",
-                   "imagenet-a": "imagenet", "imagenet-b": "imagenet"}
+_PRESET_RECIPES = {
+    "digits": "digits",
+    "digits-b": "digits-b",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "imagenet-a": "imagenet",
+    "imagenet-b": "imagenet",
+}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -140,8 +177,9 @@ def list_recipes() -> list[str]:
 def recipe_for_preset(preset: str) -> Recipe:
     """The paper's recipe for model preset ``preset`` (``imagenet-b`` -> ``imagenet``, ...)."""
     if preset not in _PRESET_RECIPES:
-        raise ConfigError(f"no default recipe for preset {preset!r}; choose a recipe ({', '.join(list_recipes())})",
-                          option="recipe")
+        raise ConfigError(
+            f"no default recipe for preset {preset!r}; choose a recipe ({', '.join(list_recipes())})", option="recipe"
+        )
     return get_recipe(_PRESET_RECIPES[preset])
 
 
@@ -197,12 +235,14 @@ def parse_overrides(defaults: Any, items: list[str]) -> dict[str, Any]:
             if depth < len(path) - 1:
                 obj, target = getattr(obj, part), target.setdefault(part, {})
                 if not dataclasses.is_dataclass(obj):
-                    raise ConfigError(f"bad override {item!r}: {'.'.join(path[:depth + 1])} has no fields")
+                    raise ConfigError(f"bad override {item!r}: {'.'.join(path[: depth + 1])} has no fields")
         name = path[-1]
         if dataclasses.is_dataclass(getattr(obj, name)):
             sub = [f.name for f in dataclasses.fields(getattr(obj, name))]
-            raise ConfigError(f"bad override {item!r}: {key} is a group of fields ({', '.join(sub)}); set them one "
-                              f"by one, e.g. {key}.{sub[-1]}=...")
+            raise ConfigError(
+                f"bad override {item!r}: {key} is a group of fields ({', '.join(sub)}); set them one "
+                f"by one, e.g. {key}.{sub[-1]}=..."
+            )
         try:
             target[name] = _parse_value(text.strip(), typing.get_type_hints(type(obj))[name])
         except ValueError as e:

@@ -29,19 +29,30 @@ class Reporter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ConfigError("tensorboard logging needs the tensorboard package: pip install "
-                                  "'irevnet[tensorboard]'", option="tensorboard") from None
+                raise ConfigError(
+                    "tensorboard logging needs the tensorboard package: pip install 'irevnet[tensorboard]'",
+                    option="tensorboard",
+                ) from None
             self.writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
 
     def config(self, parts: Parts, ctx: DistContext) -> None:
         """Write ``RUN/config.json``: the run's options, the resolved model configuration, where it runs."""
         if self.main:
             model = parts.model
-            self.run.write_config({
-                "train": self.cfg.to_dict(), "model": model.config.to_dict(), "parameters": model.num_parameters(),
-                "world_size": ctx.world_size, "batch_per_rank": parts.batch_per_rank, "workers": parts.workers,
-                "device": str(parts.device), "train_images": len(parts.data.train),  # type: ignore[arg-type]
-                "eval_images": len(parts.data.eval), "torch": torch.__version__})  # type: ignore[arg-type]
+            self.run.write_config(
+                {
+                    "train": self.cfg.to_dict(),
+                    "model": model.config.to_dict(),
+                    "parameters": model.num_parameters(),
+                    "world_size": ctx.world_size,
+                    "batch_per_rank": parts.batch_per_rank,
+                    "workers": parts.workers,
+                    "device": str(parts.device),
+                    "train_images": len(parts.data.train),  # type: ignore[arg-type]
+                    "eval_images": len(parts.data.eval),
+                    "torch": torch.__version__,
+                }
+            )  # type: ignore[arg-type]
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl``, add it to TensorBoard and log its line."""
@@ -57,14 +68,25 @@ class Reporter:
             text = f" | eval top1 {record['eval_top1']:.4f} top5 {record['eval_top5']:.4f}"
             for other in ("ema", "trained"):
                 if f"eval_{other}_top1" in record:
-                    text += (f" ({'trained weights' if other == 'ema' else 'EMA'}; {other}: top1 "
-                             f"{record[f'eval_{other}_top1']:.4f})")
+                    text += (
+                        f" ({'trained weights' if other == 'ema' else 'EMA'}; {other}: top1 "
+                        f"{record[f'eval_{other}_top1']:.4f})"
+                    )
         if "recon_rel_error" in record:
             text += f" | recon {record['recon_rel_error']:.1e} (floor {record['recon_floor']:.1e})"
         compiled = f", {record['compile_seconds']:.1f} s compiling" if record["compile_seconds"] else ""
-        log.info("epoch %d/%d: loss %.4f top1 %.4f lr %.3g | %.0f img/s, %.1f s%s%s", record["epoch"],
-                 self.cfg.recipe.epochs, record["loss"], record["top1"], record["lr"], record["img_per_s"],
-                 record["epoch_seconds"], compiled, text)
+        log.info(
+            "epoch %d/%d: loss %.4f top1 %.4f lr %.3g | %.0f img/s, %.1f s%s%s",
+            record["epoch"],
+            self.cfg.recipe.epochs,
+            record["loss"],
+            record["top1"],
+            record["lr"],
+            record["img_per_s"],
+            record["epoch_seconds"],
+            compiled,
+            text,
+        )
 
     def close(self) -> None:
         if self.writer is not None:

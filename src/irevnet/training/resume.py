@@ -33,11 +33,11 @@ def resume_path(run: RunDir, mode: str, ctx: DistContext, parts: Parts) -> Path 
     if mode == "no" and max_int(int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")), ctx, parts.device) > 0:
         mode = "auto"
     if mode == "yes" and not last.is_file():
-        raise FileNotFoundError(f"cannot resume: {last} does not exist (resume 'auto' starts fresh when it is "
-                                "absent)")
+        raise FileNotFoundError(f"cannot resume: {last} does not exist (resume 'auto' starts fresh when it is absent)")
     if mode == "no" and last.is_file():
-        raise ConfigError(f"{run.path} already holds a run ({last}); resume it or choose another output "
-                          "folder", option="resume")
+        raise ConfigError(
+            f"{run.path} already holds a run ({last}); resume it or choose another output folder", option="resume"
+        )
     return last if mode != "no" and last.is_file() else None
 
 
@@ -48,8 +48,9 @@ def _beside(parts: Parts) -> dict[str, Any]:
     return {"model" if name == "trained" else "ema": net for name, net in other.items()}
 
 
-def save(run: RunDir, parts: Parts, progress: Progress, cfg: TrainConfig, ctx: DistContext, *,
-         best: bool = False) -> None:
+def save(
+    run: RunDir, parts: Parts, progress: Progress, cfg: TrainConfig, ctx: DistContext, *, best: bool = False
+) -> None:
     """Write ``last.pt`` (and ``best.pt`` first when ``best``); collective, rank 0 writes."""
     state = {
         **progress.to_dict(),
@@ -79,9 +80,11 @@ def restore(path: Path, parts: Parts, cfg: TrainConfig, ctx: DistContext) -> Pro
     parts.written_model.load_state_dict(payload["state_dict"])
     for key, net in _beside(parts).items():
         if key not in state:
-            raise CheckpointError(f"{path} holds no {'trained' if key == 'model' else 'EMA'} weights in its "
-                                  "trainer state: it was written with another ema_as_model setting",
-                                  option="ema_as_model")
+            raise CheckpointError(
+                f"{path} holds no {'trained' if key == 'model' else 'EMA'} weights in its "
+                "trainer state: it was written with another ema_as_model setting",
+                option="ema_as_model",
+            )
         net.load_state_dict(state[key])
     progress = Progress.from_state(state)
     if parts.ema is not None:
@@ -91,24 +94,42 @@ def restore(path: Path, parts: Parts, cfg: TrainConfig, ctx: DistContext) -> Pro
     epochs = payload["recipe"]["epochs"]
     load_schedule(parts.scheduler, state["scheduler"], stretch=epochs != cfg.recipe.epochs)
     if epochs != cfg.recipe.epochs:
-        log.info("the run had %d epochs, now %d: %s; lr %.3g -> %.3g at step %d", epochs, cfg.recipe.epochs,
-                 f"the {cfg.recipe.schedule} schedule is stretched over {cfg.recipe.epochs} epochs (the remaining "
-                 f"steps follow a {cfg.recipe.epochs}-epoch run's)" if parts.per_step else
-                 "the step schedule keeps its milestones (epochs)", lr, parts.optimizer.param_groups[0]["lr"],
-                 progress.step)
+        log.info(
+            "the run had %d epochs, now %d: %s; lr %.3g -> %.3g at step %d",
+            epochs,
+            cfg.recipe.epochs,
+            f"the {cfg.recipe.schedule} schedule is stretched over {cfg.recipe.epochs} epochs (the remaining "
+            f"steps follow a {cfg.recipe.epochs}-epoch run's)"
+            if parts.per_step
+            else "the step schedule keeps its milestones (epochs)",
+            lr,
+            parts.optimizer.param_groups[0]["lr"],
+            progress.step,
+        )
     parts.scaler.load_state_dict(state["scaler"])
     if state["data_order"]["sampler_seed"] != parts.sampler.seed:
-        raise ConfigError(f"{path} was trained with seed {state['data_order']['sampler_seed']}, this run has "
-                          f"{parts.sampler.seed}; resume with the same seed", option="seed")
+        raise ConfigError(
+            f"{path} was trained with seed {state['data_order']['sampler_seed']}, this run has "
+            f"{parts.sampler.seed}; resume with the same seed",
+            option="seed",
+        )
     if state["data_order"].get("val_split") != cfg.val_split:  # another split: other training images
-        raise ConfigError(f"{path} was trained with val_split {state['data_order'].get('val_split')}, this run "
-                          f"has {cfg.val_split}; resume with the same split", option="val_split")
+        raise ConfigError(
+            f"{path} was trained with val_split {state['data_order'].get('val_split')}, this run "
+            f"has {cfg.val_split}; resume with the same split",
+            option="val_split",
+        )
     if state["world_size"] == ctx.world_size:
         set_rng_state(state["rng"][ctx.rank], parts.device)
     else:
-        log.warning("%s was written by %d processes, this run has %d: RNG streams are re-seeded and the "
-                    "epoch restarts from its beginning, so the run is not bit-identical to an uninterrupted "
-                    "one", path, state["world_size"], ctx.world_size)
+        log.warning(
+            "%s was written by %d processes, this run has %d: RNG streams are re-seeded and the "
+            "epoch restarts from its beginning, so the run is not bit-identical to an uninterrupted "
+            "one",
+            path,
+            state["world_size"],
+            ctx.world_size,
+        )
         seed_everything(cfg.seed + 7919 * ctx.rank + 104729 * progress.epoch)
         # Positions inside the epoch belong to the old sharding.
         progress.start_epoch(progress.epoch)

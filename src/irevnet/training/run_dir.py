@@ -88,8 +88,13 @@ class RunDir:
         train = json.loads((self.path / self.CONFIG).read_text()).get("train", {})
         evaluated = [r for r in rows if "eval_top1" in r]
         row = max(evaluated, key=lambda r: r["eval_top1"]) if checkpoint == self.BEST and evaluated else rows[-1]
-        out: dict[str, Any] = {"data": train.get("data"), "recipe": train.get("recipe", {}).get("name"),
-                               "epochs trained": rows[-1]["epoch"], "epoch of these weights": row["epoch"],
-                               "train_loss": row["loss"], "train_top1": row["top1"]}
+        out: dict[str, Any] = {
+            "data": train.get("data"),
+            "recipe": train.get("recipe", {}).get("name"),
+            "epochs trained": rows[-1]["epoch"],
+            "epoch of these weights": row["epoch"],
+            "train_loss": row["loss"],
+            "train_top1": row["top1"],
+        }
         out.update({k: row[k] for k in ("eval_loss", "eval_top1", "eval_top5") if k in row})
         return {k: v for k, v in out.items() if v is not None}

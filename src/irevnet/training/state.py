@@ -40,8 +40,14 @@ class Progress:
     stats: Stats = field(default_factory=Stats)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "best_top1": self.best_top1,
-                "skipped": self.skipped, "epoch_stats": self.stats.to_state()}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "best_top1": self.best_top1,
+            "skipped": self.skipped,
+            "epoch_stats": self.stats.to_state(),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Progress":
@@ -50,8 +56,14 @@ class Progress:
         else:  # the positional form of earlier checkpoints: [loss_sum, correct1, correct5, samples, seconds]
             loss_sum, c1, c5, n, seconds = state["sums"]
             stats = Stats(float(loss_sum), float(c1), float(c5), int(n), float(seconds))
-        return cls(epoch=int(state["epoch"]), batch=int(state["batch"]), step=int(state["step"]),
-                   best_top1=float(state["best_top1"]), skipped=int(state["skipped"]), stats=stats)
+        return cls(
+            epoch=int(state["epoch"]),
+            batch=int(state["batch"]),
+            step=int(state["step"]),
+            best_top1=float(state["best_top1"]),
+            skipped=int(state["skipped"]),
+            stats=stats,
+        )
 
     def start_epoch(self, epoch: int) -> None:
         """Position at the beginning of epoch ``epoch`` (0-based), with nothing summed yet."""
@@ -65,8 +77,12 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
     }
 
@@ -77,8 +93,9 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["internal"]), p["gauss"]))
 
@@ -90,8 +107,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetConfig,
-                    recipe: dict[str, Any]) -> dict[str, Any]:
+def check_resumable(
+    path: Path, payload: dict[str, Any], model_config: IRevNetConfig, recipe: dict[str, Any]
+) -> dict[str, Any]:
     """The trainer state of checkpoint ``payload``, if this run (model, recipe) may continue it.
 
     The optimizer and scheduler states carry the old lr, milestones and step count, so a
@@ -101,8 +119,9 @@ def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetCo
     """
     saved = IRevNetConfig.from_dict(payload["config"])
     if saved != model_config:
-        raise CheckpointError(f"{path} was trained with model {saved.to_dict()}, "
-                              f"but this run builds {model_config.to_dict()}")
+        raise CheckpointError(
+            f"{path} was trained with model {saved.to_dict()}, but this run builds {model_config.to_dict()}"
+        )
     state = payload.get("trainer")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds weights only (no trainer state); it cannot be resumed")
@@ -111,12 +130,17 @@ def check_resumable(path: Path, payload: dict[str, Any], model_config: IRevNetCo
     changed = sorted(k for k in recipe if trained.get(k) != recipe[k] and k != "epochs")
     if changed:
         diffs = ", ".join(f"{k}: {trained.get(k)!r} -> {recipe[k]!r}" for k in changed)
-        raise CheckpointError(f"{path} was trained with a different recipe ({diffs}); resume with the same "
-                              "settings, or start a new run in another folder")
+        raise CheckpointError(
+            f"{path} was trained with a different recipe ({diffs}); resume with the same "
+            "settings, or start a new run in another folder"
+        )
     if recipe["epochs"] != trained["epochs"]:
         least = state["epoch"] + (1 if state["batch"] else 0)  # an epoch begun must be finished
         if recipe["epochs"] < least:
-            raise CheckpointError(f"{path} has trained {state['epoch']} epoch(s)"
-                                  f"{' and part of the next' if state['batch'] else ''}: epochs must be at least "
-                                  f"{least} to resume it, got {recipe['epochs']}", option="epochs")
+            raise CheckpointError(
+                f"{path} has trained {state['epoch']} epoch(s)"
+                f"{' and part of the next' if state['batch'] else ''}: epochs must be at least "
+                f"{least} to resume it, got {recipe['epochs']}",
+                option="epochs",
+            )
     return state

@@ -85,5 +85,12 @@ class Stats:
 
     @classmethod
     def from_state(cls, state: dict[str, float]) -> "Stats":
-        return cls(float(state["loss_sum"]), float(state["correct1"]), float(state["correct5"]), int(state["samples"]),
-                   float(state["seconds"]), float(state["compile_seconds"]), int(state["compile_samples"]))
+        return cls(
+            float(state["loss_sum"]),
+            float(state["correct1"]),
+            float(state["correct5"]),
+            int(state["samples"]),
+            float(state["seconds"]),
+            float(state["compile_seconds"]),
+            int(state["compile_samples"]),
+        )

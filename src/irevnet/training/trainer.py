@@ -96,12 +96,27 @@ class _Engine:
             # Drop records of epochs after the checkpoint (killed between the two writes).
             history = self.run.truncate_metrics(self.progress.epoch)
         if resume_from is not None:
-            log.info("resuming %s from %s at epoch %d/%d, step %d", self.run.path, resume_from,
-                     self.progress.epoch + 1, cfg.recipe.epochs, self.progress.step)
-        log.info("training %s (%s parameters) on %s: %d images, %d process(es) x %d per batch x accum %d, "
-                 "%d loader worker(s), %s", cfg.preset, f"{parts.model.num_parameters():,}", cfg.data,
-                 len(parts.data.train), self.dist.world_size, parts.batch_per_rank, cfg.accum,  # type: ignore[arg-type]
-                 parts.workers, parts.device)
+            log.info(
+                "resuming %s from %s at epoch %d/%d, step %d",
+                self.run.path,
+                resume_from,
+                self.progress.epoch + 1,
+                cfg.recipe.epochs,
+                self.progress.step,
+            )
+        log.info(
+            "training %s (%s parameters) on %s: %d images, %d process(es) x %d per batch x accum %d, "
+            "%d loader worker(s), %s",
+            cfg.preset,
+            f"{parts.model.num_parameters():,}",
+            cfg.data,
+            len(parts.data.train),
+            self.dist.world_size,
+            parts.batch_per_rank,
+            cfg.accum,  # type: ignore[arg-type]
+            parts.workers,
+            parts.device,
+        )
         try:
             with StopSignals() as stop:
                 while self.progress.epoch < cfg.recipe.epochs:
@@ -116,14 +131,20 @@ class _Engine:
         except torch.OutOfMemoryError as e:
             raise OutOfMemoryError(
                 f"out of memory on {parts.device} with {parts.batch_per_rank} images per process and step: "
-                f"{str(e).splitlines()[0]}", batch_per_process=parts.batch_per_rank, device=str(parts.device)) from e
+                f"{str(e).splitlines()[0]}",
+                batch_per_process=parts.batch_per_rank,
+                device=str(parts.device),
+            ) from e
         finally:
             reporter.close()
         if main and cfg.save_pretrained:
             best = self.run.best.is_file()
             save_pretrained(load_model(self.run.best) if best else parts.written_model, cfg.save_pretrained)
-            log.info("wrote the %s model to %s (config.json + model.safetensors)", "best" if best else "final",
-                     cfg.save_pretrained)
+            log.info(
+                "wrote the %s model to %s (config.json + model.safetensors)",
+                "best" if best else "final",
+                cfg.save_pretrained,
+            )
         return TrainResult(parts.written_model, history, self.progress.best_top1, step=self.progress.step)
 
     def _stop_requested(self, stop: StopSignals) -> bool:
@@ -134,11 +155,16 @@ class _Engine:
             self._save()
         p = self.progress
         name = stop.received.name if stop.received is not None else None
-        log.warning("stopped by %s at epoch %d, batch %d/%d (step %d): saved %s; continue with resume",
-                    name or "a stop signal on another rank", p.epoch + 1, p.batch, self.parts.batches_per_epoch,
-                    p.step, self.run.last)
-        return TrainResult(self.parts.written_model, history, p.best_top1, preempted=True, step=p.step,
-                           stopped_by=name)
+        log.warning(
+            "stopped by %s at epoch %d, batch %d/%d (step %d): saved %s; continue with resume",
+            name or "a stop signal on another rank",
+            p.epoch + 1,
+            p.batch,
+            self.parts.batches_per_epoch,
+            p.step,
+            self.run.last,
+        )
+        return TrainResult(self.parts.written_model, history, p.best_top1, preempted=True, step=p.step, stopped_by=name)
 
     def _train_epoch(self, stop: StopSignals) -> bool:
         """Train the rest of epoch ``progress.epoch``; False when a stop signal ended it early (saved)."""
@@ -147,23 +173,42 @@ class _Engine:
         parts.net.train()
         scaler = parts.scaler if parts.scaler.is_enabled() else None
         remaining = math.ceil((parts.batches_per_epoch - p.batch) / cfg.accum)
-        bar = tqdm(micro_batch_groups(parts.loader, cfg.accum), total=remaining, leave=False, unit="step",
-                   desc=f"epoch {p.epoch + 1}/{cfg.recipe.epochs}", disable=not (cfg.progress and self.dist.is_main))
+        bar = tqdm(
+            micro_batch_groups(parts.loader, cfg.accum),
+            total=remaining,
+            leave=False,
+            unit="step",
+            desc=f"epoch {p.epoch + 1}/{cfg.recipe.epochs}",
+            disable=not (cfg.progress and self.dist.is_main),
+        )
         parts.optimizer.zero_grad(set_to_none=True)
         clock = time.perf_counter()
         for group in bar:
             graphs, samples = _graphs_compiled(), p.stats.samples
             with self._precision():
-                loss_ok = forward_backward(parts.net, group, accum=cfg.accum, device=parts.device, stats=p.stats,
-                                           criterion=parts.criterion, amp_dtype=parts.amp_dtype, scaler=scaler,
-                                           channels_last=cfg.channels_last, before_step=self._mark_step)
+                loss_ok = forward_backward(
+                    parts.net,
+                    group,
+                    accum=cfg.accum,
+                    device=parts.device,
+                    stats=p.stats,
+                    criterion=parts.criterion,
+                    amp_dtype=parts.amp_dtype,
+                    scaler=scaler,
+                    channels_last=cfg.channels_last,
+                    before_step=self._mark_step,
+                )
             # With fp16 the GradScaler skips steps with inf/NaN gradients itself (and lowers its scale).
             bad_grads = ~grads_finite(parts.model.parameters()) if scaler is None else False
             stop_now, bad_loss, bad_grads = any_flags([stop.requested, ~loss_ok, bad_grads], self.dist, parts.device)
             if bad_loss or bad_grads:
                 self._nonfinite("loss" if bad_loss else "gradient")
-            optimizer_step(parts.optimizer, scaler=scaler, scheduler=parts.scheduler if parts.per_step else None,
-                           skip=bad_loss or bad_grads)
+            optimizer_step(
+                parts.optimizer,
+                scaler=scaler,
+                scheduler=parts.scheduler if parts.per_step else None,
+                skip=bad_loss or bad_grads,
+            )
             if parts.ema is not None and not (bad_loss or bad_grads):
                 parts.ema.update_parameters(parts.model)
             p.batch += len(group)
@@ -176,8 +221,9 @@ class _Engine:
             clock = now
             if not bar.disable:
                 s = p.stats.read()
-                bar.set_postfix(loss=f"{s.loss:.3f}", acc=f"{s.top1:.3f}",
-                                img_s=f"{s.images_per_second * self.dist.world_size:.0f}")
+                bar.set_postfix(
+                    loss=f"{s.loss:.3f}", acc=f"{s.top1:.3f}", img_s=f"{s.images_per_second * self.dist.world_size:.0f}"
+                )
             if stop_now:
                 bar.close()
                 return False
@@ -192,17 +238,23 @@ class _Engine:
         where = f"step {p.step + 1} (epoch {p.epoch + 1}, batch {p.batch + 1}/{self.parts.batches_per_epoch})"
         if p.skipped < cfg.skip_nonfinite:
             p.skipped += 1
-            log.warning("non-finite %s at %s: step skipped (%d of %d allowed)", what, where, p.skipped,
-                        cfg.skip_nonfinite)
+            log.warning(
+                "non-finite %s at %s: step skipped (%d of %d allowed)", what, where, p.skipped, cfg.skip_nonfinite
+            )
             return
         if self.last_saved is None:
             kept = "no checkpoint has been written yet. Lower the learning rate"
         else:
-            kept = (f"the last good checkpoint is {self.last_saved[0]} (step {self.last_saved[1]}), left intact. "
-                    "Resume from it with a lower learning rate")
+            kept = (
+                f"the last good checkpoint is {self.last_saved[0]} (step {self.last_saved[1]}), left intact. "
+                "Resume from it with a lower learning rate"
+            )
         allowed = f" after skipping {p.skipped} such step(s)" if cfg.skip_nonfinite else ""
-        raise TrainingDivergedError(f"non-finite {what} at {where}{allowed}: the run stopped without saving; "
-                                    f"{kept}, or allow skipping such steps", option="skip_nonfinite")
+        raise TrainingDivergedError(
+            f"non-finite {what} at {where}{allowed}: the run stopped without saving; "
+            f"{kept}, or allow skipping such steps",
+            option="skip_nonfinite",
+        )
 
     def _finish_epoch(self, reporter: Reporter) -> dict[str, Any]:
         """Epoch ``progress.epoch`` is trained: reduce its statistics, evaluate, report, save."""
@@ -214,9 +266,17 @@ class _Engine:
         for net in parts.weights.values():
             broadcast_buffers(net, self.dist)
         epoch = p.epoch + 1
-        record: dict[str, Any] = {"epoch": epoch, "loss": stats.loss, "top1": stats.top1, "top5": stats.top5,
-                                  "lr": lr, "img_per_s": stats.images_per_second, "epoch_seconds": stats.seconds,
-                                  "compile_seconds": stats.compile_seconds, "samples": stats.samples}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "top1": stats.top1,
+            "top5": stats.top5,
+            "lr": lr,
+            "img_per_s": stats.images_per_second,
+            "epoch_seconds": stats.seconds,
+            "compile_seconds": stats.compile_seconds,
+            "samples": stats.samples,
+        }
         if cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.recipe.epochs):
             record.update(self._evaluate(epoch))
         is_best = "eval_top1" in record and record["eval_top1"] > p.best_top1
@@ -234,10 +294,16 @@ class _Engine:
         for name, net in parts.weights.items():
             # The bare model: DDP's forward is a collective, and shards may differ by a batch.
             with self._precision():
-                ev = evaluate(net, parts.eval_loader, device=parts.device, amp_dtype=parts.amp_dtype,
-                              channels_last=self.cfg.channels_last, before_batch=self._mark_step,
-                              desc=f"eval {epoch}/{self.cfg.recipe.epochs}",
-                              progress=self.cfg.progress and self.dist.is_main)
+                ev = evaluate(
+                    net,
+                    parts.eval_loader,
+                    device=parts.device,
+                    amp_dtype=parts.amp_dtype,
+                    channels_last=self.cfg.channels_last,
+                    before_batch=self._mark_step,
+                    desc=f"eval {epoch}/{self.cfg.recipe.epochs}",
+                    progress=self.cfg.progress and self.dist.is_main,
+                )
             ev = reduce_stats(ev, self.dist, parts.device)
             prefix = "eval" if name == parts.written else f"eval_{name}"
             out.update({f"{prefix}_loss": ev.loss, f"{prefix}_top1": ev.top1, f"{prefix}_top5": ev.top5})
