@@ -29,7 +29,19 @@ _MODULE_OF = {
     "IRevNet": "model",
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "IRevNet",
+    "IRevNetConfig",
+    "IRevNetError",
+    "create_model",
+    "init_weights_from",
+    "list_presets",
+    "load_model",
+    "save_model",
+]
 __version__ = "0.1.0"
 
 __getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

@@ -8,13 +8,21 @@ and matplotlib until something needs them.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def lazy_exports(
     package: str, module_of: dict[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package`` exporting ``module_of``'s names from its submodules."""
+    """``(__getattr__, __dir__)`` for ``package`` exporting ``module_of``'s names from its submodules.
+
+    The package's ``__all__`` is a literal list (what linters and type checkers read) and must
+    name exactly ``module_of``'s names.
+    """
+    differ = set(namespace.get("__all__", ())) ^ set(module_of)
+    if differ:
+        raise ImportError(f"{package}.__all__ and its lazy exports differ in {sorted(differ)}")
 
     def __getattr__(name: str) -> Any:
         module = module_of.get(name)

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import functools
 import types
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import torch
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["BlockPlan", "DataConfig", "IRevNetConfig", "register_preset", "get_preset", "list_presets"]
+__all__ = ["BlockPlan", "DataConfig", "IRevNetConfig", "get_preset", "list_presets", "register_preset"]
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 GLOBAL_POOLS = ("avg", "")  # timm's names: global average pooling, none
@@ -67,7 +68,7 @@ class DataConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
         return cls(**_checked_keys(cls, data, "data config"))
 
@@ -257,7 +258,7 @@ class IRevNetConfig:
         stride-1 stage with fewer channels than its input, is rejected when the model builds.)
         """
         plan, channels_in, reduction = [], self.embedding_shape[0], max(self.init_block_size, 1)
-        for stage, (depth, stride, ch) in enumerate(zip(self.blocks, self.strides, self.channels)):
+        for stage, (depth, stride, ch) in enumerate(zip(self.blocks, self.strides, self.channels, strict=True)):
             for i in range(depth):
                 s = stride if i == 0 else 1
                 reduction *= s
@@ -304,7 +305,7 @@ class IRevNetConfig:
             option="input_shape",
         )
 
-    def replace(self, **overrides: Any) -> "IRevNetConfig":
+    def replace(self, **overrides: Any) -> IRevNetConfig:
         """A copy with ``overrides``; ``data`` as a dict changes only the data-config fields it names
         (e.g. ``replace(data={"crop_pct": 1.0})``; an unknown one raises ``ValueError``)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -343,7 +344,7 @@ class IRevNetConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IRevNetConfig":
+    def from_dict(cls, data: dict[str, Any]) -> IRevNetConfig:
         """Inverse of :meth:`to_dict` (e.g. a checkpoint's or ``config.json``'s configuration).
 
         Strict: an unknown or misspelled key, a missing required key or a bad value raises

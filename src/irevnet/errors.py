@@ -12,13 +12,13 @@ The classes keep the built-in base they had before (``ValueError`` for bad optio
 from __future__ import annotations
 
 __all__ = [
-    "IRevNetError",
-    "ConfigError",
     "CheckpointError",
+    "ConfigError",
     "DataError",
     "HubError",
-    "TrainingDivergedError",
+    "IRevNetError",
     "OutOfMemoryError",
+    "TrainingDivergedError",
 ]
 
 
@@ -47,7 +47,10 @@ class HubError(IRevNetError, RuntimeError):
 
 
 class TrainingDivergedError(IRevNetError, RuntimeError):
-    """The loss or a gradient became non-finite (NaN or infinite); the message names the step and the last good checkpoint."""
+    """The loss or a gradient became non-finite (NaN or infinite).
+
+    The message names the step and the last good checkpoint.
+    """
 
 
 class OutOfMemoryError(IRevNetError, MemoryError):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -28,7 +29,7 @@ from .io.weights import Weights, read_weights
 from .layers import InvertibleDownsampling, Pair, merge, split
 from .precision import full_float32
 
-__all__ = ["IRevNet", "ClassifierHead", "standard_normal_log_prob", "take_indices", "unwrap_model", "config_of"]
+__all__ = ["ClassifierHead", "IRevNet", "config_of", "standard_normal_log_prob", "take_indices", "unwrap_model"]
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
@@ -127,7 +128,7 @@ def timm_cfg(config: IRevNetConfig) -> dict[str, Any]:
     return cfg if config.label_names is None else {**cfg, "label_names": config.label_names}
 
 
-def unwrap_model(model: nn.Module) -> "IRevNet":
+def unwrap_model(model: nn.Module) -> IRevNet:
     """The :class:`IRevNet` inside DDP / torch.compile wrappers (``.module`` / ``._orig_mod``)."""
     while not isinstance(model, IRevNet):
         inner = getattr(model, "_orig_mod", None)
@@ -138,7 +139,7 @@ def unwrap_model(model: nn.Module) -> "IRevNet":
     return model
 
 
-def config_of(net: "IRevNet") -> IRevNetConfig:
+def config_of(net: IRevNet) -> IRevNetConfig:
     """The configuration that rebuilds ``net``: ``num_classes`` follows a replaced classifier
     (``model.head.fc = nn.Linear(model.num_features, k)`` for fine-tuning; class names of
     another number of classes are dropped)."""
@@ -240,7 +241,7 @@ class IRevNet(nn.Module):
         ]
 
     @classmethod
-    def from_config(cls, config: IRevNetConfig) -> "IRevNet":
+    def from_config(cls, config: IRevNetConfig) -> IRevNet:
         """The same as ``IRevNet(config)``."""
         return cls(config)
 
@@ -290,7 +291,7 @@ class IRevNet(nn.Module):
             )
 
     # -- memory-saving training -------------------------------------------------------
-    def set_memory_efficient(self, enabled: bool = True) -> "IRevNet":
+    def set_memory_efficient(self, enabled: bool = True) -> IRevNet:
         """Train without storing the blocks' activations (returns ``self``).
 
         When enabled, a forward that builds a graph keeps only the output of the last
@@ -304,7 +305,7 @@ class IRevNet(nn.Module):
         return self
 
     # -- float32 precision -----------------------------------------------------------
-    def set_full_float32(self, enabled: bool = True) -> "IRevNet":
+    def set_full_float32(self, enabled: bool = True) -> IRevNet:
         """Compute the representation in IEEE float32 whatever the global TF32 / bf16 flags (default; returns ``self``).
 
         While enabled, :meth:`forward_features`, :meth:`forward_intermediates` (and
@@ -323,7 +324,7 @@ class IRevNet(nn.Module):
         return full_float32() if self.full_float32 else nullcontext()
 
     # -- compiled blocks ----------------------------------------------------------------
-    def compile_blocks(self, enabled: bool = True, *, backend: str = "inductor", mode: str | None = None) -> "IRevNet":
+    def compile_blocks(self, enabled: bool = True, *, backend: str = "inductor", mode: str | None = None) -> IRevNet:
         """Run every block through ``torch.compile`` (returns ``self``); ``enabled=False`` undoes it.
 
         The unit compiled is the block, not the network: blocks of one kind share compiled
@@ -643,7 +644,7 @@ class IRevNet(nn.Module):
         map_location: str | torch.device = "cpu",
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
-    ) -> "IRevNet":
+    ) -> IRevNet:
         """The model in a local folder written by :meth:`save_pretrained`, or on the Hugging Face Hub.
 
         A path that exists must be a model folder; otherwise ``model_id`` is read as a Hub id
@@ -686,7 +687,7 @@ class IRevNet(nn.Module):
             )
 
     @classmethod
-    def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> "IRevNet":
+    def from_weights(cls, weights: Weights, *, map_location: str | torch.device = "cpu") -> IRevNet:
         """The model ``weights`` describe (see :func:`irevnet.io.weights.read_weights`), built and filled
         where the weights are (the CPU), then moved to ``map_location``; in train mode. Weights that
         do not fit their configuration raise :class:`CheckpointError`."""

@@ -25,9 +25,10 @@ not thread-local: two threads that run models concurrently with different settin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -86,7 +87,7 @@ class Float32Flags:
 
     @classmethod
     @torch.compiler.disable  # global state, not tensor code: compiled callers run it eagerly
-    def capture(cls) -> "Float32Flags":
+    def capture(cls) -> Float32Flags:
         """The current global flags."""
         return cls(
             tuple(obj.fp32_precision for _, obj in _OPERATORS),
@@ -94,7 +95,7 @@ class Float32Flags:
             _read(torch.get_float32_matmul_precision),
         )
 
-    def as_ieee(self) -> "Float32Flags":
+    def as_ieee(self) -> Float32Flags:
         """These flags with every reduced-precision permission withdrawn (unreadable legacy flags left as they are)."""
         return replace(
             self,
@@ -116,7 +117,7 @@ class Float32Flags:
             _set_cudnn_allow_tf32(self.cudnn_allow_tf32)
         if self.matmul_precision is not None:
             torch.set_float32_matmul_precision(self.matmul_precision)
-        for (_, obj), value in zip(_OPERATORS, self.operators):
+        for (_, obj), value in zip(_OPERATORS, self.operators, strict=False):
             # An operator reads its own setting, else its backend's, else the generic one: where
             # inheriting gives the value, inherit, so that the user's later changes of a backend-wide
             # or generic setting still reach it.

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .config import IRevNetConfig
 from .modes import eval_mode
 
-__all__ = ["Prediction", "class_names", "predict", "PerClassAccuracy"]
+__all__ = ["PerClassAccuracy", "Prediction", "class_names", "predict"]
 
 
 def class_names(config: IRevNetConfig) -> tuple[str, ...]:
@@ -55,8 +55,8 @@ def predict(model: nn.Module, x: Tensor, *, top_k: int = 5, batch_size: int = 64
             probs = model(batch.to(device)).float().softmax(dim=1)
             p, i = probs.topk(min(top_k, len(names)), dim=1)
             out += [
-                [Prediction(int(j), names[int(j)], float(q)) for q, j in zip(row_p, row_i)]
-                for row_p, row_i in zip(p.tolist(), i.tolist())
+                [Prediction(int(j), names[int(j)], float(q)) for q, j in zip(row_p, row_i, strict=True)]
+                for row_p, row_i in zip(p.tolist(), i.tolist(), strict=True)
             ]
     return out
 
@@ -79,5 +79,5 @@ class PerClassAccuracy:
         """``{"index", "label", "images", "top1"}`` per class (``top1`` None for a class with no image)."""
         return [
             {"index": i, "label": names[i], "images": int(n), "top1": int(c) / int(n) if n else None}
-            for i, (c, n) in enumerate(zip(self.correct.tolist(), self.total.tolist()))
+            for i, (c, n) in enumerate(zip(self.correct.tolist(), self.total.tolist(), strict=True))
         ]

@@ -19,16 +19,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .extras import require
-
-require("timm", extra="timm", purpose="registering irevnet's models with timm")
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
-
 from .config import DataConfig, IRevNetConfig, get_preset
+from .extras import require
 from .factory import create_model, entrypoint_names
 from .io.formats import read_config_document
 from .io.names import CONFIG_NAME, WEIGHTS_NAME
 from .model import IRevNet, timm_cfg
+
+require("timm", extra="timm", purpose="registering irevnet's models with timm")
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
 
 __all__: list[str] = []  # timm's register_model appends the entry points
 log = logging.getLogger(__name__)

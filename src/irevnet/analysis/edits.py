@@ -14,7 +14,9 @@ representation after block ``j`` means in pixels. Three kinds of edit:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,7 +64,7 @@ def stage_ends(model: IRevNet) -> list[int]:
 
 def _channel_groups(channels: int, groups: int) -> list[slice]:
     bounds = [round(k * channels / groups) for k in range(groups + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [slice(a, b) for a, b in pairwise(bounds) if b > a]
 
 
 @torch.no_grad()

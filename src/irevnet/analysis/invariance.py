@@ -20,7 +20,8 @@ channel's problem is solved exactly: see :func:`impose_head_statistics`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -171,7 +172,7 @@ def metamers(
             total=steps * -(-len(x_a) // batch_size), desc="metamers", unit="step", disable=not progress, leave=False
         ) as bar,
     ):
-        for xa, xb in zip(x_a.split(batch_size), x_b.split(batch_size)):
+        for xa, xb in zip(x_a.split(batch_size), x_b.split(batch_size), strict=True):
             start = (
                 _pixel_search(model, xa, xb, steps=steps, penalty=penalty, lr=lr, on_step=bar.update) if steps else xb
             )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -16,13 +17,13 @@ from ..precision import full_float32
 
 __all__ = [
     "Reconstruction",
-    "reconstruct",
-    "reconstruct_batches",
     "conditioning_floor",
     "interpolate",
     "interpolation_errors",
-    "pixel_interpolate",
     "pairs_of_different_classes",
+    "pixel_interpolate",
+    "reconstruct",
+    "reconstruct_batches",
 ]
 
 

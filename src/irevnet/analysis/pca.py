@@ -20,7 +20,7 @@ from ..model import IRevNet
 from .features import extract_splits, subsample
 from .separability import classifier_accuracies, standardize
 
-__all__ = ["log_spaced_dims", "saturation_dim", "pca_from_features", "pca_contraction"]
+__all__ = ["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def saturation_dim(dims: list[int], accuracy: list[float], tolerance: float = 0.
     """
     target = accuracy[-1] - tolerance
     d = dims[-1]
-    for dim, acc in zip(reversed(dims), reversed(accuracy)):
+    for dim, acc in zip(reversed(dims), reversed(accuracy), strict=False):
         if acc < target:
             break
         d = dim

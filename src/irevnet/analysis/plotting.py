@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -191,7 +192,7 @@ def plot_interpolations(
     """
     rows: list[list[Tensor]] = []
     row_labels: list[str] = []
-    for phi_path, pixel_path, label in zip(in_phi, in_pixels, labels):
+    for phi_path, pixel_path, label in zip(in_phi, in_pixels, labels, strict=False):
         rows += [list(phi_path), list(pixel_path)]
         row_labels += [f"$\\Phi$: {label}", "pixels"]
     ts = np.linspace(1, 0, in_phi.shape[1])
@@ -260,7 +261,7 @@ def plot_spectrum(summary: dict[str, Any], *, title: str | None = None) -> Figur
     )
     conds = summary["condition_number"] or [None] * len(summary["normalized"])
     styles = ["-", "--", ":", "-."]
-    for i, (values, cond) in enumerate(zip(summary["normalized"], conds)):
+    for i, (values, cond) in enumerate(zip(summary["normalized"], conds, strict=False)):
         label = f"image {i}" + (rf" ($\kappa$ = {cond:.3g})" if cond is not None else "")
         ax.semilogy(
             np.arange(1, len(values) + 1), values, lw=1.4, ls=styles[i % len(styles)], color=f"C{i}", label=label

@@ -14,15 +14,16 @@ without loading torch, scikit-learn or matplotlib.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..model import IRevNet
 
-__all__ = ["ANALYSES", "Analysis", "NAMES", "check_analyses", "default_analyses", "get"]
+__all__ = ["ANALYSES", "NAMES", "Analysis", "check_analyses", "default_analyses", "get"]
 
 #: An analysis's JSON-ready result (what ``OUT/NAME.json`` holds).
 Result = dict[str, Any]

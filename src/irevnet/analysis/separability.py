@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample, untrained_like
 
-__all__ = ["DEFAULT_CS", "classifier_accuracies", "standardize", "separability_from_features", "linear_separability"]
+__all__ = ["DEFAULT_CS", "classifier_accuracies", "linear_separability", "separability_from_features", "standardize"]
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,11 +49,11 @@ from tqdm.auto import tqdm
 from ..model import IRevNet
 
 __all__ = [
-    "Window",
     "CHECK_COLUMNS",
     "EXACT_MAX_DIMS",
     "FLOAT64_MAX_DIMS",
     "METHODS",
+    "Window",
     "default_window",
     "float32_error_bound",
     "jacobian_singular_values",
@@ -300,7 +301,7 @@ def spectrum_summary(
         if method == "float32" and len(values[-1]) == n:
             errors.append(float32_error_bound(model, img, window, values[-1]))
     complete = all(len(s) == n for s in values)
-    if errors and any(float(s[-1] / s[0]) <= e for s, e in zip(values, errors)):
+    if errors and any(float(s[-1] / s[0]) <= e for s, e in zip(values, errors, strict=False)):
         log.warning(
             "the smallest singular values are below the float32 Jacobian's accuracy (%.1e relative to "
             "σ_1): the condition number is not resolved; use the exact method",

@@ -64,9 +64,10 @@ forward hooks registered on the blocks do not run in memory-saving training.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +91,7 @@ class _RngState:
     cuda: Tensor | None
 
     @classmethod
-    def capture(cls, device: torch.device) -> "_RngState":
+    def capture(cls, device: torch.device) -> _RngState:
         cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         return cls(device, torch.get_rng_state(), cuda)
 
@@ -114,7 +115,7 @@ class _AutocastState:
     cache_enabled: bool
 
     @classmethod
-    def capture(cls, device_type: str) -> "_AutocastState":
+    def capture(cls, device_type: str) -> _AutocastState:
         return cls(
             device_type,
             torch.is_autocast_enabled(device_type),
@@ -150,7 +151,7 @@ def _block_backward(
     replay: AbstractContextManager[None] = rng.replay() if rng is not None else nullcontext()
     with torch.enable_grad(), autocast.restore(), replay:
         step = block.reverse(y, zeros=zeros, vjp=True)
-    wanted = [p for p, need in zip(params, needs_grad) if need]
+    wanted = [p for p, need in zip(params, needs_grad, strict=True) if need]
     # Plain autograd casts the gradient of `psi(x1) + fx2` to fx2's dtype (autocast).
     grads = torch.autograd.grad(step.f, [step.point, *wanted], grad_y[1].to(step.f.dtype), allow_unused=True)
     remaining = iter(grads[1:])

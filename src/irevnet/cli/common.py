@@ -13,13 +13,14 @@ import argparse
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..config import did_you_mean
 from ..errors import CheckpointError
-from ..io.names import CHECKPOINT_SUFFIXES, CONFIG_NAME, WEIGHTS_NAME
 from ..io.hub import is_hub_id
+from ..io.names import CHECKPOINT_SUFFIXES, CONFIG_NAME, WEIGHTS_NAME
 from ..io.source import resolve_source
 
 if TYPE_CHECKING:

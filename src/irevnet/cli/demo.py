@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis.suite import AnalysisOptions, run_analyses
-    from ..io.load import save_model
     from ..data import load_digits_split
+    from ..io.load import save_model
     from ..training import get_recipe
 
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def _figures(results: dict[str, dict], names: tuple[str, ...], prefix: str = "")
     return {prefix + key: value for name in names for key, value in get(name).figures(results[name]).items()}
 
 
-def _train(preset: str, recipe: "Recipe", out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict]:
+def _train(preset: str, recipe: Recipe, out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict]:
     """Train ``preset`` on the digits with ``recipe`` and ``args.seed`` by :func:`irevnet.training.train`,
     into the run folder ``out/RUNS[preset]``: (final model, seconds of training, last epoch's record,
     whose ``eval_*`` figures are the final model's on the test split)."""
@@ -195,16 +195,24 @@ def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
     paper = "\n".join(get(name).section(results[name], f"{name}.{fmt}") for name in PAPER_ANALYSES)
     beyond = "\n".join(get(name).section(results[name], f"{name}.{fmt}", level=3) for name in BIJECTIVE_ANALYSES)
     headlines = "\n".join(f"| {get(name).title} | {get(name).headline(r)} |" for name, r in results.items())
+    runs = (
+        f"`{RUNS['digits']}/`, `{RUNS['digits-b']}/`: `irevnet train`'s run folders "
+        "(per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`)"
+    )
+    data = (
+        f"{m['train_images']} train / {m['test_images']} test images "
+        f"(stratified 75/25 split; seed {m['seed']} for initialization and data order)"
+    )
     text = f"""# irevnet demo: i-RevNet on the bundled digits
 
 | figure | value |
 |---|---|
 | test accuracy (top-1) | {m["test_accuracy"]:.4f} |
 | training time | {m["train_seconds"]:.1f} s for {m["epochs"]} epochs ({m["threads"]} threads) |
-| training runs | `{RUNS["digits"]}/`, `{RUNS["digits-b"]}/`: `irevnet train`'s run folders (per-epoch `metrics.jsonl`, `best.pt`, resumable `last.pt`) |
+| training runs | {runs} |
 | analysis time | {m["analysis_seconds"]:.1f} s |
 | parameters | {m["params"]:,} |
-| data | {m["train_images"]} train / {m["test_images"]} test images (stratified 75/25 split; seed {m["seed"]} for initialization and data order) |
+| data | {data} |
 {headlines}
 
 Each figure below has its numbers in the JSON file of the same name; `irevnet analyze model.pt

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             f"yields {tuple(data.input_shape)}"
         )
     if cfg.label_names is not None and data.class_names is not None and cfg.label_names != data.class_names:
-        at = next(i for i, (a, b) in enumerate(zip(cfg.label_names, data.class_names)) if a != b)
+        at = next(i for i, (a, b) in enumerate(zip(cfg.label_names, data.class_names, strict=True)) if a != b)
         log.warning(
             "%s names its classes differently from %s (class %d: %r vs %r): the accuracy counts class "
             "indices, which may not mean the same classes",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from .common import add_force_argument, check_outputs, dir_path, model_from_spec, model_spec, positive_int

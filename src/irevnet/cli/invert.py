@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .common import (
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         max_abs_error=float(max_err.max()),
         subject=cfg.name,
         cell=1.6,
-        col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist())],
+        col_labels=[f"{n[:18]}\nmax err {e:.1e}" for n, e in zip(names, max_err.tolist(), strict=True)],
     )
     save_figure(fig, out)
     report = {
@@ -130,11 +129,11 @@ def run(args: argparse.Namespace) -> int:
         "floor": "floor_relative_error: the exact (float64) inverse of Φ rounded to the model's dtype; null in float64",
         "images": [
             {"path": p, "max_abs_error": m, "relative_error": r, "floor_relative_error": f}
-            for p, m, r, f in zip(args.images, max_err.tolist(), rel_err.tolist(), floor)
+            for p, m, r, f in zip(args.images, max_err.tolist(), rel_err.tolist(), floor, strict=True)
         ],
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    for p, m, r, f in zip(args.images, max_err.tolist(), rel_err.tolist(), floor):
+    for p, m, r, f in zip(args.images, max_err.tolist(), rel_err.tolist(), floor, strict=True):
         floor_text = f"conditioning floor {f:.2e}" if f is not None else "float64"
         print(f"{p}: max abs error {m:.2e}, relative error {r:.2e} ({floor_text})")
     print(f"wrote {out} and {out.with_suffix('.json')}")

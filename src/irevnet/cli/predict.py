@@ -49,11 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                [{"image": path, "top_k": [p.to_dict() for p in top]} for path, top in zip(args.images, predictions)],
+                [
+                    {"image": path, "top_k": [p.to_dict() for p in top]}
+                    for path, top in zip(args.images, predictions, strict=True)
+                ],
                 indent=2,
             )
         )
         return 0
-    for path, top in zip(args.images, predictions):
+    for path, top in zip(args.images, predictions, strict=True):
         print(f"{path}: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in top))
     return 0

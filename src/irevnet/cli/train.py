@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-
 from typing import TYPE_CHECKING
 
 from ..config import list_presets

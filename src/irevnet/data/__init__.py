@@ -20,6 +20,13 @@ _MODULE_OF = {
     **dict.fromkeys(["DATASETS", "DataSplits", "build_datasets", "build_eval_dataset"], "registry"),
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "DATASETS",
+    "CorruptImageError",
+    "DataSplits",
+    "build_datasets",
+    "build_eval_dataset",
+    "load_digits_split",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from ..errors import DataError
 
-__all__ = ["load_cifar", "CIFAR_CLASSES"]
+__all__ = ["CIFAR_CLASSES", "load_cifar"]
 
 _DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}

@@ -9,8 +9,8 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -22,10 +22,10 @@ from ..errors import ConfigError, DataError
 __all__ = [
     "CorruptImageError",
     "decode_image",
-    "load_image",
-    "load_imagefolder",
     "eval_imagefolder",
     "held_out_indices",
+    "load_image",
+    "load_imagefolder",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,10 @@ def decode_image(img: Image.Image) -> Image.Image:
         a = np.asarray(img, dtype=np.float64)
         if img.mode == "F":
             full_scale = 1.0
+        elif a.size == 0 or a.max() <= 65535:
+            full_scale = 65535.0
         else:
-            full_scale = 65535 if a.size == 0 or a.max() <= 65535 else 2**31 - 1
+            full_scale = 2.0**31 - 1
         grey = np.clip(a / full_scale, 0.0, 1.0)
         return Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L").convert("RGB")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:

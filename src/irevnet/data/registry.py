@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from ..config import IRevNetConfig
 
-__all__ = ["AUGMENTATION", "DataSplits", "DATASETS", "build_datasets", "build_eval_dataset"]
+__all__ = ["AUGMENTATION", "DATASETS", "DataSplits", "build_datasets", "build_eval_dataset"]
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from torchvision.transforms import functional as TF
 
 from ..config import IRevNetConfig
 
-__all__ = ["AUGMENTATIONS", "eval_transform", "train_transform", "denormalize", "resize_size"]
+__all__ = ["AUGMENTATIONS", "denormalize", "eval_transform", "resize_size", "train_transform"]
 
 AUGMENTATIONS = ("cifar", "imagenet")
 _INTERPOLATION = {

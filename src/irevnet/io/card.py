@@ -9,8 +9,9 @@ is built by ``huggingface_hub``'s :class:`~huggingface_hub.ModelCardData` (``pip
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..atomic import atomic_write_text
 from ..config import IRevNetConfig

@@ -6,8 +6,9 @@ what it meets first; :func:`check_fit` looks at everything before anything is co
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from torch import Tensor, nn
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,13 +35,13 @@ from .safe import load_tensor_file
 
 __all__ = [
     "atomic_save",
-    "write_checkpoint",
-    "read_checkpoint",
-    "parse_config",
     "config_document",
+    "parse_config",
+    "read_checkpoint",
     "read_config_document",
-    "write_model_folder",
     "read_model_folder",
+    "write_checkpoint",
+    "write_model_folder",
 ]
 
 _LABELS = "label_names"

@@ -16,7 +16,7 @@ from ..errors import CheckpointError, HubError
 from ..extras import require
 from .names import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["HUB_ID", "is_hub_id", "is_repo_id", "check_repo_id", "download", "upload_folder"]
+__all__ = ["HUB_ID", "check_repo_id", "download", "is_hub_id", "is_repo_id", "upload_folder"]
 
 #: ``owner/name`` or ``owner/name@revision``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")

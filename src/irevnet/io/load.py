@@ -18,11 +18,11 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..model import IRevNet, config_of, unwrap_model
-from .formats import write_checkpoint
 from .fit import load_fitting
+from .formats import write_checkpoint
 from .weights import read_weights
 
-__all__ = ["save_model", "load_model", "save_pretrained", "init_weights_from"]
+__all__ = ["init_weights_from", "load_model", "save_model", "save_pretrained"]
 
 log = logging.getLogger(__name__)
 

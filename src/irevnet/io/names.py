@@ -14,18 +14,18 @@ Plain strings, no torch: the command line checks paths with them while it parses
 from __future__ import annotations
 
 __all__ = [
-    "FORMAT",
-    "VERSION",
-    "CONFIG_NAME",
-    "WEIGHTS_NAME",
     "CARD_NAME",
     "CHECKPOINT_SUFFIXES",
-    "SAFETENSORS_SUFFIX",
-    "RUN_CONFIG",
-    "RUN_METRICS",
-    "RUN_LAST",
+    "CONFIG_NAME",
+    "FORMAT",
     "RUN_BEST",
+    "RUN_CONFIG",
+    "RUN_LAST",
+    "RUN_METRICS",
     "RUN_MODELS",
+    "SAFETENSORS_SUFFIX",
+    "VERSION",
+    "WEIGHTS_NAME",
 ]
 
 #: The tag and version of irevnet's checkpoints and model-folder configurations.

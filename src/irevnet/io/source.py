@@ -32,7 +32,7 @@ from .names import (
     WEIGHTS_NAME,
 )
 
-__all__ = ["Kind", "KINDS", "PRETRAINED_KINDS", "Source", "resolve_source"]
+__all__ = ["KINDS", "PRETRAINED_KINDS", "Kind", "Source", "resolve_source"]
 
 Kind = Literal["checkpoint", "model folder", "run folder", "hub"]
 KINDS: tuple[Kind, ...] = ("checkpoint", "model folder", "run folder", "hub")

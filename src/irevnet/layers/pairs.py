@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Pair", "split", "merge", "InjectivePad"]
+__all__ = ["InjectivePad", "Pair", "merge", "split"]
 
 Pair = tuple[Tensor, Tensor]
 

@@ -14,7 +14,7 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-__all__ = ["space_to_depth", "depth_to_space", "InvertibleDownsampling", "channels_innermost"]
+__all__ = ["InvertibleDownsampling", "channels_innermost", "depth_to_space", "space_to_depth"]
 
 # torch.fx records ψ as one call: its layout branch reads strides, which a traced graph
 # cannot know; the graph then runs the eager function, branch included.

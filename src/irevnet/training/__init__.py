@@ -38,6 +38,20 @@ _MODULE_OF = {
     **dict.fromkeys(["Recipe", "get_recipe", "list_recipes", "parse_overrides", "recipe_for_preset"], "recipes"),
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "HybridCriterion",
+    "Recipe",
+    "Stats",
+    "TrainConfig",
+    "TrainResult",
+    "build_criterion",
+    "build_optimizer",
+    "evaluate",
+    "get_recipe",
+    "list_recipes",
+    "parse_overrides",
+    "recipe_for_preset",
+    "train",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF, globals())

@@ -18,7 +18,8 @@ import contextlib
 import os
 import random
 import signal
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,10 @@ __all__ = [
     "ResumableSampler",
     "SeededItems",
     "default_workers",
-    "train_loader",
+    "ignore_stop_signals",
     "item_seed",
     "seeded_rngs",
-    "ignore_stop_signals",
+    "train_loader",
 ]
 
 # Data sets whose items are ready tensors in memory: worker processes would only add overhead.

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["AMP_DTYPES", "amp_dtype", "resolve_device", "grad_scaler"]
+__all__ = ["AMP_DTYPES", "amp_dtype", "grad_scaler", "resolve_device"]
 
 AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torchvision
@@ -34,7 +35,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from ..data.imagefolder import CorruptImageError, decode_image, decoding
 from .data_loading import seeded_rngs
 
-__all__ = ["EncodedImages", "collate_encoded", "DeviceDecoder", "DeviceDecodedLoader"]
+__all__ = ["DeviceDecodedLoader", "DeviceDecoder", "EncodedImages", "collate_encoded"]
 
 _ORIENTATION = 0x0112  # the EXIF tag; 1 is upright
 _BATCHED_DECODE = tuple(int(v) for v in torchvision.__version__.split(".")[:2]) >= (0, 20)  # lists since 0.20
@@ -68,7 +69,7 @@ class EncodedImages(Dataset):
 def collate_encoded(items: list[tuple]) -> tuple[list[Tensor], Tensor, int | None, list[str]]:
     """``(images, labels, seed, paths)``: images stay a list (their sizes differ); ``seed`` is the
     batch's augmentation seed when the items carry one (training), else ``None``."""
-    columns = list(zip(*items))
+    columns = list(zip(*items, strict=True))
     seed = columns[3][0] if len(columns) > 3 else None
     return list(columns[0]), torch.tensor(columns[1], dtype=torch.long), seed, list(columns[2])
 
@@ -107,7 +108,7 @@ class DeviceDecoder:
                         decoded += _decode_jpegs([images[i]], self.device)
                     except RuntimeError as e:
                         raise CorruptImageError(f"cannot decode image {paths[i]!r} on {self.device}: {e}") from None
-            for i, img in zip(encoded, decoded):
+            for i, img in zip(encoded, decoded, strict=True):
                 out[i] = img
         return out
 

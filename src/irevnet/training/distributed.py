@@ -18,12 +18,12 @@ from .stats import Stats
 
 __all__ = [
     "DistContext",
-    "init_distributed",
-    "reduce_stats",
+    "any_flags",
     "broadcast_buffers",
     "gather_objects",
-    "any_flags",
+    "init_distributed",
     "max_int",
+    "reduce_stats",
 ]
 
 

@@ -48,7 +48,7 @@ class ReconstructionMonitor:
         size: int = 64,
         threshold: float | None = DEFAULT_RECON_THRESHOLD,
         device: torch.device | str = "cpu",
-    ) -> "ReconstructionMonitor":
+    ) -> ReconstructionMonitor:
         """Monitor the first ``size`` images of ``dataset`` (a held-out split: the same ones every time)."""
         if threshold is not None and not threshold > 0:
             raise ValueError(f"the reconstruction warning threshold must be > 0, got {threshold}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import partial
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from .hybrid import HybridCriterion
 from .recipes import Recipe
 from .steps import Criterion
 
-__all__ = ["build_optimizer", "build_criterion", "load_schedule"]
+__all__ = ["build_criterion", "build_optimizer", "load_schedule"]
 
 
 def _param_groups(params: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:

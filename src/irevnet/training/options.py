@@ -16,7 +16,7 @@ from ..model import IRevNet
 from .monitor import DEFAULT_RECON_THRESHOLD
 from .recipes import Recipe
 
-__all__ = ["TrainConfig", "TrainResult", "resolve_model_config", "fit_to_data", "check_options"]
+__all__ = ["TrainConfig", "TrainResult", "check_options", "fit_to_data", "resolve_model_config"]
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["PREEMPTED_EXIT_CODE", "INTERRUPTED_EXIT_CODE", "STOP_SIGNALS", "StopSignals", "exit_code"]
+__all__ = ["INTERRUPTED_EXIT_CODE", "PREEMPTED_EXIT_CODE", "STOP_SIGNALS", "StopSignals", "exit_code"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class StopSignals:
             return
         self.received = sig
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
                 if signal.getsignal(sig) is not signal.SIG_IGN:

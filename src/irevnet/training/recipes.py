@@ -16,7 +16,7 @@ from typing import Any
 from ..config import unknown_key_error
 from ..errors import ConfigError
 
-__all__ = ["Recipe", "get_recipe", "list_recipes", "recipe_for_preset", "parse_overrides", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Recipe", "get_recipe", "list_recipes", "parse_overrides", "recipe_for_preset"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine")
@@ -91,7 +91,7 @@ class Recipe:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}", option="schedule")
 
-    def replace(self, **overrides: Any) -> "Recipe":
+    def replace(self, **overrides: Any) -> Recipe:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"unknown recipe option(s): {sorted(unknown)}")

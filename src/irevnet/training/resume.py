@@ -20,7 +20,7 @@ from .options import TrainConfig
 from .run_dir import RunDir
 from .state import Progress, check_resumable, rng_state, seed_everything, set_rng_state
 
-__all__ = ["resume_path", "save", "restore"]
+__all__ = ["restore", "resume_path", "save"]
 
 log = logging.getLogger(__name__)
 

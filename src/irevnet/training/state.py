@@ -21,7 +21,7 @@ from .stats import Stats
 
 _RECIPE_DEFAULTS = {f.name: f.default for f in fields(Recipe) if f.default is not MISSING}
 
-__all__ = ["Progress", "rng_state", "set_rng_state", "seed_everything", "check_resumable"]
+__all__ = ["Progress", "check_resumable", "rng_state", "seed_everything", "set_rng_state"]
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Progress:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Progress":
+    def from_state(cls, state: dict[str, Any]) -> Progress:
         if "epoch_stats" in state:
             stats = Stats.from_state(state["epoch_stats"])
         else:  # the positional form of earlier checkpoints: [loss_sum, correct1, correct5, samples, seconds]

@@ -53,7 +53,7 @@ class Stats:
         self.correct5 = self.correct5 + c5.double()
         self.samples += target.shape[0]
 
-    def read(self) -> "Stats":
+    def read(self) -> Stats:
         """These statistics with Python numbers for the sums."""
         sums = [self.loss_sum, self.correct1, self.correct5]
         if any(isinstance(v, Tensor) for v in sums):
@@ -84,7 +84,7 @@ class Stats:
         return dataclasses.asdict(self.read())
 
     @classmethod
-    def from_state(cls, state: dict[str, float]) -> "Stats":
+    def from_state(cls, state: dict[str, float]) -> Stats:
         return cls(
             float(state["loss_sum"]),
             float(state["correct1"]),

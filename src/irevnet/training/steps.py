@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..modes import eval_mode
 from .stats import Stats
 
-__all__ = ["Criterion", "evaluate", "forward_backward", "optimizer_step", "grads_finite", "micro_batch_groups"]
+__all__ = ["Criterion", "evaluate", "forward_backward", "grads_finite", "micro_batch_groups", "optimizer_step"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
 """``criterion(logits, target) -> scalar loss`` (mean over the batch)."""
@@ -132,7 +132,8 @@ def evaluate(
     """Loss, top-1 and top-5 accuracy of ``model`` in eval mode over ``loader`` (autocast with
     ``amp_dtype``), read (:meth:`Stats.read`); ``before_batch`` runs before each batch's forward
     (CUDA-graph step marks: each batch is a step); ``on_batch(logits, labels)`` sees every batch
-    (e.g. :class:`irevnet.predict.PerClassAccuracy`). The loss is the plain cross-entropy, whatever the training criterion."""
+    (e.g. :class:`irevnet.predict.PerClassAccuracy`). The loss is the plain cross-entropy, whatever
+    the training criterion."""
     device = torch.device(device)
     stats = Stats()
     start = time.perf_counter()

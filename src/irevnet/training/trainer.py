@@ -30,9 +30,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -53,7 +54,7 @@ from .run_dir import RunDir
 from .state import Progress
 from .steps import evaluate, forward_backward, grads_finite, micro_batch_groups, optimizer_step
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_model_config"]
+__all__ = ["TrainConfig", "TrainResult", "resolve_model_config", "train"]
 
 log = logging.getLogger(__name__)
 
