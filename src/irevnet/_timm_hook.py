@@ -8,9 +8,12 @@ should work after it. If timm is already imported we register at once; otherwise
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
+import types
+from collections.abc import Sequence
 
 __all__ = ["install"]
 
@@ -30,7 +33,9 @@ def _register() -> None:
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "timm":
             return None
         sys.meta_path.remove(self)  # one shot; the real finders locate timm
@@ -39,11 +44,11 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_then_register(module):
+        def exec_then_register(module: types.ModuleType) -> None:
             exec_module(module)
             _register()
 
-        spec.loader.exec_module = exec_then_register
+        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]  # patched on this loader only
         return spec
 
 

@@ -23,8 +23,10 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Call ``write(tmp)`` to write a temporary file beside ``path``, then make it ``path``.
+
+    What ``write`` returns is ignored.
 
     The file gets the mode of any new file, not the owner-only ``0o600`` of a temporary file,
     so collaborators on a shared folder can read it as they read its other files. ``write``
@@ -46,6 +48,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """:func:`atomic_write` of ``text``."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

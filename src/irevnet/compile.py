@@ -38,15 +38,25 @@ import functools
 import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from .errors import IRevNetError
 
-__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled", "mark_step"]
+__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled", "eager", "mark_step"]
 
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def eager(fn: _F) -> _F:
+    """Decorator: ``torch.compiler.disable(fn)``, typed (``fn`` runs eagerly, a graph break, when
+    compiled code calls it)."""
+    disabled: _F = torch.compiler.disable(fn)
+    return disabled
 
 
 class CompileUnavailableError(IRevNetError, RuntimeError):
@@ -108,7 +118,7 @@ def check_compile_support(spec: CompileSpec, device: torch.device) -> None:
     if device.type == "cpu":
         from torch._inductor import config, cpp_builder
 
-        find_compiler = getattr(cpp_builder, "get_cpp_compiler", None) or cpp_builder._get_cpp_compiler  # < 2.5
+        find_compiler = getattr(cpp_builder, "get_cpp_compiler", None) or cpp_builder._get_cpp_compiler  # type: ignore[attr-defined]  # torch < 2.5
         try:
             find_compiler()
         except Exception as e:

@@ -42,7 +42,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if (self.mean is None) != (self.std is None):
             raise ValueError("data config: give both mean and std, or neither (plain [0, 1] pixels)")
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
             object.__setattr__(self, "std", tuple(float(v) for v in self.std))
             if len(self.mean) != len(self.std) or not self.mean:
@@ -222,6 +222,8 @@ class IRevNetConfig:
 
     def _check_label_names(self) -> None:
         names = self.label_names
+        if names is None:
+            return
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"label_names must be a sequence of strings, got {names!r}", option="label_names")
         names = tuple(names)
@@ -239,7 +241,7 @@ class IRevNetConfig:
     @property
     def downsampling(self) -> int:
         """Total spatial reduction factor of the invertible part."""
-        return max(self.init_block_size, 1) * 2 ** sum(1 for s in self.strides if s == 2)
+        return max(self.init_block_size, 1) * int(2 ** sum(1 for s in self.strides if s == 2))
 
     @property
     def embedding_shape(self) -> tuple[int, int, int]:
@@ -257,7 +259,8 @@ class IRevNetConfig:
         analyses read it. (The plan does not validate: an impossible layout, e.g. a
         stride-1 stage with fewer channels than its input, is rejected when the model builds.)
         """
-        plan, channels_in, reduction = [], self.embedding_shape[0], max(self.init_block_size, 1)
+        plan: list[BlockPlan] = []
+        channels_in, reduction = self.embedding_shape[0], max(self.init_block_size, 1)
         for stage, (depth, stride, ch) in enumerate(zip(self.blocks, self.strides, self.channels, strict=True)):
             for i in range(depth):
                 s = stride if i == 0 else 1

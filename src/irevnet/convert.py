@@ -23,10 +23,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
+from .blocks import IRevBlock
 from .errors import IRevNetError
 from .factory import create_model
 from .io.fit import check_fit
@@ -113,7 +114,7 @@ def reference_key_map(model: IRevNet) -> dict[str, str]:
         parts = key.split(".")
         if parts[0] == "blocks" and len(parts) == 5 and parts[2] == "bottleneck":
             _, block, _, layer, tensor = parts
-            first = model.blocks[int(block)].bottleneck.first
+            first = cast(IRevBlock, model.blocks[int(block)]).bottleneck.first
             index = (_FIRST_BOTTLENECK_INDEX if first else _BOTTLENECK_INDEX).get(layer)
             if index is not None:
                 mapping[f"stack.{block}.bottleneck_block.{index}.{tensor}"] = key
@@ -160,7 +161,7 @@ def convert_reference_state_dict(
     return mapped, report
 
 
-def read_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def read_reference_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read a reference checkpoint without executing pickled code.
 
     Accepts a dict with a ``state_dict`` entry (the authors' format, with ``epoch``,
@@ -193,7 +194,7 @@ def read_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor
 
 
 def convert_reference_checkpoint(
-    path: str | os.PathLike, preset: str = "imagenet-b", **overrides: Any
+    path: str | os.PathLike[str], preset: str = "imagenet-b", **overrides: Any
 ) -> tuple[IRevNet, ConversionReport, dict[str, Any]]:
     """Build ``create_model(preset, **overrides)`` and load the reference checkpoint at ``path``.
 
@@ -215,7 +216,7 @@ def convert_reference_checkpoint(
     return model.eval(), report, metadata
 
 
-def load_reference_checkpoint(path: str | os.PathLike, preset: str = "imagenet-b", **overrides: Any) -> IRevNet:
+def load_reference_checkpoint(path: str | os.PathLike[str], preset: str = "imagenet-b", **overrides: Any) -> IRevNet:
     """The authors' checkpoint at ``path`` as an :class:`IRevNet` in eval mode (strictly checked).
 
     ``irevnet.convert.load_reference_checkpoint("ckpt.pth")`` loads their ImageNet model;

@@ -25,6 +25,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class _Inverse(nn.Module):
 
 
 def export_model(
-    model: IRevNet, example: Tensor, dst: str | os.PathLike, *, format: str = "torch", progress: bool = False
+    model: IRevNet, example: Tensor, dst: str | os.PathLike[str], *, format: str = "torch", progress: bool = False
 ) -> Path:
     """Export ``model``'s forward and inverse, traced at ``example`` (N, C, H, W), into folder ``dst``.
 
@@ -140,7 +141,7 @@ def _check_onnx_available() -> None:
         )
 
 
-def _relative_error(got, want: Tensor) -> float:
+def _relative_error(got: np.ndarray[Any, Any], want: Tensor) -> float:
     want_np = want.detach().cpu().numpy()
     denom = float(np.linalg.norm(want_np))
     return float(np.linalg.norm(got - want_np)) / denom if denom > 0 else float(np.linalg.norm(got))
@@ -194,7 +195,7 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: t
             name: _relative_error(got, want[name])
             for name, got in (("logits", logits_o), ("phi", phi_o), ("inverse", x_o))
         }
-        worst = max(errors, key=errors.get)
+        worst = max(errors, key=errors.__getitem__)
         if errors[worst] > ONNX_TOLERANCE:
             raise RuntimeError(
                 f"the ONNX export of {model.config.name} disagrees with the eager model: relative "
@@ -211,7 +212,7 @@ def _export_onnx(model: IRevNet, example: Tensor, phi: Tensor, dst: Path, bar: t
     return errors
 
 
-def load_exported(src: str | os.PathLike) -> tuple[nn.Module, nn.Module]:
+def load_exported(src: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module]:
     """``(forward, inverse)`` callables from a folder written by :func:`export_model`."""
     src = Path(src)
     paths = [src / "forward.pt2", src / "inverse.pt2"]

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx
@@ -347,13 +347,13 @@ class IRevNet(nn.Module):
             device = next(self.parameters()).device
             check_compile_support(spec, device)
         for block in self.blocks:
-            block.compile_spec = spec
+            cast(IRevBlock, block).compile_spec = spec
         return self
 
     @property
     def compile_spec(self) -> CompileSpec | None:
         """How the blocks are compiled (``None``: eager)."""
-        return self.blocks[0].compile_spec
+        return cast(IRevBlock, self.blocks[0]).compile_spec
 
     # -- forward --------------------------------------------------------------------
     def _embed(self, x: Tensor) -> Pair:
@@ -487,7 +487,10 @@ class IRevNet(nn.Module):
         for j, z in self.iter_intermediates(x, sorted(wanted | {stop})):
             if j in wanted:
                 out.append(z)
-        return out if intermediates_only else (z, out)
+        if intermediates_only:
+            return out
+        assert z is not None  # iter_intermediates yields every index asked for, ``stop`` included
+        return z, out
 
     # -- inverse --------------------------------------------------------------------
     def inverse(self, phi: Tensor, *, depth: int | None = None) -> Tensor:
@@ -515,7 +518,7 @@ class IRevNet(nn.Module):
         with self._precision():
             pair = split(phi)
             for j in reversed(range(depth)):  # (slicing the Sequential would build a new one per call)
-                pair = self.blocks[j].inverse(pair)
+                pair = cast(IRevBlock, self.blocks[j]).inverse(pair)
             return self.init_psi.inverse(merge(*pair))
 
     # -- timm interface ----------------------------------------------------------------
@@ -631,7 +634,7 @@ class IRevNet(nn.Module):
         return take
 
     # -- model folders (Hugging Face convention) ---------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``folder/config.json`` and ``folder/model.safetensors`` (see :mod:`irevnet.io.formats`),
         each atomically; returns the folder."""
         return write_model_folder(folder, config_of(self), self.state_dict())
@@ -639,11 +642,11 @@ class IRevNet(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        model_id: str | os.PathLike,
+        model_id: str | os.PathLike[str],
         *,
         map_location: str | torch.device = "cpu",
         revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> IRevNet:
         """The model in a local folder written by :meth:`save_pretrained`, or on the Hugging Face Hub.
 

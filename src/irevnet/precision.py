@@ -32,22 +32,29 @@ from typing import Any
 
 import torch
 
+from .compile import eager
+
 __all__ = ["Float32Flags", "full_float32"]
+
+
+def _backend(path: str) -> Any:
+    """``torch.backends.<path>``, e.g. ``"cudnn.conv"``.
+
+    The ``fp32_precision`` settings are attributes of the module objects PyTorch installs in place
+    of ``torch.backends.cudnn`` etc. at import time; its type stubs only see the plain modules.
+    """
+    obj: Any = torch.backends
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
 
 
 def _operators() -> tuple[tuple[str, Any], ...]:
     """``(name, object with an fp32_precision attribute)`` of every operator-level setting, or ()."""
-    b = torch.backends
-    if not hasattr(b.cudnn, "conv"):  # PyTorch < 2.9: the legacy flags are the whole state
+    if not hasattr(torch.backends.cudnn, "conv"):  # PyTorch < 2.9: the legacy flags are the whole state
         return ()
-    return (
-        ("cudnn.conv", b.cudnn.conv),
-        ("cudnn.rnn", b.cudnn.rnn),
-        ("cuda.matmul", b.cuda.matmul),
-        ("mkldnn.conv", b.mkldnn.conv),
-        ("mkldnn.matmul", b.mkldnn.matmul),
-        ("mkldnn.rnn", b.mkldnn.rnn),
-    )
+    names = ("cudnn.conv", "cudnn.rnn", "cuda.matmul", "mkldnn.conv", "mkldnn.matmul", "mkldnn.rnn")
+    return tuple((name, _backend(name)) for name in names)
 
 
 # Only the operator-level settings are written: an operator's own value overrides its backend's
@@ -86,7 +93,7 @@ class Float32Flags:
     matmul_precision: str | None
 
     @classmethod
-    @torch.compiler.disable  # global state, not tensor code: compiled callers run it eagerly
+    @eager  # global state, not tensor code: compiled callers run it eagerly
     def capture(cls) -> Float32Flags:
         """The current global flags."""
         return cls(
@@ -109,7 +116,7 @@ class Float32Flags:
         """Whether these flags allow nothing but IEEE float32 (as :func:`full_float32` sets them)."""
         return self == self.as_ieee()
 
-    @torch.compiler.disable
+    @eager
     def apply(self) -> None:
         """Make these the global flags."""
         # Legacy setters first: they also write operator-level settings, which then get their values.
@@ -151,5 +158,5 @@ def conv_precision_key() -> object:
     ``max-autotune``) must be keyed on it: dynamo does not guard on these flags.
     """
     if _OPERATORS:
-        return _OPERATORS[0][1].fp32_precision, torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision
+        return _OPERATORS[0][1].fp32_precision, _backend("cudnn.fp32_precision"), _backend("fp32_precision")
     return _read(lambda: torch.backends.cudnn.allow_tf32)

@@ -7,13 +7,16 @@ every checkpoint and model folder); a model without them names its classes ``"0"
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import IRevNetConfig
 from .modes import eval_mode
+
+if TYPE_CHECKING:
+    from .model import IRevNet
 
 __all__ = ["PerClassAccuracy", "Prediction", "class_names", "predict"]
 
@@ -35,7 +38,7 @@ class Prediction:
         return {"label": self.label, "index": self.index, "probability": self.probability}
 
 
-def predict(model: nn.Module, x: Tensor, *, top_k: int = 5, batch_size: int = 64) -> list[list[Prediction]]:
+def predict(model: IRevNet, x: Tensor, *, top_k: int = 5, batch_size: int = 64) -> list[list[Prediction]]:
     """The ``top_k`` most probable classes of each input ``x[i]`` (``(N, C, H, W)``), best first.
 
     ``model`` is an :class:`~irevnet.model.IRevNet` (its configuration names the classes); it

@@ -16,6 +16,7 @@ other keyword is an :class:`~irevnet.config.IRevNetConfig` override (``blocks=(2
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,9 @@ def _overrides(preset: IRevNetConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if (in_chans, h, w) != preset.input_shape:
         out["input_shape"] = (in_chans, h, w)
-    if in_chans != preset.input_shape[0] and "data" not in out and preset.data.mean is not None:
+    d = preset.data
+    if in_chans != preset.input_shape[0] and "data" not in out and d.mean is not None and d.std is not None:
         # Other channel counts: the per-channel statistics averaged over the preset's channels.
-        d = preset.data
         out["data"] = DataConfig(
             mean=(sum(d.mean) / len(d.mean),) * in_chans,
             std=(sum(d.std) / len(d.std),) * in_chans,
@@ -119,7 +120,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> IRevNet:
     return build_model_with_cfg(build, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
-def _entrypoint(name: str, preset: str):
+def _entrypoint(name: str, preset: str) -> Callable[..., IRevNet]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> IRevNet:
         return _create(name, pretrained, **kwargs)
 

@@ -107,7 +107,7 @@ def representation_edits(
             return z
 
         edits.append((f"channels {k + 1}/{len(groups)} ← x_b", "channels", swap_group, None))
-    shapes = model.block_output_shapes(tuple(x_a.shape[-2:]))
+    shapes = model.block_output_shapes((x_a.shape[-2], x_a.shape[-1]))
     for j in stage_ends(model):
         for k, sl in enumerate(_channel_groups(shapes[j - 1][0], channel_groups)):
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,13 +56,13 @@ def select_blocks(depth: int, every: int = 1) -> list[int]:
     return sorted(set(range(every, depth + 1, every)) | {depth})
 
 
-def subsample(dataset: Dataset, max_samples: int | None, *, seed: int = 0) -> Dataset:
+def subsample(dataset: Dataset[Any], max_samples: int | None, *, seed: int = 0) -> Dataset[Any]:
     """A random subset of ``max_samples`` items (order kept), or ``dataset`` itself if it is small enough.
 
     The choice depends only on ``len(dataset)``, ``max_samples`` and ``seed``, so two runs pick the
     same images.
     """
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
     if max_samples is None or max_samples >= n:
         return dataset
     if max_samples < 1:
@@ -85,7 +86,7 @@ def untrained_like(model: IRevNet, *, seed: int = 0) -> IRevNet:
 @torch.no_grad()
 def averaged_features(
     model: IRevNet,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     blocks: list[int] | None = None,
     *,
     batch_size: int = 256,
@@ -118,8 +119,8 @@ def averaged_features(
 
 def extract_splits(
     model: IRevNet,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
     blocks: list[int],
     *,
     batch_size: int = 256,
@@ -128,7 +129,7 @@ def extract_splits(
     name: str = "",
 ) -> tuple[FeatureSet, FeatureSet]:
     """:func:`averaged_features` of the training and the test split, at the same ``blocks``."""
-    return tuple(  # type: ignore[return-value]
+    train, test = (
         averaged_features(
             model,
             ds,
@@ -140,3 +141,4 @@ def extract_splits(
         )
         for split, ds in (("train", train_set), ("test", test_set))
     )
+    return train, test

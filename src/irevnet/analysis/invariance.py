@@ -37,6 +37,8 @@ __all__ = ["head_statistics", "impose_head_statistics", "metamer_report", "metam
 def _bn_affine(head: ClassifierHead, like: Tensor) -> tuple[Tensor, Tensor]:
     """Eval-mode BatchNorm of the head as ``scale * φ + shift`` per channel, shapes ``(C, 1)``."""
     bn = head.norm
+    if bn is None:
+        raise ValueError("the head has no BatchNorm (norm=False, e.g. after pruning): its statistics are undefined")
     c = like.shape[1]
     mean = bn.running_mean if bn.running_mean is not None else like.new_zeros(c)
     var = bn.running_var if bn.running_var is not None else like.new_ones(c)

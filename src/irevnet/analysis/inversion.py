@@ -108,12 +108,12 @@ def reconstruct(
     """
     batches = tqdm(x.split(batch_size), desc="reconstruct", unit="batch", disable=not progress, leave=False)
     parts = list(reconstruct_batches(model, batches, float64=float64, floor=floor, to_pixels=to_pixels))
-    floors = [r.floor_relative_error for r in parts]
+    floors = [r.floor_relative_error for r in parts if r.floor_relative_error is not None]
     return Reconstruction(
         torch.cat([r.x_hat for r in parts]),
         torch.cat([r.max_abs_error for r in parts]),
         torch.cat([r.relative_error for r in parts]),
-        None if any(f is None for f in floors) else torch.cat(floors),  # type: ignore[arg-type]
+        torch.cat(floors) if len(floors) == len(parts) else None,
     )
 
 

@@ -100,8 +100,8 @@ def pca_from_features(
 
 def pca_contraction(
     model: IRevNet,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
     *,
     max_train: int | None = None,
     max_test: int | None = None,

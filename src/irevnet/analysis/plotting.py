@@ -48,7 +48,7 @@ MAX_COLUMNS = 16
 _FONT = {"title": 10, "label": 9, "tick": 8, "legend": 8, "cell": 8}
 
 
-def to_display(x: Tensor) -> np.ndarray:
+def to_display(x: Tensor) -> np.ndarray[Any, Any]:
     """(C, H, W) tensor of pixel values -> (H, W) or (H, W, 3) float array clipped to [0, 1] for imshow."""
     a = x.detach().float().cpu().numpy()
     a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
@@ -66,7 +66,9 @@ def _wrap(text: str, width_inches: float, fontsize: float) -> str:
     chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
     lines = []
     for paragraph in text.split("\n"):
-        words, line, length, in_math = [], [], 0, False
+        words: list[str] = []
+        line: list[str] = []
+        length, in_math = 0, False
         for word in paragraph.split(" "):  # glue the words of a math span together
             if in_math:
                 words[-1] += " " + word
@@ -160,15 +162,16 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 
 def plot_reconstructions(
-    x: Sequence[Tensor],
-    x_hat: Sequence[Tensor],
+    x: Sequence[Tensor] | Tensor,
+    x_hat: Sequence[Tensor] | Tensor,
     *,
     max_abs_error: float,
     subject: str,
     col_labels: Sequence[str] | None = None,
     cell: float = 1.0,
 ) -> Figure:
-    """Originals ``x`` above their reconstructions ``x_hat`` = Φ⁻¹(Φ(x)) (each (C, H, W), pixel values).
+    """Originals ``x`` above their reconstructions ``x_hat`` = Φ⁻¹(Φ(x)) (each (C, H, W), pixel values;
+    a list, or a batch ``(N, C, H, W)``).
 
     The title names the ``subject`` (e.g. "test images", a model's name) and the largest pixel error.
     """

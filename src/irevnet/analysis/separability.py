@@ -98,7 +98,7 @@ def classifier_accuracies(
 
 def separability_from_features(
     train: FeatureSet, test: FeatureSet, *, progress: bool = True, desc: str = "separability", **kwargs: Any
-) -> dict[str, list]:
+) -> dict[str, list[Any]]:
     """Accuracy by depth from features already extracted (:func:`averaged_features`).
 
     Evaluates every block present in both ``train`` and ``test``. ``kwargs`` go to
@@ -106,7 +106,7 @@ def separability_from_features(
     "svm": [...], "svm_C": [...]}``, lists aligned with ``blocks``.
     """
     blocks = [j for j in train.blocks if j in test.features]
-    out: dict[str, list] = {"blocks": blocks, "dims": [], "nn": [], "svm": [], "svm_C": []}
+    out: dict[str, list[Any]] = {"blocks": blocks, "dims": [], "nn": [], "svm": [], "svm_C": []}
     for j in tqdm(blocks, desc=desc, unit="block", disable=not progress, leave=False):
         x_train, x_test = standardize(train.features[j], test.features[j])
         acc = classifier_accuracies(x_train, train.labels, x_test, test.labels, **kwargs)
@@ -119,8 +119,8 @@ def separability_from_features(
 
 def linear_separability(
     model: IRevNet,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
     *,
     every: int = 1,
     baseline_seed: int | None = 0,
@@ -174,6 +174,6 @@ def linear_separability(
         "blocks": blocks,
         **curves,
         "baseline_seed": baseline_seed,
-        "train_images": len(train_set),
-        "test_images": len(test_set),
-    }  # type: ignore[arg-type]
+        "train_images": len(train_set),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+        "test_images": len(test_set),  # type: ignore[arg-type]
+    }

@@ -120,7 +120,7 @@ class Context:
     """One model, one pair of splits: a method per analysis (``(result, figure)``, named after it),
     and caches of what several of them share."""
 
-    def __init__(self, model: IRevNet, train_set: Dataset, test_set: Dataset, opts: AnalysisOptions) -> None:
+    def __init__(self, model: IRevNet, train_set: Dataset[Any], test_set: Dataset[Any], opts: AnalysisOptions) -> None:
         self.model, self.opts = model, opts
         self.train_set = subsample(train_set, opts.max_train, seed=opts.seed)
         self.test_set = subsample(test_set, opts.max_test, seed=opts.seed)
@@ -129,7 +129,7 @@ class Context:
         self.pixels = partial(denormalize, config=model.config)
 
     def _leading_test(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = next(iter(DataLoader(self.test_set, batch_size=min(n, len(self.test_set)))))  # type: ignore[arg-type]
+        x, y = next(iter(DataLoader(self.test_set, batch_size=min(n, len(self.test_set)))))  # type: ignore[arg-type]  # Dataset: no __len__
         return x.to(self.device), torch.as_tensor(y)
 
     @cached_property
@@ -137,7 +137,7 @@ class Context:
         """The leading test images that interpolate, metamers and edits draw their pairs from."""
         return self._leading_test(_PAIR_POOL)
 
-    def _pairs(self, n: int) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor, list[list[int]]]:
+    def _pairs(self, n: int) -> tuple[torch.Tensor, list[tuple[int, int]], torch.Tensor, torch.Tensor, list[list[int]]]:
         """``(x, pairs, ia, ib, labels)``: ``n`` pairs of different classes from :attr:`_pair_pool`,
         their indices into ``x`` and their ``[label_a, label_b]``."""
         x, y = self._pair_pool
@@ -208,7 +208,7 @@ class Context:
 
     def spectrum(self) -> tuple[Result, Figure]:
         x, _ = self._leading_test(self.opts.spectrum_images)
-        window = self.opts.window or default_window(tuple(x.shape[1:]))  # type: ignore[arg-type]
+        window = self.opts.window or default_window((x.shape[1], x.shape[2], x.shape[3]))
         res = spectrum_summary(
             self.model,
             x,
@@ -260,7 +260,8 @@ class Context:
             progress=self.opts.progress,
         )
         k = self.opts.pairs
-        fig = plot_metamers(*(self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k])), res)
+        a, b, m = (self.pixels(v).cpu() for v in (x[ia[:k]], x[ib[:k]], x_m[:k]))
+        fig = plot_metamers(a, b, m, res)
         res["labels"] = pair_labels
         res["pair_indices"] = [list(p) for p in pairs]
         res["steps"] = self.opts.metamer_steps
@@ -299,8 +300,8 @@ class Context:
 
 def run_analyses(
     model: IRevNet,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
     out: str | Path,
     names: Sequence[str] | None = None,
     options: AnalysisOptions = AnalysisOptions(),

@@ -73,6 +73,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..compile import eager
 from ..layers import Pair
 from ..precision import Float32Flags
 
@@ -232,7 +233,7 @@ def grad_needed(blocks: nn.Module, pair: Pair) -> bool:
     return any(t.requires_grad for t in pair) or any(p.requires_grad for p in blocks.parameters())
 
 
-@torch.compiler.disable  # dynamo runs this eagerly (graph break); the rest of the model compiles
+@eager  # dynamo runs this eagerly (graph break); the rest of the model compiles
 def reversible_forward(blocks: nn.Sequential, pair: Pair, *, keep: Collection[int] = ()) -> Pair:
     """Apply ``blocks`` (a list of :class:`~irevnet.blocks.IRevBlock`) to ``pair`` without storing activations.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..analysis.registry import ANALYSES, NAMES, get
 from ..data.registry import DATASETS
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 def _load_data(
     name: str, data_dir: str | None, config: IRevNetConfig, val_split: float | None = None
-) -> tuple[Dataset, Dataset]:
+) -> tuple[Dataset[Any], Dataset[Any]]:
     """``(train_set, test_set)`` of ``--data`` through the model's evaluation preprocessing.
 
     Features of the training split must not depend on random crops and flips: no augmentation.
@@ -60,7 +60,7 @@ def _window(text: str) -> tuple[int, int, int, int]:
     return top, left, h, w
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "analyze",
         help="the paper's analyses of a checkpoint: reconstructions, interpolations, "

@@ -13,9 +13,9 @@ import argparse
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..config import did_you_mean
 from ..errors import CheckpointError
@@ -47,7 +47,7 @@ class Parser(argparse.ArgumentParser):
         # given twice. An attribute, not the keyword, which Python < 3.14 does not take.
         self.suggest_on_error = False
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
@@ -73,7 +73,9 @@ class CommandParser(Parser):
 
     _intermixed = False  # True while parse_known_intermixed_args runs its two passes
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(  # type: ignore[override]  # one signature for typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         if self._intermixed:
             return super().parse_known_args(args, namespace)
         self._intermixed = True
@@ -290,14 +292,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+def check_outputs(
+    paths: Iterable[str | os.PathLike[str]], *, force: bool, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> None:
     """Refuse (:class:`CLIError`) to write any of ``paths`` that is one of ``inputs`` (even with
     ``force``), that is a folder, that exists (unless ``force``), or whose folder is not writable
     (:func:`check_writable`)."""
-    paths, inputs = [Path(p) for p in paths], [Path(i) for i in inputs]
+    out_paths, in_paths = [Path(p) for p in paths], [Path(i) for i in inputs]
     existing = []
-    for path in paths:
-        if any(_same_file(path, i) or path.resolve() == i.resolve() for i in inputs):
+    for path in out_paths:
+        if any(_same_file(path, i) or path.resolve() == i.resolve() for i in in_paths):
             raise CLIError(f"refusing to write {str(path)!r}: it is one of the inputs")
         if path.is_dir():
             raise CLIError(f"cannot write {str(path)!r}: it is a folder")
@@ -309,10 +313,10 @@ def check_outputs(paths: Iterable[str | os.PathLike], *, force: bool, inputs: It
             f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
             "or choose another output"
         )
-    check_writable(p.parent for p in paths)
+    check_writable(p.parent for p in out_paths)
 
 
-def check_writable(folders: Iterable[str | os.PathLike]) -> None:
+def check_writable(folders: Iterable[str | os.PathLike[str]]) -> None:
     """Refuse (:class:`CLIError`) to write into any of ``folders`` where no file can be created.
 
     A folder that does not exist yet would be created: its deepest existing ancestor must then

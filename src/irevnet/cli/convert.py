@@ -21,7 +21,7 @@ from .common import (
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "convert",
         help="convert a checkpoint of the authors' code (jhjacobsen/pytorch-i-revnet) to irevnet",

@@ -38,7 +38,7 @@ PAPER_ANALYSES = tuple(a.name for a in ANALYSES if a.paper)
 BIJECTIVE_ANALYSES = tuple(a.name for a in ANALYSES if not a.paper)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="train `digits` and the bijective `digits-b` on the bundled digits, run the paper's analyses "
@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(results: dict[str, dict], names: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+def _figures(results: dict[str, dict[str, Any]], names: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
     """The headline figures of the analyses ``names`` (:mod:`irevnet.analysis.registry`), names prefixed."""
     return {prefix + key: value for name in names for key, value in get(name).figures(results[name]).items()}
 
 
-def _train(preset: str, recipe: Recipe, out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict]:
+def _train(preset: str, recipe: Recipe, out: Path, args: argparse.Namespace) -> tuple[IRevNet, float, dict[str, Any]]:
     """Train ``preset`` on the digits with ``recipe`` and ``args.seed`` by :func:`irevnet.training.train`,
     into the run folder ``out/RUNS[preset]``: (final model, seconds of training, last epoch's record,
     whose ``eval_*`` figures are the final model's on the test split)."""
@@ -190,7 +190,7 @@ def _train(preset: str, recipe: Recipe, out: Path, args: argparse.Namespace) -> 
     return result.model, seconds, last
 
 
-def _write_report(out: Path, m: dict, results: dict, fmt: str) -> None:
+def _write_report(out: Path, m: dict[str, Any], results: dict[str, dict[str, Any]], fmt: str) -> None:
     """``report.md``: the training figures, then each analysis's section (:meth:`Analysis.section`)."""
     paper = "\n".join(get(name).section(results[name], f"{name}.{fmt}") for name in PAPER_ANALYSES)
     beyond = "\n".join(get(name).section(results[name], f"{name}.{fmt}", level=3) for name in BIJECTIVE_ANALYSES)

@@ -14,7 +14,7 @@ from .train import add_common_arguments
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eval",
         help="top-1 and top-5 accuracy of a checkpoint on a data set's evaluation split",

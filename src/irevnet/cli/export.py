@@ -16,7 +16,7 @@ def export_files(fmt: str) -> tuple[str, ...]:
     return (f"forward.{FORMAT_SUFFIX[fmt]}", f"inverse.{FORMAT_SUFFIX[fmt]}", "meta.json")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
         help="export Φ + classifier and Φ⁻¹ with torch.export (or ONNX) into a folder",

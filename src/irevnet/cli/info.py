@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 
 from ..config import get_preset, list_presets
 from ..summary import describe_config
 from .common import model_from_spec, model_spec
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", help="parameters, depth, per-stage shapes and Φ size of a preset or checkpoint")
     p.add_argument("model", metavar="PRESET|CHECKPOINT", type=model_spec)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _SHOWN_NAMES = 10
 
 
-def _shape(s) -> str:
+def _shape(s: Iterable[int]) -> str:
     return "x".join(map(str, s))
 
 

@@ -8,7 +8,7 @@ import json
 from .common import SOURCE_HELP, existing_file, int_range, model_path, positive_int, read_images
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
         help="the most probable classes of image files, named by the model's class names",

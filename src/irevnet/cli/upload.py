@@ -17,7 +17,7 @@ def _repo_id(text: str) -> str:
     return text
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "upload",
         help="push a model to the Hugging Face Hub as a model folder with a model card",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -16,7 +17,7 @@ _DATASETS: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
-def _root(name: str, data_dir: str | os.PathLike) -> Path:
+def _root(name: str, data_dir: str | os.PathLike[str]) -> Path:
     """The folder that *contains* ``cifar-10-batches-py/`` (or ``cifar-100-python/``).
 
     ``data_dir`` may name that folder or the batches folder itself.
@@ -37,10 +38,10 @@ def _root(name: str, data_dir: str | os.PathLike) -> Path:
 
 def load_cifar(
     name: str,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike[str],
     *,
-    train_transform: Callable | None,
-    eval_transform: Callable | None,
+    train_transform: Callable[[Any], Any] | None,
+    eval_transform: Callable[[Any], Any] | None,
 ) -> tuple[CIFAR10, CIFAR10]:
     """``(train, test)`` splits of ``name`` (``"cifar10"`` or ``"cifar100"``) read from ``data_dir``.
 

@@ -9,8 +9,9 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -88,7 +89,7 @@ def load_image(path: str) -> Image.Image:
 
 
 @contextlib.contextmanager
-def decoding(path: str | os.PathLike):
+def decoding(path: str | os.PathLike[str]) -> Iterator[None]:
     """Turn PIL's decoding errors inside the body into a :class:`CorruptImageError` naming ``path``."""
     try:
         yield
@@ -96,7 +97,7 @@ def decoding(path: str | os.PathLike):
         raise CorruptImageError(f"cannot decode image {str(path)!r}: {e}") from None
 
 
-def _folder(path: Path, transform: Callable | None) -> ImageFolder:
+def _folder(path: Path, transform: Callable[[Any], Any] | None) -> ImageFolder:
     if not path.is_dir():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist (expected <class>/<image> subfolders)")
     try:
@@ -106,10 +107,10 @@ def _folder(path: Path, transform: Callable | None) -> ImageFolder:
 
 
 def load_imagefolder(
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike[str],
     *,
-    train_transform: Callable | None,
-    eval_transform: Callable | None,
+    train_transform: Callable[[Any], Any] | None,
+    eval_transform: Callable[[Any], Any] | None,
     val_split: float | None = None,
     seed: int = 0,
 ) -> tuple[ImageFolder, ImageFolder]:
@@ -162,7 +163,11 @@ def load_imagefolder(
 
 
 def eval_imagefolder(
-    data_dir: str | os.PathLike, *, transform: Callable | None, val_split: float | None = None, seed: int = 0
+    data_dir: str | os.PathLike[str],
+    *,
+    transform: Callable[[Any], Any] | None,
+    val_split: float | None = None,
+    seed: int = 0,
 ) -> ImageFolder:
     """The evaluation split: ``data_dir/val`` if present, else ``data_dir`` itself as a class tree;
     with ``val_split``, the held-out part of the tree :func:`load_imagefolder` splits (the same images)."""
@@ -214,7 +219,7 @@ def _split_tree(root: Path) -> Path:
     return root / "train" if (root / "train").is_dir() else root
 
 
-def _part(folder: ImageFolder, indices: Sequence[int], transform: Callable | None) -> ImageFolder:
+def _part(folder: ImageFolder, indices: Sequence[int], transform: Callable[[Any], Any] | None) -> ImageFolder:
     """``folder`` restricted to the images ``indices``, with ``transform``; its classes stay all of ``folder``'s."""
     part = copy.copy(folder)
     part.samples = part.imgs = [folder.samples[i] for i in indices]

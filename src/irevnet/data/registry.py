@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import did_you_mean
 from ..errors import ConfigError
@@ -33,14 +34,14 @@ class DataSplits:
     as for synthetic data).
     """
 
-    train: Dataset | None
-    eval: Dataset
+    train: Dataset[Any] | None
+    eval: Dataset[Any]
     num_classes: int
     input_shape: tuple[int, int, int]
     class_names: tuple[str, ...] | None = None
 
 
-def _need_dir(name: str, data_dir: str | os.PathLike | None) -> str | os.PathLike:
+def _need_dir(name: str, data_dir: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
     if data_dir is None:
         raise ConfigError(f"data set {name} needs data_dir (the folder that holds it)", option="data_dir")
     return data_dir
@@ -48,7 +49,7 @@ def _need_dir(name: str, data_dir: str | os.PathLike | None) -> str | os.PathLik
 
 def build_datasets(
     name: str,
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     *,
     config: IRevNetConfig,
     synthetic_size: int = 2560,
@@ -79,7 +80,7 @@ def build_datasets(
     from .synthetic import SyntheticImages
     from .transforms import eval_transform, train_transform
 
-    def train_tf(kind: str):
+    def train_tf(kind: str) -> Callable[[Any], Any]:
         return train_transform(config, augment=kind) if augment else eval_transform(config)
 
     if val_split is not None and name != "imagefolder":
@@ -122,13 +123,13 @@ def build_datasets(
     if name == "synthetic":
         # Different seeds so that the eval items are not copies of the first train items.
         shape, classes = config.input_shape, config.num_classes
-        train = SyntheticImages(synthetic_size, shape, classes, seed=0)
-        val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
-        return DataSplits(None if eval_only else train, val, classes, shape)
+        synthetic_train = SyntheticImages(synthetic_size, shape, classes, seed=0)
+        synthetic_val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
+        return DataSplits(None if eval_only else synthetic_train, synthetic_val, classes, shape)
     hint = did_you_mean(name, DATASETS)
     raise ValueError(f"unknown data set {name!r}{f' ({hint})' if hint else ''}; available: {', '.join(DATASETS)}")
 
 
-def build_eval_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs) -> DataSplits:
+def build_eval_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> DataSplits:
     """:func:`build_datasets` with ``eval_only=True`` (``train`` is ``None``)."""
     return build_datasets(name, data_dir, eval_only=True, **kwargs)

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 __all__ = ["SyntheticImages"]
 
 
-class SyntheticImages(Dataset):
+class SyntheticImages(Dataset[tuple[Tensor, int]]):
     """``size`` items ``(x, y)``: ``x`` standard normal of shape ``shape`` (C, H, W), ``y = i % num_classes``.
 
     Item ``i`` is drawn from its own generator seeded with ``(seed, i)``, so it is the same

@@ -20,8 +20,11 @@ the same random parameters for the same RNG state.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
@@ -45,7 +48,7 @@ def resize_size(config: IRevNetConfig) -> int:
     return math.floor(min(h, w) / config.data.crop_pct)
 
 
-def _to_input(config: IRevNetConfig, tensor_input: bool) -> list:
+def _to_input(config: IRevNetConfig, tensor_input: bool) -> list[Callable[[Any], Any]]:
     """Channel conversion, [0, 1] scaling and normalization (the end of every pipeline)."""
     dc = config.data_config
     grey = [T.Grayscale(1)] if config.input_shape[0] == 1 else []
@@ -60,7 +63,7 @@ class _ResizeToCover(torch.nn.Module):
         super().__init__()
         self.size, self.interpolation = size, interpolation
 
-    def forward(self, img):
+    def forward(self, img: Tensor | Image.Image) -> Tensor | Image.Image:
         w, h = TF.get_image_size(img)
         scale = max(self.size[0] / h, self.size[1] / w)
         out = [max(t, round(v * scale)) for v, t in ((h, self.size[0]), (w, self.size[1]))]

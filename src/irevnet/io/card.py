@@ -159,7 +159,7 @@ or `irevnet predict {load_id} image.jpg` for the most probable classes by name.
 
 
 def write_card(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike[str],
     config: IRevNetConfig,
     *,
     repo_id: str | None = None,

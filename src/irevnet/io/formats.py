@@ -47,7 +47,7 @@ __all__ = [
 _LABELS = "label_names"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to ``path`` through :func:`irevnet.atomic.atomic_write`: a crash or a full
     disk mid-write leaves the previous file untouched; the file gets the mode of any new file."""
 
@@ -63,7 +63,7 @@ def _cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def write_checkpoint(
-    path: str | os.PathLike, config: IRevNetConfig, state: Mapping[str, Tensor], **extras: Any
+    path: str | os.PathLike[str], config: IRevNetConfig, state: Mapping[str, Tensor], **extras: Any
 ) -> Path:
     """Write the checkpoint of ``config`` and ``state`` (plus ``extras``) atomically to ``path``."""
     payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": _cpu(state)}
@@ -73,7 +73,7 @@ def write_checkpoint(
     return atomic_save({**payload, **extras}, path)
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict at ``path``, checked to be irevnet's, read without executing pickled code."""
     payload = load_tensor_file(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -87,7 +87,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def parse_config(data: Any, where: str | os.PathLike) -> IRevNetConfig:
+def parse_config(data: Any, where: str | os.PathLike[str]) -> IRevNetConfig:
     """``IRevNetConfig.from_dict(data)``; a bad configuration is a :class:`CheckpointError` naming ``where``."""
     try:
         return IRevNetConfig.from_dict(data)
@@ -119,7 +119,7 @@ def _label_names(doc: dict[str, Any], path: Path) -> tuple[str, ...]:
     return names
 
 
-def read_config_document(path: str | os.PathLike) -> IRevNetConfig:
+def read_config_document(path: str | os.PathLike[str]) -> IRevNetConfig:
     """The configuration in a model folder's ``config.json`` (class names from ``id2label``)."""
     path = Path(path)
     try:
@@ -144,7 +144,7 @@ def read_config_document(path: str | os.PathLike) -> IRevNetConfig:
     return parse_config(config, path)
 
 
-def write_model_folder(folder: str | os.PathLike, config: IRevNetConfig, state: Mapping[str, Tensor]) -> Path:
+def write_model_folder(folder: str | os.PathLike[str], config: IRevNetConfig, state: Mapping[str, Tensor]) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created if needed); returns it.
 
     Each file is written to a temporary name and renamed, so an interruption never leaves a
@@ -163,7 +163,7 @@ def write_model_folder(folder: str | os.PathLike, config: IRevNetConfig, state: 
 
 
 def read_model_folder(
-    folder: str | os.PathLike, map_location: str | torch.device = "cpu"
+    folder: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> tuple[IRevNetConfig, dict[str, Tensor]]:
     """The configuration and state dict of model folder ``folder``, without building the model;
     a missing, unreadable or invalid file raises :class:`CheckpointError` naming it."""

@@ -38,7 +38,7 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The local folder (in the Hub cache) holding ``config.json`` and ``model.safetensors`` of
     ``model_id`` (``owner/name[@revision]``; ``revision`` wins over the ``@`` part)."""
     hub = require("huggingface_hub", extra="hub", purpose=f"loading {model_id!r} from the Hugging Face Hub")
@@ -58,7 +58,7 @@ def download(model_id: str, *, revision: str | None = None, cache_dir: str | os.
 
 
 def upload_folder(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike[str],
     repo_id: str,
     *,
     private: bool | None = None,

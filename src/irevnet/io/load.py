@@ -31,7 +31,7 @@ _ARCHITECTURE_FIELDS = ("blocks", "strides", "channels", "init_block_size", "mul
 _CLASSIFIER = ("head.fc.weight", "head.fc.bias")
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, **extras: Any) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike[str], **extras: Any) -> Path:
     """Write ``model`` (configuration + weights, plus optional ``extras``) atomically to the
     checkpoint file ``path``.
 
@@ -42,17 +42,17 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extras: Any) -> Path
     return write_checkpoint(path, config_of(net), net.state_dict(), **extras)
 
 
-def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
+def save_pretrained(model: nn.Module, folder: str | os.PathLike[str]) -> Path:
     """Write ``model`` as a model folder (see :meth:`IRevNet.save_pretrained`); DDP / compile wrappers are unwrapped."""
     return unwrap_model(model).save_pretrained(folder)
 
 
 def load_model(
-    source: str | os.PathLike,
+    source: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     *,
     revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> IRevNet:
     """Rebuild the model saved at ``source``: a checkpoint file of :func:`save_model` (or the
     trainer's), a model folder of :meth:`IRevNet.save_pretrained` (``config.json`` +
@@ -66,7 +66,7 @@ def load_model(
     return IRevNet.from_weights(weights, map_location=map_location)
 
 
-def init_weights_from(model: nn.Module, source: str | os.PathLike) -> bool:
+def init_weights_from(model: nn.Module, source: str | os.PathLike[str]) -> bool:
     """Copy the weights of ``source`` (any source :func:`load_model` reads) into ``model``, for
     fine-tuning. Weights only: no optimizer state, epoch or schedule.
 

@@ -25,7 +25,7 @@ __all__ = ["load_tensor_file", "torch_file_problem"]
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
-def torch_file_problem(path: str | os.PathLike) -> str | None:
+def torch_file_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be a file written by ``torch.save`` (judged by its first bytes), or None.
 
     A text file, an image, an ONNX file, ...: named as such instead of getting torch's advice
@@ -41,7 +41,7 @@ def torch_file_problem(path: str | os.PathLike) -> str | None:
 
 
 def load_tensor_file(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     map_location: str | torch.device = "cpu",
     error: type[IRevNetError] = CheckpointError,

@@ -92,7 +92,7 @@ def _classify(path: Path, given: str) -> Source:
     )
 
 
-def resolve_source(source: str | os.PathLike, *, kinds: tuple[Kind, ...] = KINDS) -> Source:
+def resolve_source(source: str | os.PathLike[str], *, kinds: tuple[Kind, ...] = KINDS) -> Source:
     """Which kind of source ``source`` is (see the module's docstring), among ``kinds``.
 
     Raises :class:`~irevnet.errors.CheckpointError` naming ``source`` when it does not exist

@@ -35,11 +35,11 @@ class Weights:
 
 
 def read_weights(
-    source: str | os.PathLike | Source,
+    source: str | os.PathLike[str] | Source,
     *,
     kinds: tuple[Kind, ...] = KINDS,
     revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Weights:
     """The configuration and weights (on the CPU) of ``source`` (a checkpoint file, a model folder, a
     run folder or a Hub id; see :func:`~irevnet.io.source.resolve_source`), among ``kinds``.

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -181,7 +181,7 @@ def _loaders(
 ) -> tuple[Loader, Loader]:
     """The training loader (resumable order, seeded augmentation) and this rank's evaluation loader."""
     pin = device.type == "cuda"
-    train_set, eval_set, collate = cast(Dataset, data.train), data.eval, None
+    train_set, eval_set, collate = cast(Dataset[Any], data.train), data.eval, None
     if cfg.decode_on == "device":
         if not isinstance(train_set, ImageFolder):
             raise ConfigError(
@@ -205,7 +205,7 @@ def _loaders(
         defer_seeding=collate is not None,
     )
     # Each rank evaluates a disjoint shard; the sums are all-reduced (exact, no padding).
-    shard = Subset(eval_set, range(ctx.rank, len(eval_set), ctx.world_size))  # type: ignore[arg-type]
+    shard = Subset(eval_set, range(ctx.rank, len(eval_set), ctx.world_size))  # type: ignore[arg-type]  # Dataset: no __len__
     # Its own generator: drawing the workers' base seed must not advance the global RNG (dropout).
     eval_loader = DataLoader(
         shard,

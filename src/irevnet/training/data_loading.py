@@ -65,8 +65,10 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     padded to a multiple of the world size). Call :meth:`set_epoch` before each epoch.
     """
 
-    def __init__(self, dataset: Dataset, *, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
-        self._order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    def __init__(self, dataset: Dataset[Any], *, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self._order: DistributedSampler[int] = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        )
         self.epoch, self.start = 0, 0
 
     @property
@@ -96,7 +98,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 def seeded_rngs(seed: int) -> Iterator[None]:
     """Run the body with torch (CPU), numpy and python RNGs seeded by ``seed``; restore them after."""
     saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    torch.random.default_generator.manual_seed(seed)  # the CPU generator only: CUDA streams stay untouched
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA streams stay untouched
     np.random.seed(seed % 2**32)
     random.seed(seed)
     try:
@@ -107,7 +109,7 @@ def seeded_rngs(seed: int) -> Iterator[None]:
         random.setstate(saved[2])
 
 
-class SeededItems(Dataset):
+class SeededItems(Dataset[Any]):
     """``dataset`` indexed by ``(index, seed)`` pairs: items with their random transforms drawn from ``seed``.
 
     The ``DataLoader`` fetches whole batches through :meth:`__getitems__`, seeded once per
@@ -116,11 +118,11 @@ class SeededItems(Dataset):
     so each item gets its batch's seed appended instead, for the consumer to seed with.
     """
 
-    def __init__(self, dataset: Dataset, *, defer: bool = False) -> None:
+    def __init__(self, dataset: Dataset[Any], *, defer: bool = False) -> None:
         self.dataset, self.defer = dataset, defer
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
@@ -156,16 +158,16 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def train_loader(
-    dataset: Dataset,
+    dataset: Dataset[Any],
     sampler: ResumableSampler,
     *,
     batch_size: int,
     workers: int,
     pin_memory: bool,
     prefetch_factor: int = 4,
-    collate_fn: Callable | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
     defer_seeding: bool = False,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """The training ``DataLoader``: persistent workers with prefetch, pinned memory on CUDA.
 
     ``defer_seeding``: see :class:`SeededItems` (``collate_fn`` then receives the seeds).

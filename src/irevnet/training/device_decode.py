@@ -21,14 +21,14 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torchvision
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -52,7 +52,7 @@ def read_for_device(path: str) -> Tensor:
         return pil_to_tensor(decode_image(img))
 
 
-class EncodedImages(Dataset):
+class EncodedImages(Dataset[tuple[Tensor, int, str]]):
     """An ``ImageFolder``'s items as ``(image, label, path)`` with ``image`` from :func:`read_for_device`."""
 
     def __init__(self, folder: ImageFolder) -> None:
@@ -66,7 +66,7 @@ class EncodedImages(Dataset):
         return read_for_device(path), label, path
 
 
-def collate_encoded(items: list[tuple]) -> tuple[list[Tensor], Tensor, int | None, list[str]]:
+def collate_encoded(items: list[tuple[Any, ...]]) -> tuple[list[Tensor], Tensor, int | None, list[str]]:
     """``(images, labels, seed, paths)``: images stay a list (their sizes differ); ``seed`` is the
     batch's augmentation seed when the items carry one (training), else ``None``."""
     columns = list(zip(*items, strict=True))
@@ -122,11 +122,11 @@ class DeviceDecoder:
 class DeviceDecodedLoader:
     """Iterates a loader of :func:`collate_encoded` batches and yields ``(x, y)`` decoded by ``decoder``."""
 
-    def __init__(self, loader: Iterable[Any], decoder: DeviceDecoder) -> None:
+    def __init__(self, loader: DataLoader[Any], decoder: DeviceDecoder) -> None:
         self.loader, self.decoder = loader, decoder
 
     def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
+        return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for images, labels, seed, paths in self.loader:

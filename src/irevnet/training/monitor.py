@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..analysis.inversion import reconstruct
+
+if TYPE_CHECKING:
+    from ..model import IRevNet
 
 __all__ = ["DEFAULT_RECON_THRESHOLD", "ReconstructionMonitor"]
 
@@ -43,7 +47,7 @@ class ReconstructionMonitor:
     @classmethod
     def from_dataset(
         cls,
-        dataset: Dataset,
+        dataset: Dataset[Any],
         *,
         size: int = 64,
         threshold: float | None = DEFAULT_RECON_THRESHOLD,
@@ -52,15 +56,15 @@ class ReconstructionMonitor:
         """Monitor the first ``size`` images of ``dataset`` (a held-out split: the same ones every time)."""
         if threshold is not None and not threshold > 0:
             raise ValueError(f"the reconstruction warning threshold must be > 0, got {threshold}")
-        n = min(size, len(dataset))  # type: ignore[arg-type]
+        n = min(size, len(dataset))  # type: ignore[arg-type]  # torch's Dataset declares no __len__
         if n == 0:
             raise ValueError("cannot monitor reconstructions on an empty data set")
         x = torch.stack([dataset[i][0] for i in range(n)]).to(device)
         return cls(x, threshold)
 
-    def measure(self, model: nn.Module) -> dict[str, float]:
+    def measure(self, model: IRevNet) -> dict[str, float]:
         """``{"recon_rel_error", "recon_floor"}``: means over the batch, in eval mode (the model's mode is kept)."""
-        rec = reconstruct(model, self.x)  # type: ignore[arg-type]
+        rec = reconstruct(model, self.x)
         assert rec.floor_relative_error is not None
         error, floor = rec.relative_error.mean().item(), rec.floor_relative_error.mean().item()
         if self.threshold is not None and not self.warned and not error <= self.threshold:  # NaN warns too

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from .steps import Criterion
 __all__ = ["build_criterion", "build_optimizer", "load_schedule"]
 
 
-def _param_groups(params: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
+def _param_groups(params: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no decay on 1-d parameters (BatchNorm weights, biases), as is customary."""
     if not isinstance(params, nn.Module):
         return [{"params": list(params), "weight_decay": weight_decay}]
@@ -33,7 +34,9 @@ def _warmup_cosine(step: int, *, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
 
 
-def build_optimizer(params: nn.Module | Iterable[nn.Parameter], recipe: Recipe, steps_per_epoch: int):
+def build_optimizer(
+    params: nn.Module | Iterable[nn.Parameter], recipe: Recipe, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, bool]:
     """The recipe's optimizer and schedule over ``params`` (a model or its parameters).
 
     Returns ``(optimizer, scheduler, per_step)``: ``per_step`` tells whether the scheduler
@@ -62,7 +65,7 @@ def build_optimizer(params: nn.Module | Iterable[nn.Parameter], recipe: Recipe, 
     )
 
 
-def load_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict, *, stretch: bool) -> None:
+def load_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any], *, stretch: bool) -> None:
     """Restore ``scheduler`` from ``state``, the state of the same recipe's schedule.
 
     ``stretch``: ``state`` was written for another number of epochs. A schedule stepped per

@@ -48,11 +48,11 @@ class Reporter:
                     "batch_per_rank": parts.batch_per_rank,
                     "workers": parts.workers,
                     "device": str(parts.device),
-                    "train_images": len(parts.data.train),  # type: ignore[arg-type]
-                    "eval_images": len(parts.data.eval),
+                    "train_images": len(parts.data.train),  # type: ignore[arg-type]  # Dataset declares no __len__
+                    "eval_images": len(parts.data.eval),  # type: ignore[arg-type]
                     "torch": torch.__version__,
                 }
-            )  # type: ignore[arg-type]
+            )
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl``, add it to TensorBoard and log its line."""

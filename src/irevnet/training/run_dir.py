@@ -33,7 +33,7 @@ class RunDir:
 
     LAST, BEST, METRICS, CONFIG = RUN_LAST, RUN_BEST, RUN_METRICS, RUN_CONFIG  # the names: irevnet.io.names
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     @property

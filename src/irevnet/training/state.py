@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,7 +72,9 @@ class Progress:
 
 def rng_state(device: torch.device) -> dict[str, Any]:
     """This process's torch (CPU and ``device``'s CUDA), numpy and python RNG states."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global RandomState is an MT19937, whose legacy state is a tuple (numpy's stubs say dict).
+    legacy = cast("tuple[str, np.ndarray[Any, Any], int, int, float]", np.random.get_state(legacy=True))
+    _, keys, pos, has_gauss, cached = legacy
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

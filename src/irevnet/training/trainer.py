@@ -111,10 +111,10 @@ class _Engine:
             cfg.preset,
             f"{parts.model.num_parameters():,}",
             cfg.data,
-            len(parts.data.train),
+            len(parts.data.train),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
             self.dist.world_size,
             parts.batch_per_rank,
-            cfg.accum,  # type: ignore[arg-type]
+            cfg.accum,
             parts.workers,
             parts.device,
         )
