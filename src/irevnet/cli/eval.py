@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..io.names import RUN_CONFIG
 from .common import SOURCE_HELP, model_path, positive_int
 from .train import add_common_arguments
 
@@ -125,7 +126,7 @@ def _recorded_split(checkpoint: str, data: str, data_dir: str | None) -> tuple[f
     """``(val_split, RUN/config.json)`` when ``checkpoint`` belongs to a training run (it is the run
     folder or a file in it) that held out ``val_split`` of this same image folder; else ``None``."""
     path = Path(checkpoint)
-    config = (path if path.is_dir() else path.parent) / "config.json"
+    config = (path if path.is_dir() else path.parent) / RUN_CONFIG
     try:
         run = json.loads(config.read_text())["train"]
         split, trained_on = run.get("val_split"), run.get("data_dir")
