@@ -24,7 +24,7 @@ from irevnet.training.build import build
 from irevnet.training.distributed import DistContext
 from irevnet.training.ema import ema_decay_at, model_ema
 from irevnet.training.resume import restore
-from irevnet.training.trainer import _graphs_compiled
+from irevnet.compile import graphs_compiled
 
 EEEFAFB_RUN = Path(__file__).parent / "data" / "written-by-eeefafb" / "run-ema-stopped"
 
@@ -83,9 +83,9 @@ def test_the_trained_model_carries_no_hook_of_the_hybrid_objective(tmp_path):
 
 # -- compile time --------------------------------------------------------------------------------
 def test_compiled_graphs_are_counted():
-    before = _graphs_compiled()
+    before = graphs_compiled()
     torch.compile(lambda x: x * 2 + 1, backend="eager")(torch.ones(3))
-    assert _graphs_compiled() == before + 1
+    assert graphs_compiled() == before + 1
 
 
 def test_steps_that_compile_are_kept_out_of_the_throughput(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_steps_that_compile_are_kept_out_of_the_throughput(tmp_path, monkeypatch
         calls[0] += 1
         return int(calls[0] >= 2)
 
-    monkeypatch.setattr(trainer_module, "_graphs_compiled", graphs)
+    monkeypatch.setattr(trainer_module, "graphs_compiled", graphs)
     rows = train(_cfg(tmp_path, recipe={"batch_size": 32}, epochs=2)).history
     first, second = rows
     assert 0 < first["compile_seconds"] < first["epoch_seconds"] and second["compile_seconds"] == 0

@@ -35,6 +35,7 @@ as in eager mode.
 from __future__ import annotations
 
 import functools
+import sys
 import types
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -44,7 +45,15 @@ import torch
 
 from .errors import IRevNetError
 
-__all__ = ["CompileSpec", "CompileUnavailableError", "check_compile_support", "compiled", "eager", "mark_step"]
+__all__ = [
+    "CompileSpec",
+    "CompileUnavailableError",
+    "check_compile_support",
+    "compiled",
+    "eager",
+    "graphs_compiled",
+    "mark_step",
+]
 
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -135,6 +144,12 @@ def check_compile_support(spec: CompileSpec, device: torch.device) -> None:
                 "torch.compile's inductor backend needs Triton on CUDA and it is not installed or not usable "
                 "(pip install triton, matching your torch), or run without compiling"
             )
+
+
+def graphs_compiled() -> int:
+    """Graphs torch.compile has compiled in this process (dynamo's own counter; 0 before dynamo is loaded)."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return 0 if utils is None else int(utils.counters["stats"]["unique_graphs"])
 
 
 def mark_step(spec: CompileSpec | None, device: torch.device) -> None:

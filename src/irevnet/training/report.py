@@ -4,6 +4,7 @@ and TensorBoard scalars. Rank 0 alone reports."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ from .build import Parts
 from .distributed import DistContext
 from .options import TrainConfig
 from .run_dir import RunDir
+from .state import Progress
+from .stats import Stats
 
 __all__ = ["Reporter"]
 
@@ -53,6 +56,60 @@ class Reporter:
                     "torch": torch.__version__,
                 }
             )
+
+    def started(self, parts: Parts, ctx: DistContext, resume_from: Path | None, progress: Progress) -> None:
+        """Log where the run starts (or resumes) and what it trains on."""
+        cfg = self.cfg
+        if resume_from is not None:
+            log.info(
+                "resuming %s from %s at epoch %d/%d, step %d",
+                self.run.path,
+                resume_from,
+                progress.epoch + 1,
+                cfg.recipe.epochs,
+                progress.step,
+            )
+        log.info(
+            "training %s (%s parameters) on %s: %d images, %d process(es) x %d per batch x accum %d, "
+            "%d loader worker(s), %s",
+            cfg.preset,
+            f"{parts.model.num_parameters():,}",
+            cfg.data,
+            len(parts.data.train),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+            ctx.world_size,
+            parts.batch_per_rank,
+            cfg.accum,
+            parts.workers,
+            parts.device,
+        )
+
+    @staticmethod
+    def stopped(run: RunDir, parts: Parts, progress: Progress, signal: str | None) -> None:
+        """Log that a stop signal (``signal``, or None: one received by another rank) ended the run, saved."""
+        log.warning(
+            "stopped by %s at epoch %d, batch %d/%d (step %d): saved %s; continue with resume",
+            signal or "a stop signal on another rank",
+            progress.epoch + 1,
+            progress.batch,
+            parts.batches_per_epoch,
+            progress.step,
+            run.last,
+        )
+
+    @staticmethod
+    def record(epoch: int, stats: Stats, lr: float) -> dict[str, Any]:
+        """The ``metrics.jsonl`` record of a trained epoch (1-based ``epoch``), before evaluation adds its figures."""
+        return {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "top1": stats.top1,
+            "top5": stats.top5,
+            "lr": lr,
+            "img_per_s": stats.images_per_second,
+            "epoch_seconds": stats.seconds,
+            "compile_seconds": stats.compile_seconds,
+            "samples": stats.samples,
+        }
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl``, add it to TensorBoard and log its line."""

@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -39,7 +38,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..compile import mark_step
+from ..compile import graphs_compiled, mark_step
 from ..errors import OutOfMemoryError, TrainingDivergedError
 from ..io.load import load_model, save_pretrained
 from ..precision import full_float32
@@ -57,12 +56,6 @@ from .steps import evaluate, forward_backward, grads_finite, micro_batch_groups,
 __all__ = ["TrainConfig", "TrainResult", "resolve_model_config", "train"]
 
 log = logging.getLogger(__name__)
-
-
-def _graphs_compiled() -> int:
-    """Graphs torch.compile has compiled in this process (dynamo's own counter; 0 before dynamo is loaded)."""
-    utils = sys.modules.get("torch._dynamo.utils")
-    return 0 if utils is None else utils.counters["stats"]["unique_graphs"]
 
 
 class _Engine:
@@ -96,28 +89,7 @@ class _Engine:
             reporter.config(parts, self.dist)
             # Drop records of epochs after the checkpoint (killed between the two writes).
             history = self.run.truncate_metrics(self.progress.epoch)
-        if resume_from is not None:
-            log.info(
-                "resuming %s from %s at epoch %d/%d, step %d",
-                self.run.path,
-                resume_from,
-                self.progress.epoch + 1,
-                cfg.recipe.epochs,
-                self.progress.step,
-            )
-        log.info(
-            "training %s (%s parameters) on %s: %d images, %d process(es) x %d per batch x accum %d, "
-            "%d loader worker(s), %s",
-            cfg.preset,
-            f"{parts.model.num_parameters():,}",
-            cfg.data,
-            len(parts.data.train),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
-            self.dist.world_size,
-            parts.batch_per_rank,
-            cfg.accum,
-            parts.workers,
-            parts.device,
-        )
+        reporter.started(parts, self.dist, resume_from, self.progress)
         try:
             with StopSignals() as stop:
                 while self.progress.epoch < cfg.recipe.epochs:
@@ -154,17 +126,9 @@ class _Engine:
     def _preempted(self, stop: StopSignals, history: list[dict[str, Any]], saved: bool = False) -> TrainResult:
         if not saved:
             self._save()
-        p = self.progress
         name = stop.received.name if stop.received is not None else None
-        log.warning(
-            "stopped by %s at epoch %d, batch %d/%d (step %d): saved %s; continue with resume",
-            name or "a stop signal on another rank",
-            p.epoch + 1,
-            p.batch,
-            self.parts.batches_per_epoch,
-            p.step,
-            self.run.last,
-        )
+        Reporter.stopped(self.run, self.parts, self.progress, name)
+        p = self.progress
         return TrainResult(self.parts.written_model, history, p.best_top1, preempted=True, step=p.step, stopped_by=name)
 
     def _train_epoch(self, stop: StopSignals) -> bool:
@@ -185,7 +149,7 @@ class _Engine:
         parts.optimizer.zero_grad(set_to_none=True)
         clock = time.perf_counter()
         for group in bar:
-            graphs, samples = _graphs_compiled(), p.stats.samples
+            graphs, samples = graphs_compiled(), p.stats.samples
             with self._precision():
                 loss_ok = forward_backward(
                     parts.net,
@@ -216,7 +180,7 @@ class _Engine:
             p.step += 1
             now = time.perf_counter()
             p.stats.seconds += now - clock
-            if _graphs_compiled() != graphs:  # compile time is not throughput
+            if graphs_compiled() != graphs:  # compile time is not throughput
                 p.stats.compile_seconds += now - clock
                 p.stats.compile_samples += p.stats.samples - samples
             clock = now
@@ -267,17 +231,7 @@ class _Engine:
         for net in parts.weights.values():
             broadcast_buffers(net, self.dist)
         epoch = p.epoch + 1
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": stats.loss,
-            "top1": stats.top1,
-            "top5": stats.top5,
-            "lr": lr,
-            "img_per_s": stats.images_per_second,
-            "epoch_seconds": stats.seconds,
-            "compile_seconds": stats.compile_seconds,
-            "samples": stats.samples,
-        }
+        record = Reporter.record(epoch, stats, lr)
         if cfg.eval_every > 0 and (epoch % cfg.eval_every == 0 or epoch == cfg.recipe.epochs):
             record.update(self._evaluate(epoch))
         is_best = "eval_top1" in record and record["eval_top1"] > p.best_top1
