@@ -3,6 +3,34 @@ import os
 import pytest
 import torch
 
+import trained
+
+# Under pytest-xdist (`make test` runs two workers) the workers share the cores: one intra-op
+# thread each, and in the subprocesses they start, unless the caller set a count. The numerical
+# bounds hold for 1 or 2 threads (tests/floor.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    # Workers take tests from the front of the collection and steal from each other's tails:
+    # the tests marked slow (up to a minute or two each) go first, so that none starts when the
+    # other worker has nothing left to run. pytest-randomly's shuffle stays within each group.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_trained_models(tmp_path_factory):
+    # Each xdist worker is a process of its own: the models of tests/trained.py are trained by
+    # the first worker that asks and read from this run's shared folder by the others.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        trained.SHARED = tmp_path_factory.getbasetemp().parent / "trained"
+    yield
+    trained.SHARED = None
+
 
 @pytest.fixture(autouse=True)
 def _seed(request):

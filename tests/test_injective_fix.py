@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+import trained
 from floor import check, check_reconstruction, relative_error, sensitivity
 from irevnet import create_model
 from irevnet.blocks import IRevBlock
@@ -23,8 +24,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def _trained_once():
+    return trained.shared("injective-digits", _train).eval(), load_digits_split()[1].tensors[0]
+
+
+def _train():
     torch.manual_seed(0)
-    train_set, test_set = load_digits_split()
+    train_set = load_digits_split()[0]
     model = create_model("digits", blocks=(2, 2))
     loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -37,7 +42,7 @@ def _trained_once():
             loss.backward()
             opt.step()
             steps += 1
-    return model.eval(), test_set.tensors[0]
+    return model
 
 
 @pytest.fixture
