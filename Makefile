@@ -24,12 +24,16 @@ lint: install
 	$(BIN)/mypy
 
 # Lint, then every test, the slow ones (subprocess training runs, torchrun, compile) included: what CI runs.
+# TEST_WORKERS processes (pytest-xdist) of one thread each share the tests; idle ones take over
+# the queued tests of busy ones (worksteal). E.g. `make test TEST_WORKERS=8` on a larger machine.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
-# While developing: all but the tests marked slow (pyproject.toml lists the marker), in ~2 min.
+# While developing: all but the tests marked slow (pyproject.toml lists the marker), in ~1 min.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # benchmarks/gpu_suite.sh on the CPU: every section with tiny sizes, to check that the GPU run will
 # run to its end (a few minutes; not part of `make test`). Output in $$OUT (default /tmp/irevnet-gpu).
