@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seed of the initialization and data order (the train/test split is always the "
         "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)",
     )
+    p.add_argument(
+        "--max-train",
+        type=positive_int,
+        default=None,
+        help="subsample the training split to this many images for the analyses (default: all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_format_argument(p)
     add_force_argument(p)
@@ -108,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     # The untrained baseline of the separability analysis is this run's initial network:
     # the same configuration drawn with the same seed. Files are named as `irevnet analyze` names them.
     start = time.perf_counter()
-    options = AnalysisOptions(seed=args.seed, progress=not args.no_progress, format=args.format)
+    options = AnalysisOptions(
+        seed=args.seed, max_train=args.max_train, progress=not args.no_progress, format=args.format
+    )
     results = run_analyses(model, train_set, test_set, out, PAPER_ANALYSES, options)
     analysis_seconds = time.perf_counter() - start
 
