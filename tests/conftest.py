@@ -15,9 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    # Workers take tests from the front of the collection and steal from each other's tails:
-    # the tests marked slow (up to a minute or two each) go first, so that none starts when the
-    # other worker has nothing left to run. pytest-randomly's shuffle stays within each group.
+    # `make test` hands each worker the next test of the collection as it finishes one
+    # (--dist load --maxschedchunk 1): the tests marked slow (up to a minute or two each) go
+    # first, so that none starts when the other worker has nothing left to run.
+    # pytest-randomly's shuffle stays within each group.
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
