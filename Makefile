@@ -24,10 +24,11 @@ lint: install
 	$(BIN)/mypy
 
 # Lint, then every test, the slow ones (subprocess training runs, torchrun, compile) included: what CI runs.
-# TEST_WORKERS processes (pytest-xdist) of one thread each share the tests; idle ones take over
-# the queued tests of busy ones (worksteal). E.g. `make test TEST_WORKERS=8` on a larger machine.
+# TEST_WORKERS processes (pytest-xdist) of one thread each share the tests, each taking the next
+# one as it finishes the last, slow tests first (tests/conftest.py). `make test TEST_WORKERS=8` on
+# a larger machine.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 test: lint
 	$(PYTEST)
 
