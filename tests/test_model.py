@@ -83,7 +83,9 @@ def test_overrides():
                                                  for name in ("cifar10", "cifar100", "imagenet-a", "imagenet-b"))])
 def test_inverse_exact_at_init(preset):
     model = create_model(preset)
-    x = torch.randn(4, *small_shape(model))
+    # Two ImageNet images (24,576 entries: the norms still sum thousands of independent terms,
+    # tests/floor.py): the same ratios error / bound as four (0.03-0.06), in 2/3 of the time.
+    x = torch.randn(2 if model.input_shape[1] > 64 else 4, *small_shape(model))
     for train in (True, False):
         model.float().train(train)
         kappa = sensitivity(model, x)
