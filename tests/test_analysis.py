@@ -264,6 +264,7 @@ def test_classifier_accuracies_on_separable_data():
     assert noise["nn"] < 0.8
 
 
+@pytest.mark.slow
 def test_pca_is_reproducible_and_rotation_invariant(small_splits):
     model = _small_model()
     runs = [pca_contraction(model, *small_splits, seed=0, progress=False) for _ in range(2)]
@@ -377,6 +378,7 @@ def test_every_registered_analysis_runs_and_reports():
 
 
 # -- CLI --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = irevnet.save_model(irevnet.create_model("digits", blocks=(1, 1)), tmp_path / "m.pt")

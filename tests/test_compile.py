@@ -61,6 +61,7 @@ def _max_rel(got: list[Tensor], ref: list[Tensor]) -> float:
     return max(((a - b).norm() / b.norm().clamp_min(1e-30)).item() for a, b in zip(got, ref, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory_efficient", [False, True])
 def test_compiled_step_matches_eager(memory_efficient: bool) -> None:
     """Loss, gradients, BatchNorm buffers and RNG state after a step: as in eager mode."""
@@ -86,6 +87,7 @@ def test_compiled_step_matches_eager(memory_efficient: bool) -> None:
     check(inverse_error, sensitivity(eager, x).batch_bound(), "inverse")  # tests/floor.py
 
 
+@pytest.mark.slow
 def test_compiled_memory_saving_with_dropout_matches_plain_eager() -> None:
     """Dropout masks drawn by compiled blocks and replayed by the compiled recompute are eager's."""
     plain = _model(torch.float64, dropout=0.1)
@@ -196,6 +198,7 @@ def test_missing_cxx_compiler_is_a_clear_error() -> None:
     assert model.compile_spec is None  # nothing half-applied
 
 
+@pytest.mark.slow
 def test_cli_compile_without_compiler_exits_2(tmp_path: Path) -> None:
     env = _no_cxx_env(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
@@ -263,6 +266,7 @@ def _accumulated_grads(model: IRevNet, micro: list[tuple[Tensor, Tensor]], mark:
     return [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory_efficient", [False, True])
 def test_cuda_graph_memory_rule_one_mark_per_optimizer_step(memory_efficient: bool) -> None:
     """Gradient accumulation under CUDA graphs' memory rule (simulated, tests/cudagraph_sim.py).

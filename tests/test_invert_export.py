@@ -109,6 +109,7 @@ def test_cli_invert_float64_is_exact_where_float32_is_not(tmp_path, capsys):
         r["relative_error"] for r in reports[True]["images"])
 
 
+@pytest.mark.slow
 def test_cli_invert_interpolation_strip(small_b_checkpoint, tmp_path):
     a, b = synthetic_images(tmp_path)[:2]
     out = tmp_path / "strip.png"

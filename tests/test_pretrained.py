@@ -122,6 +122,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_hub_id_from_a_local_cache_offline(folder, tmp_path):
     """The Hub cache layout (refs/main -> snapshots/<commit>/...) read with HF_HUB_OFFLINE=1: no network."""
     pytest.importorskip("huggingface_hub")

@@ -170,6 +170,7 @@ def test_resume_refuses_a_different_model(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_an_existing_run_and_resume_needs_one(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     with pytest.raises(ValueError, match="already holds a run"):
