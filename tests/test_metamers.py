@@ -75,6 +75,15 @@ def test_projection_is_the_nearest_point_with_the_target_statistics():
     torch.testing.assert_close(head_statistics(head, got), head_statistics(head, phi_a), rtol=0, atol=1e-12)
 
 
+def test_a_head_without_batchnorm_has_no_statistics_to_impose():
+    head = ClassifierHead(8, 3, norm=False).eval()
+    phi = torch.randn(2, 8, 2, 2)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        head_statistics(head, phi)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        impose_head_statistics(head, phi, phi)
+
+
 @pytest.mark.slow
 def test_projection_with_a_trained_head(trained_digits_b):
     model, test_set = trained_digits_b
