@@ -83,8 +83,7 @@ class Reporter:
             parts.device,
         )
 
-    @staticmethod
-    def stopped(run: RunDir, parts: Parts, progress: Progress, signal: str | None) -> None:
+    def stopped(self, parts: Parts, progress: Progress, signal: str | None) -> None:
         """Log that a stop signal (``signal``, or None: one received by another rank) ended the run, saved."""
         log.warning(
             "stopped by %s at epoch %d, batch %d/%d (step %d): saved %s; continue with resume",
@@ -93,7 +92,7 @@ class Reporter:
             progress.batch,
             parts.batches_per_epoch,
             progress.step,
-            run.last,
+            self.run.last,
         )
 
     @staticmethod

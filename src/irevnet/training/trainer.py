@@ -94,13 +94,13 @@ class _Engine:
             with StopSignals() as stop:
                 while self.progress.epoch < cfg.recipe.epochs:
                     if not self._train_epoch(stop):
-                        return self._preempted(stop, history)
+                        return self._preempted(stop, history, reporter)
                     record = self._finish_epoch(reporter)
                     history.append(record)
                     if on_epoch_end is not None:
                         on_epoch_end(self.progress.epoch - 1, record)
                     if self._stop_requested(stop) and self.progress.epoch < cfg.recipe.epochs:
-                        return self._preempted(stop, history, saved=True)
+                        return self._preempted(stop, history, reporter, saved=True)
         except torch.OutOfMemoryError as e:
             raise OutOfMemoryError(
                 f"out of memory on {parts.device} with {parts.batch_per_rank} images per process and step: "
@@ -123,11 +123,13 @@ class _Engine:
     def _stop_requested(self, stop: StopSignals) -> bool:
         return any_flags([stop.requested], self.dist, self.parts.device)[0]
 
-    def _preempted(self, stop: StopSignals, history: list[dict[str, Any]], saved: bool = False) -> TrainResult:
+    def _preempted(
+        self, stop: StopSignals, history: list[dict[str, Any]], reporter: Reporter, saved: bool = False
+    ) -> TrainResult:
         if not saved:
             self._save()
         name = stop.received.name if stop.received is not None else None
-        Reporter.stopped(self.run, self.parts, self.progress, name)
+        reporter.stopped(self.parts, self.progress, name)
         p = self.progress
         return TrainResult(self.parts.written_model, history, p.best_top1, preempted=True, step=p.step, stopped_by=name)
 
