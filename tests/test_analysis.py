@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 import irevnet
 from floor import LAMBDA, check, sensitivity, unit_roundoff
+from irevnet.analysis.separability import accuracies_of
 from irevnet.analysis import (
     averaged_features,
     classifier_accuracies,
@@ -26,6 +27,7 @@ from irevnet.analysis import (
     pca_contraction,
     pixel_interpolate,
     reconstruct,
+    reconstruct_batches,
     saturation_dim,
     select_blocks,
     spectrum_summary,
@@ -141,8 +143,10 @@ def test_spectrum_summary_and_bad_inputs():
     assert res["complete"] and res["input_dims"] == 64 and res["window"] == [0, 0, 8, 8]
     for values, kappa in zip(res["normalized"], res["condition_number"]):
         assert kappa == pytest.approx(1 / values[-1])
-    assert default_window((1, 8, 8)) is None
+    assert default_window((1, 8, 8)) is None and default_window((1, 32, 32)) is None  # up to 1,024 values
+    # Above: the paper's 100 of 224 pixels per side, centred.
     assert default_window((3, 224, 224)) == (62, 62, 100, 100)
+    assert default_window((3, 32, 32)) == (9, 9, 14, 14) and default_window((3, 64, 48)) == (17, 13, 29, 21)
     with pytest.raises(ValueError, match="does not fit"):
         jacobian_spectrum(model, images[0], (4, 4, 8, 8))
     with pytest.raises(ValueError, match="one input"):
@@ -186,6 +190,14 @@ def test_reconstruct_reports_the_floor_and_float64_is_exact():
     torch.testing.assert_close(rec.max_abs_error, diff.abs().amax(dim=1), rtol=0, atol=0)
     rec64 = reconstruct(model, x, batch_size=4, float64=True)
     assert rec64.x_hat.dtype == torch.float64 and rec64.floor_relative_error is None
+    # The floor of the leading images only (its float64 passes cost more than the reconstruction):
+    # the same values, batch by batch, until the count is reached; the errors of every image.
+    parts = list(reconstruct_batches(model, x.split(4), floor_images=5))
+    assert [len(p.relative_error) for p in parts] == [4, 2]
+    assert [len(p.floor_relative_error) for p in parts] == [4, 1]
+    torch.testing.assert_close(parts[0].floor_relative_error, floor[:4], rtol=0, atol=0)  # the same batch
+    # One image where `floor` had a batch of two: float64 sums in another order (~1e-16 relative).
+    torch.testing.assert_close(parts[1].floor_relative_error, floor[4:5], rtol=1e-9, atol=0)
     check(rec64.relative_error, kappa.bound(dtype=torch.float64), "float64")
     # The rounding model puts the two errors 2^29 = 5e8 apart (the same κ, u 2^-24 against
     # 2^-53), each draw within a small factor of it: 1e-3 leaves 5e5x.
@@ -214,6 +226,8 @@ def test_averaged_features_equal_forward_intermediates(small_splits):
         check((torch.from_numpy(feats.features[j]).double() - pooled).norm(dim=1), bound, f"block {j}")
     np.testing.assert_array_equal(feats.labels, y.numpy())
     assert select_blocks(8, 3) == [3, 6, 8] and select_blocks(8) == list(range(1, 9))
+    # By default about 8 depths: all of a shallow network, evenly spaced ones of a deep one.
+    assert select_blocks(54) == [7, 14, 21, 28, 35, 42, 49, 54] and select_blocks(100) == [*range(13, 100, 13), 100]
 
 
 def test_untrained_baseline_is_the_seeded_initialization():
@@ -237,6 +251,23 @@ def test_standardize_uses_training_statistics_only():
 
 
 # -- separability and PCA -----------------------------------------------------------------
+def test_classifier_fits_on_threads_give_the_sequential_results():
+    gen = np.random.default_rng(3)
+    y_train, y_test = np.arange(90) % 3, np.arange(30) % 3
+    problems = [(gen.normal(size=(90, d)) + 2 * y_train[:, None], gen.normal(size=(30, d)) + 2 * y_test[:, None])
+                for d in (2, 5, 9, 17)]
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(accuracies_of(problems, y_train, y_test, seed=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1] == [classifier_accuracies(a, y_train, b, y_test, seed=1) for a, b in problems]
+    assert runs[0][-1]["svm"] > 0.9  # separable by construction
+
+
 def test_separability_is_reproducible_and_sane(small_splits):
     model = _small_model()
     runs = [linear_separability(model, *small_splits, baseline_seed=0, max_train=200, seed=2, progress=False)

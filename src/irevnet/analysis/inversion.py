@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -124,15 +125,20 @@ def reconstruct_batches(
     float64: bool = False,
     floor: bool = True,
     to_pixels: Callable[[Tensor], Tensor] | None = None,
+    floor_images: int | None = None,
 ) -> Iterator[Reconstruction]:
     """:func:`reconstruct` of each (N, C, H, W) tensor of ``batches``, lazily; the float64 copy is made once.
 
-    Between batches the model, grad mode and precision flags are the caller's.
+    ``floor_images``: the floor of the first that many images only (None: all), since its float64
+    passes cost several times the reconstruction on a CPU; a batch's ``floor_relative_error`` then
+    covers its leading images (``None`` once the count is reached). Between batches the model,
+    grad mode and precision flags are the caller's.
     """
     dtype = _dtype_of(model)
     float64 = float64 or dtype == torch.float64
     model64 = _float64_copy(model).eval() if float64 or floor else None
     measure = to_pixels or (lambda t: t)
+    floor_left = math.inf if floor_images is None else floor_images
     for xb in batches:
         with torch.no_grad(), _exact_eval(model):
             ref = measure(xb.double())
@@ -144,8 +150,10 @@ def reconstruct_batches(
                 xb = xb.to(dtype)
                 x_hat = model.inverse(model.forward_features(xb))
                 floor_error = None
-                if model64 is not None:
-                    floor_error = _errors(measure(_exact_inverse_of_rounded_phi(model64, xb, dtype)), ref)[1]
+                if model64 is not None and floor_left > 0:
+                    k = int(min(floor_left, len(xb)))
+                    floor_error = _errors(measure(_exact_inverse_of_rounded_phi(model64, xb[:k], dtype)), ref[:k])[1]
+                    floor_left -= k
                 rec = Reconstruction(x_hat, *_errors(measure(x_hat.double()), ref), floor_error)
         yield rec
 

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 from sklearn.decomposition import PCA
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from ..model import IRevNet
 from .features import extract_splits, subsample
-from .separability import classifier_accuracies, standardize
+from .separability import accuracies_of, standardize
 
 __all__ = ["log_spaced_dims", "pca_contraction", "pca_from_features", "saturation_dim"]
 
@@ -87,8 +86,9 @@ def pca_from_features(
         "svm_C": [],
         "explained_variance": [float(cumulative[d - 1]) for d in dims],
     }
-    for d in tqdm(dims, desc="pca", unit="dim", disable=not progress, leave=False):
-        acc = classifier_accuracies(z_train[:, :d], y_train, z_test[:, :d], y_test, seed=seed, **kwargs)
+    problems = [(z_train[:, :d], z_test[:, :d]) for d in dims]
+    accs = accuracies_of(problems, y_train, y_test, progress=progress, desc="pca", unit="dim", seed=seed, **kwargs)
+    for d, acc in zip(dims, accs, strict=True):
         for key in ("nn", "svm", "svm_C"):
             out[key].append(acc[key])
         log.debug("top %d components: 1-NN %.4f, SVM %.4f", d, acc["nn"], acc["svm"])

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
@@ -27,7 +29,14 @@ from tqdm.auto import tqdm
 from ..model import IRevNet
 from .features import FeatureSet, extract_splits, select_blocks, subsample, untrained_like
 
-__all__ = ["DEFAULT_CS", "classifier_accuracies", "linear_separability", "separability_from_features", "standardize"]
+__all__ = [
+    "DEFAULT_CS",
+    "accuracies_of",
+    "classifier_accuracies",
+    "linear_separability",
+    "separability_from_features",
+    "standardize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +105,35 @@ def classifier_accuracies(
     return {"nn": float(nn.score(x_test, y_test)), "svm": float(svm.score(x_test, y_test)), "svm_C": best_c}
 
 
+def accuracies_of(
+    problems: Sequence[tuple[np.ndarray, np.ndarray]],
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    progress: bool = False,
+    desc: str = "classifiers",
+    unit: str = "fit",
+    **kwargs: Any,
+) -> list[dict[str, float]]:
+    """:func:`classifier_accuracies` of each ``(x_train, x_test)`` in ``problems`` (same labels), in order.
+
+    The problems run on ``torch.get_num_threads()`` threads: liblinear and the neighbour search
+    release the GIL, and one fit uses one core, so two cores halve the time of the analyses'
+    dozens of fits. Each fit is seeded on its own: the results are those of a sequential run.
+    """
+    with (
+        ThreadPoolExecutor(max_workers=max(1, min(len(problems), torch.get_num_threads()))) as pool,
+        tqdm(total=len(problems), desc=desc, unit=unit, disable=not progress, leave=False) as bar,
+    ):
+
+        def fit(problem: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+            acc = classifier_accuracies(problem[0], y_train, problem[1], y_test, **kwargs)
+            bar.update()
+            return acc
+
+        return list(pool.map(fit, problems))
+
+
 def separability_from_features(
     train: FeatureSet, test: FeatureSet, *, progress: bool = True, desc: str = "separability", **kwargs: Any
 ) -> dict[str, list[Any]]:
@@ -107,9 +145,9 @@ def separability_from_features(
     """
     blocks = [j for j in train.blocks if j in test.features]
     out: dict[str, list[Any]] = {"blocks": blocks, "dims": [], "nn": [], "svm": [], "svm_C": []}
-    for j in tqdm(blocks, desc=desc, unit="block", disable=not progress, leave=False):
-        x_train, x_test = standardize(train.features[j], test.features[j])
-        acc = classifier_accuracies(x_train, train.labels, x_test, test.labels, **kwargs)
+    problems = [standardize(train.features[j], test.features[j]) for j in blocks]
+    accs = accuracies_of(problems, train.labels, test.labels, progress=progress, desc=desc, unit="block", **kwargs)
+    for j, (x_train, _), acc in zip(blocks, problems, accs, strict=True):
         out["dims"].append(int(x_train.shape[1]))
         for key in ("nn", "svm", "svm_C"):
             out[key].append(acc[key])
@@ -122,7 +160,7 @@ def linear_separability(
     train_set: Dataset[Any],
     test_set: Dataset[Any],
     *,
-    every: int = 1,
+    every: int | None = None,
     baseline_seed: int | None = 0,
     max_train: int | None = None,
     max_test: int | None = None,
@@ -133,7 +171,8 @@ def linear_separability(
     features: tuple[FeatureSet, FeatureSet] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Figure 6: 1-NN and linear-SVM test accuracy on ``mean_{h,w} Φ_j`` for blocks ``j`` (every ``every``-th).
+    """Figure 6: 1-NN and linear-SVM test accuracy on ``mean_{h,w} Φ_j`` for blocks ``j`` (every ``every``-th;
+    None: about :data:`~irevnet.analysis.features.DEFAULT_DEPTHS` of them, :func:`select_blocks`).
 
     ``train_set``/``test_set`` yield ``(image, label)``; ``max_train``/``max_test`` subsample
     them (with ``seed``); ``batch_size``/``num_workers`` go to the data loaders. With

@@ -92,9 +92,12 @@ class AnalysisOptions:
     :func:`~irevnet.analysis.default_window`. ``seed`` drives the subsampling, the SVM's
     cross-validation folds and the untrained baseline's initialization. ``float64``:
     reconstruct in float64 (on a copy of the model) instead of the model's dtype.
+    ``floor_images``: the conditioning floor (a float64 forward and inverse) of the leading test
+    images only (None: all). ``every``: separability's depths (None: about 8, :func:`select_blocks`).
     """
 
     num_images: int = 16
+    floor_images: int | None = 16
     pairs: int = 6
     metamer_pairs: int = 100
     metamer_steps: int = 600
@@ -104,7 +107,7 @@ class AnalysisOptions:
     spectrum_images: int = 1
     spectrum_method: str = "auto"
     spectrum_k: int | None = None
-    every: int = 1
+    every: int | None = None
     baseline: bool = True
     max_train: int | None = None
     max_test: int | None = None
@@ -170,7 +173,9 @@ class Context:
             x.to(self.device)
             for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False)
         )
-        for rec in reconstruct_batches(self.model, batches, float64=self.opts.float64, to_pixels=self.pixels):
+        for rec in reconstruct_batches(
+            self.model, batches, float64=self.opts.float64, to_pixels=self.pixels, floor_images=self.opts.floor_images
+        ):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()
             if rec.floor_relative_error is not None:
@@ -189,6 +194,7 @@ class Context:
             "max_abs_error": max(max_err),
             "mean_relative_error": sum(rel_err) / len(rel_err),
             "floor_relative_error": mean_floor,
+            "floor_images": len(floor),
             "per_image_max_abs_error": max_err,
             "per_image_relative_error": rel_err,
             "per_image_floor_relative_error": floor or None,

@@ -113,6 +113,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="reconstruct: images shown, 1 to 128 (the grid wraps every 16; all test images are measured)",
     )
     p.add_argument(
+        "--floor-images",
+        type=positive_int,
+        default=16,
+        help="reconstruct: the conditioning floor (float64 passes, slow on a CPU) of the first N test images "
+        "(default: 16, those shown; a number above the split's size: all)",
+    )
+    p.add_argument(
         "--float64",
         action="store_true",
         help="reconstruct: in float64 (on a copy of the model), exact to ~1e-10 even where the "
@@ -137,8 +144,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_window,
         default=None,
         metavar="TOP,LEFT,HEIGHT,WIDTH",
-        help="spectrum: pixel window of the perturbation (default: whole image up to 100x100, "
-        "else a centred 100x100 box)",
+        help="spectrum: pixel window of the perturbation (default: the whole image up to 1,024 values, "
+        "else the paper's window, a centred box of 100/224 of each side: 100x100 on 224x224, 14x14 on 32x32)",
     )
     p.add_argument("--spectrum-images", type=positive_int, default=1, help="spectrum: number of test images")
     p.add_argument(
@@ -159,7 +166,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ood: noise standard deviation of the noised copies, as a fraction of the value range",
     )
     p.add_argument(
-        "--every", type=positive_int, default=1, help="separability: evaluate every k-th block (and the last)"
+        "--every",
+        type=positive_int,
+        default=None,
+        help="separability: evaluate every k-th block and the last (default: all blocks up to 8, "
+        "else about 8 evenly spaced: the 54-block cifar10 every 7th)",
     )
     p.add_argument("--no-baseline", action="store_true", help="separability: skip the untrained baseline")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -194,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         )
     opts = AnalysisOptions(
         num_images=args.num_images,
+        floor_images=args.floor_images,
         pairs=args.pairs,
         steps=args.steps,
         window=args.window,
