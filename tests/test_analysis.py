@@ -427,6 +427,9 @@ def test_cli_end_to_end(tmp_path, capsys):
         json.loads((out / f"{name}.json").read_text())
     rec = json.loads((out / "reconstruct.json").read_text())
     assert rec["images"] == 80 and rec["dtype"] == "float32"
+    # The floor of the 16 images shown by default (float64 passes); the errors of all 80.
+    assert rec["floor_images"] == len(rec["per_image_floor_relative_error"]) == 16
+    assert len(rec["per_image_relative_error"]) == 80
     # The 80 images are among the test split's; each within its bound (tests/floor.py; digits
     # needs no normalization, so pixel units are the model's).
     kappa = sensitivity(irevnet.load_model(ckpt).eval(), load_digits_split()[1].tensors[0])
