@@ -74,22 +74,31 @@ def build_datasets(
     - ``synthetic``: random tensors of ``config.input_shape`` with ``config.num_classes`` classes
       (``synthetic_size`` train items, a quarter of that for eval), for benchmarks.
     """
-    from .cifar import CIFAR_CLASSES, load_cifar
-    from .digits import load_digits_split
-    from .imagefolder import eval_imagefolder, load_imagefolder
-    from .synthetic import SyntheticImages
-    from .transforms import eval_transform, train_transform
-
-    def train_tf(kind: str) -> Callable[[Any], Any]:
-        return train_transform(config, augment=kind) if augment else eval_transform(config)
-
     if val_split is not None and name != "imagefolder":
         raise ConfigError(
             f"val_split holds out part of an image folder; {name} has fixed train and test splits", option="val_split"
         )
     if name == "digits":
+        from .digits import load_digits_split
+
         train, test = load_digits_split()
         return DataSplits(None if eval_only else train, test, 10, (1, 8, 8), tuple(str(d) for d in range(10)))
+    if name == "synthetic":
+        from .synthetic import SyntheticImages
+
+        # Different seeds so that the eval items are not copies of the first train items.
+        shape, classes = config.input_shape, config.num_classes
+        synthetic_train = SyntheticImages(synthetic_size, shape, classes, seed=0)
+        synthetic_val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
+        return DataSplits(None if eval_only else synthetic_train, synthetic_val, classes, shape)
+    # Image files: torchvision (with dynamo, ~2.5 s to import) only from here on.
+    from .cifar import CIFAR_CLASSES, load_cifar
+    from .imagefolder import eval_imagefolder, load_imagefolder
+    from .transforms import eval_transform, train_transform
+
+    def train_tf(kind: str) -> Callable[[Any], Any]:
+        return train_transform(config, augment=kind) if augment else eval_transform(config)
+
     if name in CIFAR_CLASSES:
         train, test = load_cifar(
             name,
@@ -120,12 +129,6 @@ def build_datasets(
             val_split=val_split,
         )
         return DataSplits(train, val, len(train.classes), config.input_shape, tuple(train.classes))
-    if name == "synthetic":
-        # Different seeds so that the eval items are not copies of the first train items.
-        shape, classes = config.input_shape, config.num_classes
-        synthetic_train = SyntheticImages(synthetic_size, shape, classes, seed=0)
-        synthetic_val = SyntheticImages(max(synthetic_size // 4, 1), shape, classes, seed=1)
-        return DataSplits(None if eval_only else synthetic_train, synthetic_val, classes, shape)
     hint = did_you_mean(name, DATASETS)
     raise ValueError(f"unknown data set {name!r}{f' ({hint})' if hint else ''}; available: {', '.join(DATASETS)}")
 

@@ -14,18 +14,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.datasets import ImageFolder
 
 from ..config import IRevNetConfig
 from ..data import DataSplits, build_datasets
 from ..data.registry import AUGMENTATION
-from ..data.transforms import eval_transform, train_transform
 from ..errors import ConfigError
 from ..io.load import init_weights_from
 from ..model import IRevNet
 from .data_loading import ResumableSampler, default_workers, ignore_stop_signals, train_loader
 from .device import amp_dtype, grad_scaler, resolve_device
-from .device_decode import DeviceDecodedLoader, DeviceDecoder, EncodedImages, collate_encoded
 from .distributed import DistContext
 from .ema import model_ema
 from .monitor import ReconstructionMonitor
@@ -183,6 +180,11 @@ def _loaders(
     pin = device.type == "cuda"
     train_set, eval_set, collate = cast(Dataset[Any], data.train), data.eval, None
     if cfg.decode_on == "device":
+        # Image files only: torchvision (with dynamo, ~2.5 s to import) stays out of other runs.
+        from torchvision.datasets import ImageFolder
+
+        from .device_decode import EncodedImages, collate_encoded
+
         if not isinstance(train_set, ImageFolder):
             raise ConfigError(
                 f"decoding on the device reads image files: it needs imagefolder data, not {cfg.data}",
@@ -219,9 +221,17 @@ def _loaders(
     )
     if collate is None:
         return loader, eval_loader
+    return _decoded_on_device(loader, eval_loader, config, AUGMENTATION[cfg.data], device)
+
+
+def _decoded_on_device(
+    loader: DataLoader[Any], eval_loader: DataLoader[Any], config: IRevNetConfig, augment: str, device: torch.device
+) -> tuple[Loader, Loader]:
+    """The loaders of encoded images, decoded and transformed on ``device`` batch by batch."""
+    from ..data.transforms import eval_transform, train_transform
+    from .device_decode import DeviceDecodedLoader, DeviceDecoder
+
     return (
-        DeviceDecodedLoader(
-            loader, DeviceDecoder(train_transform(config, augment=AUGMENTATION[cfg.data], tensor_input=True), device)
-        ),
+        DeviceDecodedLoader(loader, DeviceDecoder(train_transform(config, augment=augment, tensor_input=True), device)),
         DeviceDecodedLoader(eval_loader, DeviceDecoder(eval_transform(config, tensor_input=True), device)),
     )
