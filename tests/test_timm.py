@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +128,28 @@ def _run(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_registration_is_lazy_and_optional():
     # import irevnet does not import timm; importing timm afterwards registers the presets.
-    out = _run("import sys, irevnet; assert 'timm' not in sys.modules; import timm; "
+    # (That irevnet imports and trains without timm installed: tests/test_gpu_suite.py's core test.)
+    # Nor dynamo (2.5 s of every command's start) until something compiles: not even a memory-saving
+    # step, whose autograd function and precision flags are torch.compiler.disable'd lazily.
+    out = _run("import sys, torch, irevnet; m = irevnet.create_model('digits').set_memory_efficient(True); "
+               "m(torch.rand(2, 1, 8, 8)).sum().backward(); "
+               "assert 'timm' not in sys.modules and 'torch._dynamo' not in sys.modules; import timm; "
                "print(sorted(timm.list_models('irevnet_*')))")
     assert out.returncode == 0, out.stderr
     assert "'irevnet_301'" in out.stdout
-    # Without timm, irevnet imports and works; asking for the registration names the extra.
-    out = _run("import sys; sys.modules['timm'] = None; import irevnet; irevnet.create_model('digits')\n"
-               "try:\n    import irevnet.timm_models\nexcept ImportError as e:\n    print(e)")
-    assert out.returncode == 0, out.stderr
-    assert "pip install 'irevnet[timm]'" in out.stdout and not out.stderr
     # Importing the registry module first (it imports timm itself) registers too, without a warning.
     out = _run("import irevnet.timm_models, timm; print(sorted(timm.list_models('irevnet_*')))")
     assert out.returncode == 0 and "'irevnet_301'" in out.stdout and not out.stderr, (out.stdout, out.stderr)
+
+
+def test_without_timm_the_registry_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # what `import timm` finds when it is not installed
+    monkeypatch.delitem(sys.modules, "irevnet.timm_models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImportError, match=re.escape("pip install 'irevnet[timm]'")):
+            importlib.import_module("irevnet.timm_models")
+    assert irevnet.create_model("digits").num_parameters() == PARAMETERS["irevnet_digits"]
 
 
 @pytest.mark.parametrize("feature_cls", ["hook", "fx", "dict", "list"])
