@@ -340,6 +340,9 @@ def _rows(run: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
+    """One uninterrupted run, and one stopped three times, each attempt resuming the last:
+    SIGTERM mid-epoch, SIGKILL during the first step of epoch 2, SIGKILL mid-epoch; the fourth
+    attempt, `irevnet train --resume` as a user would type it, finishes: both end in the same state."""
     child = tmp_path / "child.py"
     child.write_text(_CHILD)
     # 8 steps per epoch, 2 epochs; adamw + cosine + label smoothing + EMA exercise every piece of state.
@@ -349,59 +352,76 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path):
             "--lr", "0.01", "--save-every", "3"]
     run = lambda out, pause: subprocess.Popen([sys.executable, str(child), str(out), str(pause), *args],  # noqa: E731
                                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ref, term = run(tmp_path / "ref", 0), run(tmp_path / "term", 5)
-    kill, kill_at_epoch_end = run(tmp_path / "kill", 11), run(tmp_path / "epoch_end", 9)
-    _signal_when_paused(term, tmp_path / "term", signal.SIGTERM)
-    _signal_when_paused(kill, tmp_path / "kill", signal.SIGKILL)
-    _signal_when_paused(kill_at_epoch_end, tmp_path / "epoch_end", signal.SIGKILL)
-    out, err = term.communicate(timeout=120)
-    assert term.returncode == PREEMPTED_EXIT_CODE, err
-    assert "stopped by SIGTERM at epoch 1, batch 5/8 (step 5)" in err
-    assert kill.wait(timeout=120) == kill_at_epoch_end.wait(timeout=120) == -signal.SIGKILL
-    # SIGTERM: saved after finishing step 5. SIGKILL during step 11: the save of step 9 (--save-every)
-    # is the last; during step 9: the save at the end of epoch 1 (step 8).
-    assert ckpt.read_checkpoint(tmp_path / "term" / "last.pt")["trainer"]["step"] == 5
-    for name, position in (("kill", (1, 1, 9)), ("epoch_end", (1, 0, 8))):
-        killed = ckpt.read_checkpoint(tmp_path / name / "last.pt")["trainer"]
-        assert (killed["epoch"], killed["batch"], killed["step"]) == position
-    # Resumed by the child (--resume auto) and as a user would, `python -m irevnet train ... --resume`.
-    resumed = [run(tmp_path / name, 0) for name in ("term", "kill")]
-    resumed.append(subprocess.Popen([sys.executable, "-m", "irevnet", "train", *args, "--out",
-                                     str(tmp_path / "epoch_end"), "--resume"], env=_env(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for proc in resumed:
+    ref, out = run(tmp_path / "ref", 0), tmp_path / "run"
+    # The pause counts the steps of each attempt: the steps 5, 8 + 1 = 9 and 11 of the run.
+    # Positions (epoch index, batch, step) of the save each attempt leaves.
+    for pause, sig, position in ((5, signal.SIGTERM, (0, 5, 5)), (4, signal.SIGKILL, (1, 0, 8)),
+                                 (3, signal.SIGKILL, (1, 1, 9))):
+        proc = run(out, pause)
+        _signal_when_paused(proc, out, sig)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and "resuming" in err, err
+        for name in (".pid", ".signalled"):
+            Path(f"{out}{name}").unlink()
+        if sig == signal.SIGTERM:  # saved after finishing the step
+            assert proc.returncode == PREEMPTED_EXIT_CODE, err
+            assert "stopped by SIGTERM at epoch 1, batch 5/8 (step 5)" in err
+        else:  # the last save stands: the end of epoch 1 (step 8), then step 9's (--save-every 3)
+            assert proc.returncode == -signal.SIGKILL and ("resuming" in err) == (pause != 5)
+        state = ckpt.read_checkpoint(out / "last.pt")["trainer"]
+        assert (state["epoch"], state["batch"], state["step"]) == position
+    resumed = subprocess.run([sys.executable, "-m", "irevnet", "train", *args, "--out", str(out), "--resume"],
+                             env=_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     assert ref.wait(timeout=120) == 0, ref.stderr.read()
     reference = ckpt.read_checkpoint(tmp_path / "ref" / "last.pt")
-    for name in ("term", "kill", "epoch_end"):
-        _assert_same_state(reference, ckpt.read_checkpoint(tmp_path / name / "last.pt"))
-        rows = [[(r["epoch"], r["loss"], r["eval_top1"]) for r in _rows(tmp_path / run)] for run in ("ref", name)]
-        assert rows[0] == rows[1] and len(rows[0]) == 2
-        # best.pt: the same model alone (no trainer state)
-        best_ref, best = (ckpt.read_checkpoint(tmp_path / run / "best.pt") for run in ("ref", name))
-        assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict", "weights"}
-        assert all(torch.equal(best_ref["state_dict"][k], v) for k, v in best["state_dict"].items())
+    _assert_same_state(reference, ckpt.read_checkpoint(out / "last.pt"))
+    rows = [[(r["epoch"], r["loss"], r["eval_top1"]) for r in _rows(tmp_path / name)] for name in ("ref", "run")]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    # best.pt: the same model alone (no trainer state)
+    best_ref, best = (ckpt.read_checkpoint(tmp_path / name / "best.pt") for name in ("ref", "run"))
+    assert best.keys() == best_ref.keys() == {"format", "version", "config", "state_dict", "weights"}
+    assert all(torch.equal(best_ref["state_dict"][k], v) for k, v in best["state_dict"].items())
 
 
 _WORKER = """
-import logging, os, sys, torch
+import json, logging, os, sys, time, torch
+from pathlib import Path
+import irevnet.io.formats as ckpt
+import irevnet.training.trainer as trainer
 from irevnet.training import get_recipe
+from irevnet.training.preemption import exit_code
 from irevnet.training.trainer import TrainConfig, train
 
 logging.basicConfig(level=logging.INFO)
+out, attempt, rank = sys.argv[1], int(os.environ["TORCHELASTIC_RESTART_COUNT"]), os.environ["RANK"]
 
 def crash(epoch, record):
-    if epoch == 0 and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "1":
-        sys.exit(3)  # a rank dies after the first checkpoint; torchrun restarts every rank
+    if epoch == 0 and attempt == 0 and rank == "1":
+        sys.exit(3)  # attempt 0: a rank dies after the first checkpoint; torchrun restarts every rank
 
+real, calls = trainer.forward_backward, [0]
+
+def forward_backward(*args, **kwargs):
+    calls[0] += 1  # attempt 1: rank 1 waits at its third micro-batch for the test's SIGTERM
+    if attempt == 1 and rank == "1" and calls[0] == 3:
+        Path(out + ".pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 30
+        while not Path(out + ".signalled").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return real(*args, **kwargs)
+
+trainer.forward_backward = forward_backward
+if attempt == 2 and rank == "0":  # attempt 2 resumes from the save of the stop
+    state = ckpt.read_checkpoint(Path(out) / "last.pt")["trainer"]
+    Path(out + ".stop.json").write_text(json.dumps([state["epoch"], state["step"], state["batch"], len(state["rng"])]))
 # The configuration of DDP_ARGS, through the Python API; resume is left at "no": a torchelastic restart implies it.
-out = sys.argv[1]
 cfg = TrainConfig(preset="digits", data="synthetic", out=out, synthetic_size=128, device="cpu", progress=False, seed=1,
                   recipe=get_recipe("digits").replace(epochs=2, dropout=0.1, batch_size=16),
                   model_overrides={"blocks": (1, 1)}, memory_efficient=True, accum=2)
 result = train(cfg, on_epoch_end=crash)
-torch.save(result.model.state_dict(), f"{out}.rank{os.environ['RANK']}.pt")
+if result.preempted:
+    sys.exit(exit_code(result.stopped_by))  # as `irevnet train` does: torchrun restarts the ranks
+torch.save(result.model.state_dict(), f"{out}.rank{rank}.pt")
 """
 
 # 2 processes x 2 micro-batches of 4 per optimizer step, 64 images per rank: 8 steps per epoch.
@@ -414,41 +434,36 @@ FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt"}
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_torchrun_ddp_restarts_and_stops_then_resumes_bit_identical(tmp_path):
-    """One uninterrupted DDP run; one whose rank dies (torchrun restarts it); one stopped by SIGTERM
-    to rank 1 and resumed: all three end in the same state."""
+    """One uninterrupted DDP run, and one in three attempts: a rank dies after epoch 1 (torchrun
+    restarts every rank, which resume), then rank 1 gets SIGTERM mid-epoch (every rank saves and
+    stops; torchrun restarts them again, from that save): both end in the same state."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    torchrun_job = lambda *cmd: subprocess.run([*torchrun, *cmd], env={**_env(), "PAUSE_RANK": "1"},  # noqa: E731
-                                               capture_output=True, text=True, timeout=180)
     # One job at a time: two concurrent standalone rendezvous can race for the same port.
-    ref = torchrun_job("-m", "irevnet", "train", *DDP_ARGS, "--out", str(tmp_path / "ref"))
+    ref = subprocess.run([*torchrun, "-m", "irevnet", "train", *DDP_ARGS, "--out", str(tmp_path / "ref")],
+                         env=_env(), capture_output=True, text=True, timeout=180)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert ref.stdout.count("epoch 2: train loss") == 1  # rank 0 alone reports
     (tmp_path / "worker.py").write_text(_WORKER)
-    restarted = torchrun_job("--max-restarts", "1", str(tmp_path / "worker.py"), str(tmp_path / "elastic"))
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert "resuming" in restarted.stderr
-    (tmp_path / "child.py").write_text(_CHILD)  # only rank 1 gets the signal
-    term = subprocess.Popen([*torchrun, str(tmp_path / "child.py"), str(tmp_path / "term"), "3", *DDP_ARGS],
-                            env={**_env(), "PAUSE_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _signal_when_paused(term, tmp_path / "term", signal.SIGTERM)
-    _, err = term.communicate(timeout=180)
-    assert f"exitcode  : {PREEMPTED_EXIT_CODE}" in err  # both ranks (torchrun reports the failed workers)
-    state = ckpt.read_checkpoint(tmp_path / "term" / "last.pt")["trainer"]
-    # rank 0 stopped at rank 1's step; batch counts micro-batches
-    assert (state["epoch"], state["step"], state["batch"], len(state["rng"])) == (0, 3, 6, 2)
-    resumed = torchrun_job(str(tmp_path / "child.py"), str(tmp_path / "term"), "0", *DDP_ARGS)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = tmp_path / "elastic"
+    job = subprocess.Popen([*torchrun, "--max-restarts", "2", str(tmp_path / "worker.py"), str(run)], env=_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _signal_when_paused(job, run, signal.SIGTERM)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err[-3000:]
+    assert err.count("resuming") == 2, err[-3000:]  # rank 0 reports, after each of the two restarts
+    assert "stopped by SIGTERM at epoch 2, batch 6/16 (step 11)" in err  # rank 1 (16 micro-batches per epoch)
+    assert f"failed (exitcode: {PREEMPTED_EXIT_CODE})" in err  # torchrun restarted the stopped ranks
+    # Rank 0 stopped at rank 1's step: epoch 2 (index 1), step 8 + 3, its 6th micro-batch (accum 2).
+    assert json.loads(Path(f"{run}.stop.json").read_text()) == [1, 11, 6, 2]
 
     reference = ckpt.read_checkpoint(tmp_path / "ref" / "last.pt")
-    ranks = [torch.load(tmp_path / f"elastic.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = [torch.load(f"{run}.rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], v) for k, v in ranks[1].items())  # DDP kept the ranks in step
     assert all(torch.equal(reference["state_dict"][k], v) for k, v in ranks[0].items())
-    for name in ("ref", "elastic", "term"):
-        run = tmp_path / name
-        assert {p.name for p in run.iterdir()} == FILES
-        assert [r["epoch"] for r in _rows(run)] == [1, 2]
-        payload = ckpt.read_checkpoint(run / "last.pt")
+    for folder in (tmp_path / "ref", run):
+        assert {p.name for p in folder.iterdir()} == FILES
+        assert [r["epoch"] for r in _rows(folder)] == [1, 2]
+        payload = ckpt.read_checkpoint(folder / "last.pt")
         _assert_same_state(reference, payload)
         assert payload["trainer"]["world_size"] == 2 and len(payload["trainer"]["rng"]) == 2
-        assert json.loads((run / "config.json").read_text())["world_size"] == 2
+        assert json.loads((folder / "config.json").read_text())["world_size"] == 2
