@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +22,7 @@ import irevnet
 from irevnet import IRevNet
 from cudagraph_sim import CudaGraphSim
 from floor import (LAMBDA, buffer_sensitivity, check, cross_entropy_bound, differences, gradient_difference_bound, relative_error, sensitivity, unit_roundoff)
+from irevnet.cli.main import main
 from irevnet.compile import CompileSpec, CompileUnavailableError, compiled
 
 SMALL = dict(blocks=(2, 2, 2), channels=(4, 16, 64), input_shape=(3, 8, 8), num_classes=5)
@@ -179,15 +177,6 @@ def test_unsupported_dynamo_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         _model().compile_blocks(backend="aot_eager")
 
 
-def _no_cxx_env(tmp_path: Path) -> dict[str, str]:
-    """An environment whose PATH holds no C++ compiler (only an empty folder)."""
-    empty = tmp_path / "bin"
-    empty.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC")}
-    env["PATH"] = str(empty)
-    return env
-
-
 def test_missing_cxx_compiler_is_a_clear_error() -> None:
     import torch._inductor.config
 
@@ -198,19 +187,17 @@ def test_missing_cxx_compiler_is_a_clear_error() -> None:
     assert model.compile_spec is None  # nothing half-applied
 
 
-@pytest.mark.slow
-def test_cli_compile_without_compiler_exits_2(tmp_path: Path) -> None:
-    env = _no_cxx_env(tmp_path)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "irevnet", "train", "--preset", "digits", "--data", "digits", "--epochs", "1",
-         "--device", "cpu", "--no-progress", "--compile", "--out", str(tmp_path / "run")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    err = proc.stderr.strip().splitlines()
+def test_cli_compile_without_compiler_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line's side of test_missing_cxx_compiler_is_a_clear_error: one line, exit 2, before any work."""
+    import torch._inductor.config
+
+    with torch._inductor.config.patch({"cpp.cxx": ("no-such-c++-compiler",)}):
+        code = main(["train", "--preset", "digits", "--data", "digits", "--epochs", "1", "--device", "cpu",
+                     "--no-progress", "--compile", "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("irevnet train: error: torch.compile's inductor backend needs a C++ compiler")
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in "\n".join(err)
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
