@@ -9,6 +9,7 @@ paper finds accuracy drops only below d ≈ 200 (of 3,072).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,7 @@ def pca_from_features(
         "svm_C": [],
         "explained_variance": [float(cumulative[d - 1]) for d in dims],
     }
-    problems = [(z_train[:, :d], z_test[:, :d]) for d in dims]
+    problems = [partial(_leading, z_train, z_test, d) for d in dims]
     accs = accuracies_of(problems, y_train, y_test, progress=progress, desc="pca", unit="dim", seed=seed, **kwargs)
     for d, acc in zip(dims, accs, strict=True):
         for key in ("nn", "svm", "svm_C"):
@@ -96,6 +97,10 @@ def pca_from_features(
     out["saturation"] = {k: saturation_dim(dims, out[k], tolerance) for k in ("nn", "svm")}
     out["tolerance"] = tolerance
     return out
+
+
+def _leading(z_train: np.ndarray, z_test: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    return z_train[:, :d], z_test[:, :d]
 
 
 def pca_contraction(

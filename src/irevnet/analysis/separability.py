@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -55,9 +56,11 @@ def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _svm(C: float, seed: int) -> LinearSVC:
-    # dual="auto" picks the primal solver when N > D, which converges in tens of iterations
-    # on standardized data at tol=1e-3; the default 1e-4 costs ~20x more for the same accuracy.
-    return LinearSVC(C=C, dual="auto", tol=1e-3, max_iter=2000, random_state=seed)
+    # The primal solver (trust-region Newton) converges in tens of iterations on standardized
+    # data at tol=1e-3 (the default 1e-4 costs ~20x more for the same accuracy), and draws no
+    # random numbers: the dual one draws from liblinear's one process-wide generator, so fits on
+    # several threads (accuracies_of) would interleave its stream.
+    return LinearSVC(C=C, dual=False, tol=1e-3, max_iter=2000, random_state=seed)
 
 
 def classifier_accuracies(
@@ -81,6 +84,25 @@ def classifier_accuracies(
     Returns ``{"nn": accuracy, "svm": accuracy, "svm_C": chosen C}``; deterministic for a
     given ``seed``.
     """
+    with warnings.catch_warnings():
+        # Small C on hard (early-block) features may stop at max_iter; the accuracy is still
+        # that of a valid linear classifier, and the search only needs to rank the Cs.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _accuracies(x_train, y_train, x_test, y_test, seed=seed, cv_samples=cv_samples, cv_folds=cv_folds, Cs=Cs)
+
+
+def _accuracies(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    seed: int = 0,
+    cv_samples: int = 2000,
+    cv_folds: int = 3,
+    Cs: Sequence[float] = DEFAULT_CS,
+) -> dict[str, float]:
+    """:func:`classifier_accuracies` without its warning filter (the caller's: filters are process-wide)."""
     nn = KNeighborsClassifier(n_neighbors=1).fit(x_train, y_train)
     rng = np.random.default_rng(seed)
     cv_idx = np.arange(len(y_train))
@@ -94,19 +116,15 @@ def classifier_accuracies(
             "images (e.g. a larger max_train)"
         )
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # Small C on hard (early-block) features may stop at max_iter; the accuracy is still
-        # that of a valid linear classifier, and the search only needs to rank the Cs.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, cv=folds, n_jobs=1)
-        search.fit(x_train[cv_idx], y_train[cv_idx])
-        best_c = float(search.best_params_["C"])
-        svm = _svm(best_c, seed).fit(x_train, y_train)
+    search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, cv=folds, n_jobs=1)
+    search.fit(x_train[cv_idx], y_train[cv_idx])
+    best_c = float(search.best_params_["C"])
+    svm = _svm(best_c, seed).fit(x_train, y_train)
     return {"nn": float(nn.score(x_test, y_test)), "svm": float(svm.score(x_test, y_test)), "svm_C": best_c}
 
 
 def accuracies_of(
-    problems: Sequence[tuple[np.ndarray, np.ndarray]],
+    problems: Sequence[Callable[[], tuple[np.ndarray, np.ndarray]]],
     y_train: np.ndarray,
     y_test: np.ndarray,
     *,
@@ -115,22 +133,28 @@ def accuracies_of(
     unit: str = "fit",
     **kwargs: Any,
 ) -> list[dict[str, float]]:
-    """:func:`classifier_accuracies` of each ``(x_train, x_test)`` in ``problems`` (same labels), in order.
+    """:func:`classifier_accuracies` of the ``(x_train, x_test)`` each of ``problems`` returns (same labels), in order.
 
     The problems run on ``torch.get_num_threads()`` threads: liblinear and the neighbour search
     release the GIL, and one fit uses one core, so two cores halve the time of the analyses'
-    dozens of fits. Each fit is seeded on its own: the results are those of a sequential run.
+    dozens of fits. Each fit is seeded on its own and draws no shared random numbers (:func:`_svm`):
+    the results are those of a sequential run. A problem is built (e.g. standardized) in its
+    thread, so only as many copies of the features as threads exist at once.
     """
+
+    def fit(problem: Callable[[], tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+        x_train, x_test = problem()
+        acc = _accuracies(x_train, y_train, x_test, y_test, **kwargs)
+        bar.update()
+        return acc
+
+    # One warning filter around all threads: catch_warnings is process-wide, not per thread.
     with (
+        warnings.catch_warnings(),
         ThreadPoolExecutor(max_workers=max(1, min(len(problems), torch.get_num_threads()))) as pool,
         tqdm(total=len(problems), desc=desc, unit=unit, disable=not progress, leave=False) as bar,
     ):
-
-        def fit(problem: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-            acc = classifier_accuracies(problem[0], y_train, problem[1], y_test, **kwargs)
-            bar.update()
-            return acc
-
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return list(pool.map(fit, problems))
 
 
@@ -145,10 +169,10 @@ def separability_from_features(
     """
     blocks = [j for j in train.blocks if j in test.features]
     out: dict[str, list[Any]] = {"blocks": blocks, "dims": [], "nn": [], "svm": [], "svm_C": []}
-    problems = [standardize(train.features[j], test.features[j]) for j in blocks]
+    problems = [partial(standardize, train.features[j], test.features[j]) for j in blocks]
     accs = accuracies_of(problems, train.labels, test.labels, progress=progress, desc=desc, unit="block", **kwargs)
-    for j, (x_train, _), acc in zip(blocks, problems, accs, strict=True):
-        out["dims"].append(int(x_train.shape[1]))
+    for j, acc in zip(blocks, accs, strict=True):
+        out["dims"].append(int(train.features[j].shape[1]))
         for key in ("nn", "svm", "svm_C"):
             out[key].append(acc[key])
         log.debug("block %d: 1-NN %.4f, SVM %.4f (C=%g)", j, acc["nn"], acc["svm"], acc["svm_C"])

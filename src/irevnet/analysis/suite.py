@@ -93,11 +93,12 @@ class AnalysisOptions:
     cross-validation folds and the untrained baseline's initialization. ``float64``:
     reconstruct in float64 (on a copy of the model) instead of the model's dtype.
     ``floor_images``: the conditioning floor (a float64 forward and inverse) of the leading test
-    images only (None: all). ``every``: separability's depths (None: about 8, :func:`select_blocks`).
+    images only (None: the ``num_images`` shown). ``every``: separability's depths (None: about 8,
+    :func:`select_blocks`).
     """
 
     num_images: int = 16
-    floor_images: int | None = 16
+    floor_images: int | None = None
     pairs: int = 6
     metamer_pairs: int = 100
     metamer_steps: int = 600
@@ -174,7 +175,11 @@ class Context:
             for x, _ in tqdm(loader, desc="reconstruct", unit="batch", disable=not self.opts.progress, leave=False)
         )
         for rec in reconstruct_batches(
-            self.model, batches, float64=self.opts.float64, to_pixels=self.pixels, floor_images=self.opts.floor_images
+            self.model,
+            batches,
+            float64=self.opts.float64,
+            to_pixels=self.pixels,
+            floor_images=self.opts.floor_images or self.opts.num_images,
         ):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()

@@ -115,9 +115,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--floor-images",
         type=positive_int,
-        default=16,
+        default=None,
         help="reconstruct: the conditioning floor (float64 passes, slow on a CPU) of the first N test images "
-        "(default: 16, those shown; a number above the split's size: all)",
+        "(default: those shown, --num-images; a number above the split's size: all)",
     )
     p.add_argument(
         "--float64",
