@@ -11,6 +11,7 @@ learned rather than architectural.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,39 @@ def _svm(C: float, seed: int) -> LinearSVC:
     return LinearSVC(C=C, dual=False, tol=1e-3, max_iter=2000, random_state=seed)
 
 
+class _IgnoreConvergenceWarnings:
+    """ConvergenceWarning ignored while any thread is inside: the first to enter installs the filter,
+    the last to leave restores the filters. (``warnings.catch_warnings`` alone is not thread-safe: the
+    filter list is process-wide, so overlapping users on threads would restore each other's copy.)
+
+    Small C on hard (early-block) features may stop at max_iter; the accuracy is still that of a
+    valid linear classifier, and the search only needs to rank the Cs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: warnings.catch_warnings[None] | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = warnings.catch_warnings()
+                self._saved.__enter__()
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._saved is not None:
+                self._saved.__exit__(None, None, None)
+                self._saved = None
+
+
+_ignore_convergence_warnings = _IgnoreConvergenceWarnings()
+
+
 def classifier_accuracies(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -84,25 +118,6 @@ def classifier_accuracies(
     Returns ``{"nn": accuracy, "svm": accuracy, "svm_C": chosen C}``; deterministic for a
     given ``seed``.
     """
-    with warnings.catch_warnings():
-        # Small C on hard (early-block) features may stop at max_iter; the accuracy is still
-        # that of a valid linear classifier, and the search only needs to rank the Cs.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return _accuracies(x_train, y_train, x_test, y_test, seed=seed, cv_samples=cv_samples, cv_folds=cv_folds, Cs=Cs)
-
-
-def _accuracies(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    seed: int = 0,
-    cv_samples: int = 2000,
-    cv_folds: int = 3,
-    Cs: Sequence[float] = DEFAULT_CS,
-) -> dict[str, float]:
-    """:func:`classifier_accuracies` without its warning filter (the caller's: filters are process-wide)."""
     nn = KNeighborsClassifier(n_neighbors=1).fit(x_train, y_train)
     rng = np.random.default_rng(seed)
     cv_idx = np.arange(len(y_train))
@@ -116,10 +131,11 @@ def _accuracies(
             "images (e.g. a larger max_train)"
         )
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, cv=folds, n_jobs=1)
-    search.fit(x_train[cv_idx], y_train[cv_idx])
-    best_c = float(search.best_params_["C"])
-    svm = _svm(best_c, seed).fit(x_train, y_train)
+    with _ignore_convergence_warnings:
+        search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, cv=folds, n_jobs=1)
+        search.fit(x_train[cv_idx], y_train[cv_idx])
+        best_c = float(search.best_params_["C"])
+        svm = _svm(best_c, seed).fit(x_train, y_train)
     return {"nn": float(nn.score(x_test, y_test)), "svm": float(svm.score(x_test, y_test)), "svm_C": best_c}
 
 
@@ -144,17 +160,14 @@ def accuracies_of(
 
     def fit(problem: Callable[[], tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
         x_train, x_test = problem()
-        acc = _accuracies(x_train, y_train, x_test, y_test, **kwargs)
+        acc = classifier_accuracies(x_train, y_train, x_test, y_test, **kwargs)
         bar.update()
         return acc
 
-    # One warning filter around all threads: catch_warnings is process-wide, not per thread.
     with (
-        warnings.catch_warnings(),
         ThreadPoolExecutor(max_workers=max(1, min(len(problems), torch.get_num_threads()))) as pool,
         tqdm(total=len(problems), desc=desc, unit=unit, disable=not progress, leave=False) as bar,
     ):
-        warnings.simplefilter("ignore", ConvergenceWarning)
         return list(pool.map(fit, problems))
 
 
