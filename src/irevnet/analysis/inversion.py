@@ -136,7 +136,7 @@ def reconstruct_batches(
     """
     dtype = _dtype_of(model)
     float64 = float64 or dtype == torch.float64
-    model64 = _float64_copy(model).eval() if float64 or floor else None
+    model64 = _float64_copy(model).eval() if float64 or (floor and floor_images != 0) else None
     measure = to_pixels or (lambda t: t)
     floor_left = math.inf if floor_images is None else floor_images
     for xb in batches:
