@@ -69,7 +69,7 @@ def _run(site: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProc
 
 
 CORE = """
-import sys, torch, torch.nn.functional as F, irevnet
+import contextlib, io, runpy, sys, torch, torch.nn.functional as F, irevnet
 from irevnet.precision import full_float32
 model = irevnet.create_model("cifar10", blocks=(1, 1, 1))
 x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
@@ -84,28 +84,30 @@ with torch.no_grad():
     err = (model.inverse(model.forward_features(x)) - x).abs().max().item()
 assert err < 1e-4, err
 import gpu_checks, gpu_speed, gpu_train, memory  # the GPU suite's sections import here too
+# Two of the suite's scripts, run as scripts (one interpreter start instead of three).
+for argv in (["benchmarks/gpu_preflight.py", "--smoke"], ["benchmarks/gpu_train.py", sys.argv[1], "--smoke"]):
+    sys.argv, out = argv, io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as e:
+            code = e.code
+    print("script", argv[0], code, repr(out.getvalue()))
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL})
 print("ok", loaded)
 """
 
 
 @pytest.mark.slow
-def test_core_needs_only_torch_and_numpy(minimal_site: Path) -> None:
+def test_core_and_gpu_suite_scripts_need_only_torch_and_numpy(minimal_site: Path, tmp_path: Path) -> None:
     """Models, memory-saving training, the precision policy, compiled blocks and the inverse; the GPU
-    suite's section modules import."""
-    proc = _run(minimal_site, "-c", CORE.replace("{OPTIONAL}", repr(set(OPTIONAL))))
+    suite's section modules import; the preflight runs; the train section, which needs more, says so."""
+    proc = _run(minimal_site, "-c", CORE.replace("{OPTIONAL}", repr(set(OPTIONAL))), str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "ok []"
-
-
-@pytest.mark.slow
-def test_gpu_suite_scripts_need_only_torch_and_numpy(minimal_site: Path, tmp_path: Path) -> None:
-    """The preflight runs; the train section, which needs more, says so."""
-    proc = _run(minimal_site, "benchmarks/gpu_preflight.py", "--smoke")
-    assert proc.returncode == 0 and proc.stdout.startswith("preflight: ok"), proc.stdout + proc.stderr[-2000:]
-    proc = _run(minimal_site, "benchmarks/gpu_train.py", str(tmp_path), "--smoke")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines() == [
+    *_, preflight, train, loaded = proc.stdout.strip().splitlines()
+    assert preflight.startswith("script benchmarks/gpu_preflight.py 0 'preflight: ok"), preflight
+    assert train == "script benchmarks/gpu_train.py 0 " + repr(
         "train: skipped: irevnet train needs tqdm and torchvision, not importable here (where PyPI is reachable: "
-        "bash benchmarks/gpu_suite.sh --fetch-deps, then carry benchmarks/.gpu-deps)"]
+        "bash benchmarks/gpu_suite.sh --fetch-deps, then carry benchmarks/.gpu-deps)\n"), train
     assert not (tmp_path / "train-run").exists()
+    assert loaded == "ok []"
