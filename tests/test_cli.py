@@ -42,11 +42,14 @@ def test_python_dash_m_entry_point():
 def test_demo_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     # --max-train: the SVMs of the separability and PCA analyses, fit on all 1,347 training
-    # images, cost half the demo's time; 100 (10 per class) run the same code.
+    # images, cost half the demo's time; 100 (10 per class) run the same code. The metamers' search
+    # (100 pairs x 600 steps by default) runs the same code on 20 x 100 (tests/test_metamers.py: 100 x 600).
     assert main(["demo", "--out", str(out), "--epochs", "2", "--epochs-b", "2", "--max-train", "100",
-                 "--no-progress"]) == 0
+                 "--metamer-pairs", "20", "--metamer-steps", "100", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads((out / "separability.json").read_text())["train_images"] == 100
+    assert json.loads((out / "metamers.json").read_text())["pairs"] == 20
+    assert json.loads((out / "metamers.json").read_text())["steps"] == 100
     for key in ("test_accuracy", "reconstruction_max_abs_error", "train_seconds", "params"):
         assert key in metrics
     model = load_model(out / "model.pt")

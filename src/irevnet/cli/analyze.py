@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..analysis.registry import ANALYSES, NAMES, get
 from ..data.registry import DATASETS
 from .common import (
+    add_analysis_size_arguments,
     add_force_argument,
     add_format_argument,
     add_workers_argument,
@@ -24,7 +25,6 @@ from .common import (
     fraction,
     int_range,
     model_path,
-    nonnegative_int,
     positive_float,
     positive_int,
     seed,
@@ -102,9 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=256)
     add_workers_argument(p)
-    p.add_argument(
-        "--max-train", type=positive_int, default=None, help="subsample the training split to this many images"
-    )
+    add_analysis_size_arguments(p)
     p.add_argument("--max-test", type=positive_int, default=None, help="subsample the test split to this many images")
     p.add_argument(
         "--num-images",
@@ -130,13 +128,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int_range(1, 100),
         default=6,
         help="interpolate, metamers, edits: number of pairs shown (1 to 100)",
-    )
-    p.add_argument("--metamer-pairs", type=positive_int, default=100, help="metamers: number of pairs measured")
-    p.add_argument(
-        "--metamer-steps",
-        type=nonnegative_int,
-        default=600,
-        help="metamers: Adam steps of the pixel-space search before the exact projection (0: none)",
     )
     p.add_argument("--steps", type=int_range(2, 64), default=9, help="interpolate: images per row (2 to 64)")
     p.add_argument(

@@ -393,6 +393,25 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_analysis_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-train``, ``--metamer-pairs``, ``--metamer-steps``: the sizes of the analyses' work that
+    ``analyze`` and ``demo`` both let a user scale (:class:`irevnet.analysis.suite.AnalysisOptions`)."""
+    parser.add_argument(
+        "--max-train",
+        type=positive_int,
+        default=None,
+        help="subsample the training split to this many images for the analyses that fit classifiers "
+        "(separability, pca; default: all)",
+    )
+    parser.add_argument("--metamer-pairs", type=positive_int, default=100, help="metamers: number of pairs measured")
+    parser.add_argument(
+        "--metamer-steps",
+        type=nonnegative_int,
+        default=600,
+        help="metamers: Adam steps of the pixel-space search before the exact projection (0: none)",
+    )
+
+
 def add_model_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """``--model KEY=VALUE`` (repeatable): overrides of the ``--preset`` configuration."""
     parser.add_argument("--model", dest="model_overrides", action="append", default=[], metavar="KEY=VALUE", help=help)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..analysis.registry import ANALYSES, get
 from ..io.names import RUN_BEST, RUN_CONFIG, RUN_LAST, RUN_METRICS
 from .common import (
+    add_analysis_size_arguments,
     add_force_argument,
     add_format_argument,
     check_outputs,
@@ -66,12 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="seed of the initialization and data order (the train/test split is always the "
         "standard one, seed 0, which `irevnet eval/analyze --data digits` also use)",
     )
-    p.add_argument(
-        "--max-train",
-        type=positive_int,
-        default=None,
-        help="subsample the training split to this many images for the analyses (default: all)",
-    )
+    add_analysis_size_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_format_argument(p)
     add_force_argument(p)
@@ -115,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     # the same configuration drawn with the same seed. Files are named as `irevnet analyze` names them.
     start = time.perf_counter()
     options = AnalysisOptions(
-        seed=args.seed, max_train=args.max_train, progress=not args.no_progress, format=args.format
+        seed=args.seed,
+        max_train=args.max_train,
+        metamer_pairs=args.metamer_pairs,
+        metamer_steps=args.metamer_steps,
+        progress=not args.no_progress,
+        format=args.format,
     )
     results = run_analyses(model, train_set, test_set, out, PAPER_ANALYSES, options)
     analysis_seconds = time.perf_counter() - start
