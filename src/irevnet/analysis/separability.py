@@ -68,6 +68,9 @@ class _IgnoreConvergenceWarnings:
     """ConvergenceWarning ignored while any thread is inside: the first to enter installs the filter,
     the last to leave restores the filters. (``warnings.catch_warnings`` alone is not thread-safe: the
     filter list is process-wide, so overlapping users on threads would restore each other's copy.)
+    Every scikit-learn call of a fit runs inside: scikit-learn's parallel helpers enter
+    ``catch_warnings`` themselves (even with ``n_jobs=1``, e.g. in a 1-NN's ``score``), and one
+    outside, on another thread, could restore a list holding our filter after the last user left.
 
     Small C on hard (early-block) features may stop at max_iter; the accuracy is still that of a
     valid linear classifier, and the search only needs to rank the Cs.
@@ -118,7 +121,6 @@ def classifier_accuracies(
     Returns ``{"nn": accuracy, "svm": accuracy, "svm_C": chosen C}``; deterministic for a
     given ``seed``.
     """
-    nn = KNeighborsClassifier(n_neighbors=1).fit(x_train, y_train)
     rng = np.random.default_rng(seed)
     cv_idx = np.arange(len(y_train))
     if len(cv_idx) > cv_samples:
@@ -131,12 +133,13 @@ def classifier_accuracies(
             "images (e.g. a larger max_train)"
         )
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    with _ignore_convergence_warnings:
+    with _ignore_convergence_warnings:  # around every scikit-learn call (_IgnoreConvergenceWarnings)
+        nn = KNeighborsClassifier(n_neighbors=1).fit(x_train, y_train)
         search = GridSearchCV(_svm(1.0, seed), {"C": list(Cs)}, cv=folds, n_jobs=1)
         search.fit(x_train[cv_idx], y_train[cv_idx])
         best_c = float(search.best_params_["C"])
         svm = _svm(best_c, seed).fit(x_train, y_train)
-    return {"nn": float(nn.score(x_test, y_test)), "svm": float(svm.score(x_test, y_test)), "svm_C": best_c}
+        return {"nn": float(nn.score(x_test, y_test)), "svm": float(svm.score(x_test, y_test)), "svm_C": best_c}
 
 
 def accuracies_of(
