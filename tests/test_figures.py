@@ -71,7 +71,14 @@ def test_every_separability_series_is_distinct_in_the_legend():
 def test_grids_wrap_and_keep_images_at_full_resolution(tmp_path):
     small = [torch.rand(1, 8, 8) for _ in range(40)]
     fig = image_grid([small, small], row_labels=["a", "b"])
-    assert len(fig.axes) == 3 * 2 * 16  # 40 columns wrap into 3 groups of 16 columns, 2 rows each
+    # 40 columns wrap into 3 groups of 2 rows (one strip of images each): 16, 16, then 8 and white.
+    strips = [ax.images[0].get_array() for ax in fig.axes]
+    assert len(strips) == 3 * 2 and all(a.shape == strips[0].shape for a in strips)
+    at = [j * (8 + 1) for j in range(16)]  # each image's first column (1 white pixel apart)
+    for g, k in ((0, 0), (1, 16), (2, 32)):  # group g starts with image k, at full resolution
+        assert np.array_equal(strips[2 * g][:, at[0]:at[0] + 8], small[k][0].numpy())
+    assert np.array_equal(strips[4][:, at[7]:at[7] + 8], small[39][0].numpy())
+    assert strips[4][:, at[7] + 8:].min() == 1.0  # the last group: 8 images, then white
     w, h = Image.open(save_figure(fig, tmp_path / "many.png")).size
     assert w <= 18 * PNG_DPI  # does not grow sideways with the number of images
     big = [torch.rand(3, 224, 224) for _ in range(2)]
@@ -79,7 +86,8 @@ def test_grids_wrap_and_keep_images_at_full_resolution(tmp_path):
     ax = fig.axes[0]
     fig.canvas.draw()
     shown = ax.get_window_extent()
-    assert shown.width >= 224 * fig.dpi / PNG_DPI - 1  # one screen pixel per image pixel at PNG_DPI
+    pixels = ax.images[0].get_array().shape[1]  # two images and the gap between them
+    assert pixels > 2 * 224 and shown.width >= pixels * fig.dpi / PNG_DPI - 1  # one screen pixel per image pixel
 
 
 def test_long_titles_fit_the_figure():
