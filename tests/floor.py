@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from irevnet.analysis import conditioning_floor
+from irevnet.analysis.inversion import float64_copy
 from irevnet.layers import merge, split
 
 LAMBDA = 2.0
@@ -333,7 +334,7 @@ def _emulate(model: nn.Module, x: Tensor, depth: int, noise: _Noise) -> tuple[Te
 def _float64_copy(model: nn.Module) -> nn.Module:
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise ValueError("train-mode dropout: the inverse is undefined")
-    return copy.deepcopy(model).double().compile_blocks(False)
+    return float64_copy(model)
 
 
 def _norm_ratio(diff: Tensor, reference: Tensor, u: float) -> Tensor:

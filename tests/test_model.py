@@ -8,6 +8,7 @@ from floor import (check, check_reconstruction, floor_of_batch,
                    relative_error, sensitivity)
 from trained import briefly_trained_cifar
 from irevnet import create_model, list_presets
+from irevnet.analysis.inversion import float64_copy
 from irevnet.config import get_preset
 
 
@@ -92,13 +93,18 @@ def test_inverse_exact_at_init(preset):
     # Two ImageNet images (24,576 entries: the norms still sum thousands of independent terms,
     # tests/floor.py): the same ratios error / bound as four (0.03-0.06), in 2/3 of the time.
     x = torch.randn(2 if model.input_shape[1] > 64 else 4, *small_shape(model))
+    # The model and its float64 copy, kept side by side (converting 200M parameters back and forth costs more).
+    models = {torch.float32: model, torch.float64: float64_copy(model)}
     for train in (True, False):
-        model.float().train(train)
+        for m in models.values():
+            m.train(train)
+        with torch.no_grad():  # the same BatchNorm statistics (a train-mode pass updates them): the same function
+            for b64, b in zip(models[torch.float64].buffers(), model.buffers(), strict=True):
+                b64.copy_(b)
         kappa = sensitivity(model, x)
-        for dtype in (torch.float32, torch.float64):
-            model.to(dtype)
+        for dtype, m in models.items():
             with torch.no_grad():
-                err = relative_error(model.inverse(model.forward_features(x.to(dtype))), x)
+                err = relative_error(m.inverse(m.forward_features(x.to(dtype))), x)
             check(err, kappa.batch_bound("inverse", dtype), f"{'train' if train else 'eval'} {dtype}")
 
 
