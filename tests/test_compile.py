@@ -99,12 +99,16 @@ def test_compiled_memory_saving_with_dropout_matches_plain_eager() -> None:
 
 
 def test_blocks_share_compiled_code() -> None:
-    """Twice the blocks per stage, the same graphs: compile work does not grow with depth."""
+    """Twice the blocks per stage, the same graphs: compile work does not grow with depth.
+
+    Dynamo's graphs are counted; the "eager" backend runs them as traced (AOTAutograd, which
+    compiles each graph further, does not change which graphs dynamo makes), in half the time.
+    """
     graphs = {}
     for depth in (3, 6):  # from 3 on, the blocks of a stage are of at most 3 kinds (first, second, others)
         torch._dynamo.reset()
         counters.clear()
-        model = _model(blocks=(depth,) * 3).set_memory_efficient(True).compile_blocks(backend="aot_eager")
+        model = _model(blocks=(depth,) * 3).set_memory_efficient(True).compile_blocks(backend="eager")
         _step(model, *_batch(model))
         graphs[depth] = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
