@@ -480,6 +480,19 @@ def test_cli_only_and_errors(tmp_path, capsys):
     assert json.loads((tmp_path / "renamed" / "jacobian.json").read_text()) == renamed["spectrum"]
 
 
+def test_the_suite_measures_the_floor_of_as_many_images_as_asked(tmp_path):
+    """floor_images=N: N floors; 0: none (not the default, the images shown); the errors of every image."""
+    torch.manual_seed(0)
+    model = irevnet.create_model("digits", blocks=(1, 1))
+    train, test = load_digits_split()
+    test = TensorDataset(*(t[:20] for t in test.tensors))
+    for asked, floors in ((None, 4), (7, 7), (0, 0)):
+        res = run_analyses(model, train, test, tmp_path / str(asked), ["reconstruct"],
+                           AnalysisOptions(num_images=4, floor_images=asked, progress=False))["reconstruct"]
+        assert res["floor_images"] == floors and len(res["per_image_relative_error"]) == 20
+        assert (res["floor_relative_error"] is None) == (floors == 0)
+
+
 def test_cli_analyzes_one_tree_of_class_folders_with_val_split(tmp_path, capsys):
     """The held-out part is the test split, the rest the training split; without --val-split the
     refusal names the flag, which analyze has."""

@@ -179,7 +179,7 @@ class Context:
             batches,
             float64=self.opts.float64,
             to_pixels=self.pixels,
-            floor_images=self.opts.floor_images or self.opts.num_images,
+            floor_images=self.opts.num_images if self.opts.floor_images is None else self.opts.floor_images,
         ):
             max_err += rec.max_abs_error.tolist()
             rel_err += rec.relative_error.tolist()
