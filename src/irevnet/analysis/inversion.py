@@ -64,20 +64,25 @@ def _exact_inverse_of_rounded_phi(model64: IRevNet, x: Tensor, dtype: torch.dtyp
     return model64.inverse(phi.to(dtype).double())
 
 
-def float64_copy(model: IRevNet) -> IRevNet:
-    """An eager float64 copy of ``model`` (BatchNorm statistics and mode included; ``model`` is untouched).
+def copy_in_dtype(model: IRevNet, dtype: torch.dtype) -> IRevNet:
+    """A copy of ``model`` with its floating-point tensors in ``dtype`` (BatchNorm statistics and mode
+    included; ``model`` is untouched).
 
-    Each floating-point tensor is copied once, straight to float64: ``deepcopy`` and then
-    ``.double()`` would copy it twice (3x the float32 model in transient memory, 2 s on an
-    ImageNet preset). Eager: the reference needs no speed, and compiled blocks would recompile
-    for float64.
+    Each tensor is copied once, straight to ``dtype``: ``deepcopy`` and then ``.to(dtype)`` would
+    copy it twice (for float64, 3x the float32 model in transient memory, 2 s on an ImageNet preset).
     """
     memo: dict[int, Any] = {}
     for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
-            t64 = t.detach().to(torch.float64, copy=True)
-            memo[id(t)] = nn.Parameter(t64, t.requires_grad) if isinstance(t, nn.Parameter) else t64
-    return copy.deepcopy(model, memo).double().compile_blocks(False)
+            converted = t.detach().to(dtype, copy=True)
+            memo[id(t)] = nn.Parameter(converted, t.requires_grad) if isinstance(t, nn.Parameter) else converted
+    return copy.deepcopy(model, memo).to(dtype)
+
+
+def float64_copy(model: IRevNet) -> IRevNet:
+    """An eager float64 copy of ``model`` (:func:`copy_in_dtype`). Eager: the reference needs no speed,
+    and compiled blocks would recompile for float64."""
+    return copy_in_dtype(model, torch.float64).compile_blocks(False)
 
 
 def _dtype_of(model: IRevNet) -> torch.dtype:

@@ -32,7 +32,6 @@ eval mode on a private copy):
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from torch.func import jvp, vjp, vmap
 from tqdm.auto import tqdm
 
 from ..model import IRevNet
+from .inversion import copy_in_dtype
 
 __all__ = [
     "CHECK_COLUMNS",
@@ -217,7 +217,7 @@ def _function(
 
     Eval mode: BatchNorm uses its running statistics (the function the checkpoint defines).
     """
-    net = copy.deepcopy(model).eval().to(dtype).requires_grad_(False)
+    net = copy_in_dtype(model, dtype).eval().requires_grad_(False)
     x = x.detach().to(device=next(net.parameters()).device, dtype=dtype)
     return _windowed_features(net, x, window), x.new_zeros(x.shape[0] * window[2] * window[3])
 
