@@ -48,8 +48,8 @@ def test_demo_writes_its_outputs(tmp_path):
                  "--metamer-pairs", "20", "--metamer-steps", "100", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads((out / "separability.json").read_text())["train_images"] == 100
-    assert json.loads((out / "metamers.json").read_text())["pairs"] == 20
-    assert json.loads((out / "metamers.json").read_text())["steps"] == 100
+    metamers = json.loads((out / "metamers.json").read_text())
+    assert (metamers["pairs"], metamers["steps"]) == (20, 100)
     for key in ("test_accuracy", "reconstruction_max_abs_error", "train_seconds", "params"):
         assert key in metrics
     model = load_model(out / "model.pt")

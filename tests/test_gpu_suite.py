@@ -86,7 +86,7 @@ assert err < 1e-4, err
 import gpu_checks, gpu_speed, gpu_train, memory  # the GPU suite's sections import here too
 # Two of the suite's scripts, run as scripts (one interpreter start instead of three).
 for argv in (["benchmarks/gpu_preflight.py", "--smoke"], ["benchmarks/gpu_train.py", sys.argv[1], "--smoke"]):
-    sys.argv, out = argv, io.StringIO()
+    sys.argv, out, code = argv, io.StringIO(), None
     with contextlib.redirect_stdout(out):
         try:
             runpy.run_path(argv[0], run_name="__main__")
